@@ -1,0 +1,141 @@
+"""The DiffRetriever encoder: texts -> dense single, dense multi and sparse vectors from ONE backbone call.
+
+Wires prompts -> backbone -> representations; the Pyserini-facing classes (pyserini_encoders.py) and the CLIs
+sit on top of it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from diffret_pyserini import representations as R
+from diffret_pyserini.backbones.base import Backbone
+from diffret_pyserini.prompts import PromptBuilder, load_templates
+
+REPRESENTATIONS = ("dense", "multi", "sparse")
+
+
+@dataclass
+class EncoderSettings:
+    """How texts become vectors. Kq and Kp are independent; max lengths bound the TEXT tokens only."""
+
+    kq: int = 4
+    kp: int = 16
+    query_max_length: int = 64
+    passage_max_length: int = 256
+    top_n: int | None = 128           # per-slot top-N vocabulary entries kept before max-pooling over K
+    scale: float = 100.0              # sparse weights -> ints: round(w * scale)
+    content_filter: bool = True       # keep only content tokens of the input text (reference behaviour)
+    prompts: str | None = None        # JSON file overriding the prompt templates
+    chat_template: bool | None = None # None: use the tokenizer's chat template when it has one
+    style: str = "auto"               # 'single' / 'multi' wording, or 'auto' (single when K == 1)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EncoderSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown encoder settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncodedBatch:
+    """One batch of texts in every representation (numpy, ready for writers)."""
+
+    dense: np.ndarray | None        # [B,H] float32
+    multi: np.ndarray | None        # [B,K,H] float32, L2-normalised rows, zero where invalid
+    multi_valid: np.ndarray | None  # [B,K] bool
+    sparse: list[dict[str, int]] | None
+
+
+class DiffRetEncoder:
+    """Encodes queries and passages with one backbone; every representation comes from the same single pass."""
+
+    def __init__(self, backbone: Backbone, settings: EncoderSettings | None = None):
+        self.backbone = backbone
+        self.settings = settings or EncoderSettings()
+        self.templates = load_templates(self.settings.prompts)
+        tok = backbone.tokenizer
+        self.excluded_ids = sorted({backbone.slot_id, *tok.all_special_ids})
+        self._terms: R.TermVocabulary | None = None
+        self._builders: dict[tuple[str, int, int], PromptBuilder] = {}
+
+    # ------------------------------------------------------------------ prompts
+    def k_for(self, role: str) -> int:
+        return self.settings.kq if role == "query" else self.settings.kp
+
+    def max_length_for(self, role: str) -> int:
+        return self.settings.query_max_length if role == "query" else self.settings.passage_max_length
+
+    def builder(self, role: str, k: int | None = None, max_length: int | None = None) -> PromptBuilder:
+        if role not in ("query", "passage"):
+            raise ValueError(f"role must be 'query' or 'passage', got {role!r}")
+        k = k or self.k_for(role)
+        max_length = max_length or self.max_length_for(role)
+        key = (role, k, max_length)
+        if key not in self._builders:
+            style = self.settings.style if self.settings.style != "auto" else ("single" if k == 1 else "multi")
+            self._builders[key] = PromptBuilder(
+                self.backbone.tokenizer, self.templates[role][style], k, self.backbone.slot_id, max_length,
+                self.backbone.pad_id, self.settings.chat_template, with_slots=self.backbone.one_pass)
+        return self._builders[key]
+
+    @property
+    def terms(self) -> R.TermVocabulary:
+        if self._terms is None:
+            self._terms = R.TermVocabulary(self.backbone.tokenizer, self.excluded_ids)
+        return self._terms
+
+    # ------------------------------------------------------------------ encoding
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], role: str = "passage", want: Sequence[str] = REPRESENTATIONS,
+               k: int | None = None, max_length: int | None = None) -> EncodedBatch:
+        """Encode `texts` once and return the representations named in `want`."""
+        unknown = set(want) - set(REPRESENTATIONS)
+        if unknown:
+            raise ValueError(f"unknown representations {sorted(unknown)}; expected {REPRESENTATIONS}")
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        batch = self.builder(role, k, max_length).build(texts)
+        states = self.backbone.read_slots(batch)
+        valid = states.valid
+        dense = multi = multi_valid = sparse = None
+        if "dense" in want:
+            dense = R.dense_single(states.hidden, valid).cpu().numpy().astype(np.float32)
+        if "multi" in want:
+            multi = R.dense_multi(states.hidden, valid).cpu().numpy().astype(np.float32)
+            multi_valid = valid.cpu().numpy()
+        if "sparse" in want:
+            sparse = self.sparse_vectors(texts, states.features, valid)
+        return EncodedBatch(dense, multi, multi_valid, sparse)
+
+    def sparse_vectors(self, texts: Sequence[str], features: torch.Tensor, valid: torch.Tensor) -> list[dict]:
+        """Sparse {term: int} per text; logits only for the vocabulary columns the filter can keep."""
+        s = self.settings
+        device = features.device
+        if s.content_filter:
+            allowed_sets = R.content_token_ids(self.backbone.tokenizer, texts, self.excluded_ids)
+            union = sorted(set().union(*allowed_sets))
+            union = [i for i in union if i < self.backbone.vocab_size and self.terms.id_to_term[i] is not None]
+            if not union:
+                return [{} for _ in texts]
+            columns = torch.tensor(union, dtype=torch.long, device=device)
+            position = {vid: j for j, vid in enumerate(union)}
+            allowed = torch.zeros((len(texts), len(union)), dtype=torch.bool, device=device)
+            for row, ids in enumerate(allowed_sets):
+                cols = [position[i] for i in ids if i in position]
+                allowed[row, cols] = True
+        else:
+            columns = None
+            allowed = torch.ones((len(texts), self.backbone.vocab_size), dtype=torch.bool, device=device)
+            allowed[:, [i for i in self.excluded_ids if i < self.backbone.vocab_size]] = False
+        logits = self.backbone.vocab_logits(features, columns)
+        pooled = R.pool_sparse(R.sparse_slot_weights(logits), allowed, valid, s.top_n)
+        return R.to_term_dicts(R.quantize(pooled, s.scale).cpu(), self.terms.id_to_term,
+                               None if columns is None else columns.cpu())

@@ -1,0 +1,193 @@
+"""Pure representation math on slot states: dense pooling, sparse weighting, quantisation, Lucene-safe terms.
+
+Everything here takes tensors (or token strings) and returns tensors/dicts; nothing knows about models or files.
+Shapes: B texts, K slots, H hidden size, V vocabulary.
+"""
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from typing import Iterable, Sequence
+
+import torch
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Unit-length rows along the last axis (zero rows stay zero)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=eps)
+
+
+def dense_multi(hidden: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B,K,H] -> [B,K,H] L2-normalised slot vectors; invalid slots are zeroed (they never win a MaxSim)."""
+    out = l2_normalize(hidden.float())
+    if valid is not None:
+        out = out * valid.unsqueeze(-1).to(out.dtype)
+    return out
+
+
+def dense_single(hidden: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B,K,H] -> [B,H]: the mean of the L2-normalised valid slot vectors (the reference's `single`)."""
+    vectors = dense_multi(hidden, valid)
+    count = vectors.new_full(vectors.shape[:1], vectors.shape[1]) if valid is None else valid.sum(-1).to(vectors.dtype)
+    return vectors.sum(1) / count.clamp(min=1).unsqueeze(-1)
+
+
+def sparse_slot_weights(logits: torch.Tensor) -> torch.Tensor:
+    """log(1 + relu(logits)), per slot."""
+    return torch.log1p(torch.relu(logits.float()))
+
+
+def pool_sparse(weights: torch.Tensor, allowed: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+                top_n: int | None = 128) -> torch.Tensor:
+    """[B,K,V] slot weights -> [B,V]: keep allowed columns, top-N per slot, then max over valid slots.
+
+    `allowed` is a bool [B,V] (content tokens of each text, special/mask ids already off); `valid` a bool [B,K].
+    """
+    w = weights
+    if allowed is not None:
+        w = w.masked_fill(~allowed.unsqueeze(1), 0.0)
+    if valid is not None:
+        w = w.masked_fill(~valid.unsqueeze(-1), 0.0)
+    if top_n is not None and top_n < w.shape[-1]:
+        values, index = w.topk(top_n, dim=-1)
+        w = torch.zeros_like(w).scatter_(-1, index, values)
+    return w.amax(dim=1)
+
+
+def quantize(weights: torch.Tensor, scale: float = 100.0) -> torch.Tensor:
+    """Float impact weights -> non-negative ints (round(w * scale)); Lucene impact scoring takes integers."""
+    return torch.round(weights.float().clamp(min=0) * scale).to(torch.int64)
+
+
+def to_term_dicts(quantized: torch.Tensor, id_to_term: Sequence[str | None],
+                  columns: torch.Tensor | None = None) -> list[dict[str, int]]:
+    """[B,V'] ints -> one {term: weight} per row; ids that render to the same term merge by max.
+
+    `columns` maps the V' columns back to vocabulary ids when the logits were computed on a subset.
+    """
+    out = []
+    rows, cols = quantized.nonzero(as_tuple=True)
+    values = quantized[rows, cols].tolist()
+    vocab_ids = (columns[cols] if columns is not None else cols).tolist()
+    per_row: list[dict[str, int]] = [{} for _ in range(quantized.shape[0])]
+    for row, vid, value in zip(rows.tolist(), vocab_ids, values):
+        term = id_to_term[vid]
+        if term is None:
+            continue
+        terms = per_row[row]
+        if value > terms.get(term, 0):
+            terms[term] = value
+    out.extend(per_row)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- content filter
+
+@lru_cache(maxsize=1)
+def english_stopwords() -> frozenset[str]:
+    text = resources.files("diffret_pyserini").joinpath("resources/stopwords_en.txt").read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased words of `text` minus English stopwords and punctuation, first occurrence order."""
+    stop = english_stopwords()
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(text.lower()):
+        if word not in stop:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def content_token_ids(tokenizer, texts: Sequence[str], excluded: Iterable[int] = ()) -> list[set[int]]:
+    """Per text, the token ids of its content words, re-tokenised with and without a leading space.
+
+    Both spellings matter for byte-level BPE vocabularies, where 'Ġword' and 'word' are different ids.
+    """
+    excluded = set(excluded)
+    joined = [" ".join(content_words(t)) for t in texts]
+    plain = tokenizer(joined, add_special_tokens=False)["input_ids"]
+    spaced = tokenizer([" " + j if j else "" for j in joined], add_special_tokens=False)["input_ids"]
+    return [(set(a) | set(b)) - excluded for a, b in zip(plain, spaced)]
+
+
+# ------------------------------------------------------------------------------------------------ term strings
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte <-> printable-character table used by byte-level BPE vocabularies."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+_UNICODE_TO_BYTE = {ch: byte for byte, ch in _bytes_to_unicode().items()}
+_WHITESPACE = re.compile(r"\s+")
+
+
+def tokenizer_style(tokenizer) -> str:
+    """'bytelevel', 'metaspace' (sentencepiece '▁') or 'wordpiece'/'plain', read off the fast tokenizer's decoder."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.dumps(json.loads(backend.to_str()).get("decoder"))
+        if "ByteLevel" in spec:
+            return "bytelevel"
+        if "Metaspace" in spec or "\u2581" in spec:
+            return "metaspace"
+        if "WordPiece" in spec:
+            return "wordpiece"
+    return "plain"
+
+
+def render_term(token: str, style: str) -> str | None:
+    """A vocabulary token as a Lucene-safe term (no whitespace), or None when nothing printable is left.
+
+    Byte-level tokens are decoded back to UTF-8 (a token holding part of a multi-byte character keeps a
+    `<0xNN>` byte notation); sentencepiece '▁' and byte-level 'Ġ' word markers are dropped, so 'Ġcat' and 'cat'
+    render alike and later merge by max. Word-piece '##' continuations are kept: '##ing' is not 'ing'.
+    """
+    if style == "bytelevel":
+        raw = bytes(_UNICODE_TO_BYTE[ch] for ch in token) if all(ch in _UNICODE_TO_BYTE for ch in token) else None
+        if raw is not None:
+            try:
+                token = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                token = "".join(chr(b) if b < 0x80 else f"<0x{b:02X}>" for b in raw)
+    elif style == "metaspace":
+        token = token.replace("\u2581", " ")
+    term = _WHITESPACE.sub("_", token.strip())
+    return term or None
+
+
+class TermVocabulary:
+    """Vocabulary id -> Lucene term, computed once per tokenizer; special ids map to None."""
+
+    def __init__(self, tokenizer, excluded_ids: Iterable[int] = ()):
+        self.style = tokenizer_style(tokenizer)
+        excluded = set(excluded_ids) | set(tokenizer.all_special_ids)
+        size = max(len(tokenizer), max(tokenizer.get_vocab().values()) + 1)
+        tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
+        self.id_to_term: list[str | None] = [
+            None if (i in excluded or tok is None) else render_term(tok, self.style) for i, tok in enumerate(tokens)]
+
+    def __len__(self) -> int:
+        return len(self.id_to_term)
+
+    def term_to_ids(self) -> dict[str, list[int]]:
+        """The inverse map (several ids can share a term)."""
+        inverse: dict[str, list[int]] = {}
+        for i, term in enumerate(self.id_to_term):
+            if term is not None:
+                inverse.setdefault(term, []).append(i)
+        return inverse
