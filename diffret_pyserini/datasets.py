@@ -1,0 +1,418 @@
+"""Dataset reading with strict, one-line validation errors; the corpus is streamed, never loaded whole.
+
+Formats: corpora as jsonl (BEIR ``{"_id", "title", "text"}`` or Pyserini ``{"id"|"docid", "contents"}``),
+queries as BEIR jsonl, ``qid<TAB>text`` TSV or TREC topics (``<top>`` or CACM's ``<DOC>`` form), qrels as
+BEIR TSV or TREC. Every problem raises :class:`DatasetError` ``"{path}:{line}: {field}: {what}"``.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+__all__ = [
+    "DatasetError", "Document", "Dataset", "iter_corpus", "count_corpus", "load_queries", "load_qrels",
+    "resolve_dataset", "check_dataset", "write_topics_tsv", "pyserini_topic_reader", "PACKAGED_DATASETS",
+]
+
+PACKAGED_DATASETS = ("cacm",)
+_ID_KEYS = ("_id", "id", "docid")
+_WS = re.compile(r"\s+")
+_HAS_WS = re.compile(r"\s")
+
+
+class DatasetError(ValueError):
+    """A problem in an input file, as one line: ``{path}:{line}: {field}: {what}`` (line 1-based)."""
+
+    def __init__(self, path: str | os.PathLike, what: str, line: int | None = None, field: str | None = None):
+        self.path, self.line, self.field, self.what = str(path), line, field, what
+        where = self.path if line is None else f"{self.path}:{line}"
+        # Keep it one line whatever the caller passed: CLIs print "error: <msg>" and nothing else.
+        super().__init__(" ".join(f"{where}: {field + ': ' if field else ''}{what}".split()))
+
+    def __reduce__(self):  # so it survives pickling (multiprocessing workers, DataLoader)
+        return type(self), (self.path, self.what, self.line, self.field)
+
+
+@dataclass
+class Document:
+    """One corpus entry; ``contents`` is what gets encoded/indexed."""
+
+    docid: str
+    title: str
+    text: str
+
+    @property
+    def contents(self) -> str:
+        return f"{self.title} {self.text}".strip()
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _corpus_files(path: str | os.PathLike) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith((".jsonl", ".jsonl.gz")))
+        if not files:
+            raise DatasetError(p, "directory holds no *.jsonl files")
+        return files
+    if not p.is_file():
+        raise DatasetError(p, "no such file or directory")
+    return [p]
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, decoded line) for non-blank lines, decoding each line on its own so a bad
+    byte is reported at its line. Binary iteration splits on b"\\n" only: U+2028 inside JSON strings is safe."""
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark would make json.loads fail on an otherwise fine file
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DatasetError(path, f"invalid UTF-8 byte at column {e.start + 1}", line=lineno) from None
+            if line.strip():
+                yield lineno, line
+
+
+def _json_object(path: Path, lineno: int, line: str) -> dict:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DatasetError(path, f"malformed JSON ({e.msg} at column {e.colno})", line=lineno) from None
+    if not isinstance(obj, dict):
+        raise DatasetError(path, f"expected a JSON object, found {type(obj).__name__}", line=lineno)
+    return obj
+
+
+def _check_id(path: Path, lineno: int, key: str, value: object) -> str:
+    # bool is an int subclass; "true" as an id is surely a mistake.
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DatasetError(path, f"id must be a string or integer, found {type(value).__name__}",
+                           line=lineno, field=key)
+    ident = str(value)
+    if not ident:
+        raise DatasetError(path, "empty id", line=lineno, field=key)
+    if _HAS_WS.search(ident):
+        # TREC run/qrels files are whitespace-separated: such an id would shift columns.
+        raise DatasetError(path, f"id {ident!r} contains whitespace, which breaks TREC run files",
+                           line=lineno, field=key)
+    return ident
+
+
+def _parse_document(path: Path, lineno: int, obj: dict) -> Document:
+    key = next((k for k in _ID_KEYS if k in obj), None)
+    if key is None:
+        raise DatasetError(path, "missing document id (expected one of _id, id, docid)", line=lineno, field="_id")
+    docid = _check_id(path, lineno, key, obj[key])
+    field = "text" if "text" in obj else "contents" if "contents" in obj else None
+    if field is None:
+        raise DatasetError(path, "missing text field (expected text or contents)", line=lineno, field="text")
+    text = obj[field]
+    if not isinstance(text, str):
+        raise DatasetError(path, f"must be a string, found {type(text).__name__}", line=lineno, field=field)
+    title = obj.get("title") if field == "text" else None
+    if title is None:
+        title = ""
+    elif not isinstance(title, str):
+        raise DatasetError(path, f"must be a string, found {type(title).__name__}", line=lineno, field="title")
+    return Document(docid, title, text)
+
+
+def iter_corpus(path: str | os.PathLike, *, start: int = 0) -> Iterator[Document]:
+    """Stream documents from a jsonl file (optionally .gz) or a directory of them (sorted by name).
+
+    Memory stays flat in corpus size (only the set of seen ids is kept, to reject duplicates). Blank lines are
+    skipped but counted for line numbers. Empty or whitespace-only text is KEPT (a document with empty
+    contents, never dropped: dropping would desynchronise ids from positions). Long texts are kept whole;
+    truncation happens at tokenisation. ``start`` skips the first ``start`` documents (resume), which are
+    still validated so that errors and duplicate detection do not depend on where a run resumed.
+    """
+    seen: set[str] = set()
+    n = 0
+    for f in _corpus_files(path):
+        for lineno, line in _iter_lines(f):
+            doc = _parse_document(f, lineno, _json_object(f, lineno, line))
+            if doc.docid in seen:
+                raise DatasetError(f, f"duplicate document id {doc.docid!r}", line=lineno, field="id")
+            seen.add(doc.docid)
+            if n >= start:
+                yield doc
+            n += 1
+
+
+def count_corpus(path: str | os.PathLike) -> int:
+    """Number of non-blank lines (documents), without parsing JSON; for progress bars."""
+    n = 0
+    for f in _corpus_files(path):
+        with _open_binary(f) as fh:
+            n += sum(1 for raw in fh if raw.strip())
+    return n
+
+
+def _normalise(text: str) -> str:
+    return _WS.sub(" ", text).strip()
+
+
+def _read_text(path: Path) -> str:
+    with _open_binary(path) as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(path, "invalid UTF-8 byte", line=data.count(b"\n", 0, e.start) + 1) from None
+
+
+def _add_query(queries: dict[str, str], path: Path, lineno: int, qid: str, text: str) -> None:
+    if qid in queries:
+        raise DatasetError(path, f"duplicate query id {qid!r}", line=lineno, field="_id")
+    text = _normalise(text)
+    if not text:
+        # An empty query cannot be searched, and Pyserini's TSV topic reader would misread the line.
+        raise DatasetError(path, "empty query text", line=lineno, field="text")
+    queries[qid] = text
+
+
+def _queries_jsonl(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for lineno, line in _iter_lines(path):
+        obj = _json_object(path, lineno, line)
+        for key in ("_id", "text"):
+            if key not in obj:
+                raise DatasetError(path, "missing", line=lineno, field=key)
+        if not isinstance(obj["text"], str):
+            raise DatasetError(path, f"must be a string, found {type(obj['text']).__name__}",
+                               line=lineno, field="text")
+        _add_query(queries, path, lineno, _check_id(path, lineno, "_id", obj["_id"]), obj["text"])
+    return queries
+
+
+def _queries_tsv(path: Path, text: str) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise DatasetError(path, "expected 'qid<TAB>text'", line=lineno)
+        qid, query = line.split("\t", 1)
+        _add_query(queries, path, lineno, _check_id(path, lineno, "qid", qid.strip()), query)
+    return queries
+
+
+_TOP = re.compile(r"<top>(.*?)</top>", re.S | re.I)
+_NUM = re.compile(r"<num>\s*(?:Number\s*:)?\s*([^\s<]+)", re.I)
+_TITLE = re.compile(r"<title>\s*(?:Topic\s*:)?(.*?)(?=</?\w+>|$)", re.S | re.I)
+_CACM = re.compile(r"<DOC>\s*<DOCNO>\s*([^\s<]+)\s*</DOCNO>(.*?)</DOC>", re.S | re.I)
+
+
+def _queries_trec(path: Path, text: str) -> dict[str, str]:
+    """TREC ``<top>`` topics (the title is the query) or CACM's ``<DOC><DOCNO> n </DOCNO> text </DOC>``."""
+    queries: dict[str, str] = {}
+
+    def line_of(pos: int) -> int:
+        return text.count("\n", 0, pos) + 1
+
+    if _TOP.search(text):
+        for m in _TOP.finditer(text):
+            block, line = m.group(1), line_of(m.start())
+            num, title = _NUM.search(block), _TITLE.search(block)
+            if num is None:
+                raise DatasetError(path, "topic has no <num>", line=line, field="num")
+            if title is None:
+                raise DatasetError(path, "topic has no <title>", line=line, field="title")
+            _add_query(queries, path, line, _check_id(path, line, "num", num.group(1)), title.group(1))
+    else:
+        for m in _CACM.finditer(text):
+            line = line_of(m.start())
+            _add_query(queries, path, line, _check_id(path, line, "DOCNO", m.group(1)), m.group(2))
+    return queries
+
+
+def load_queries(path: str | os.PathLike) -> dict[str, str]:
+    """Queries in file order, ``{qid: text}``, whitespace collapsed to single spaces.
+
+    The format is sniffed: JSON lines (BEIR ``_id``/``text``), TREC/CACM topics (``<top>``/``<DOC>``), else
+    ``qid<TAB>text``. Empty query text is an error (it cannot be searched), as is a file with no queries.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(p, "no such file")
+    text = _read_text(p)
+    head = text.lstrip()[:1]
+    if p.name.endswith((".jsonl", ".jsonl.gz", ".json")) or head == "{":
+        queries = _queries_jsonl(p)
+    elif head == "<":
+        queries = _queries_trec(p, text)
+    else:
+        queries = _queries_tsv(p, text)
+    if not queries:
+        raise DatasetError(p, "no queries")
+    return queries
+
+
+_QRELS_HEADERS = {"query-id", "query_id", "qid", "query"}
+
+
+def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """``{qid: {docid: relevance}}`` from BEIR TSV (``query-id corpus-id score``, header optional) or TREC
+    qrels (``qid iter docid rel``). The column count is fixed by the first data line."""
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(p, "no such file")
+    qrels: dict[str, dict[str, int]] = {}
+    ncols = None
+    for lineno, line in enumerate(_read_text(p).split("\n"), 1):
+        cols = line.split()
+        if not cols:
+            continue
+        if ncols is None and cols[0].lower() in _QRELS_HEADERS:
+            continue  # BEIR header
+        if ncols is None:
+            if len(cols) not in (3, 4):
+                raise DatasetError(p, f"expected 3 (BEIR) or 4 (TREC) columns, found {len(cols)}", line=lineno)
+            ncols = len(cols)
+        elif len(cols) != ncols:
+            raise DatasetError(p, f"expected {ncols} columns like the first line, found {len(cols)}", line=lineno)
+        qid, docid, rel = cols[0], cols[-2], cols[-1]
+        try:
+            value = int(rel)
+        except ValueError:
+            raise DatasetError(p, f"relevance {rel!r} is not an integer", line=lineno, field="relevance") from None
+        judged = qrels.setdefault(qid, {})
+        if judged.get(docid, value) != value:
+            raise DatasetError(p, f"conflicting judgements for ({qid}, {docid})", line=lineno, field="relevance")
+        judged[docid] = value
+    if not qrels:
+        raise DatasetError(p, "no judgements")
+    return qrels
+
+
+@dataclass
+class Dataset:
+    """Paths of one test collection; ``qrels_path`` is None when there are no judgements."""
+
+    name: str
+    corpus_path: Path
+    queries_path: Path
+    qrels_path: Path | None = None
+
+
+def _one_of(d: Path, patterns: tuple[str, ...], what: str) -> Path | None:
+    for pattern in patterns:
+        found = sorted(p for p in d.glob(pattern) if p.is_file())
+        if len(found) > 1:
+            raise DatasetError(d, f"several {what} files match {pattern}: {', '.join(f.name for f in found)}")
+        if found:
+            return found[0]
+    return None
+
+
+def resolve_dataset(dir_or_name: str | os.PathLike) -> Dataset:
+    """A directory in BEIR layout (corpus.jsonl, queries.jsonl, qrels/test.tsv) or TREC layout
+    (corpus.jsonl, topics*.txt, qrels*.txt), or the name of a dataset shipped in the package (``cacm``)."""
+    d = Path(dir_or_name)
+    if not d.is_dir():
+        if str(dir_or_name) in PACKAGED_DATASETS:
+            d = Path(str(importlib.resources.files("diffret_pyserini") / "data" / str(dir_or_name)))
+        else:
+            raise DatasetError(d, f"not a directory nor a packaged dataset ({', '.join(PACKAGED_DATASETS)})")
+    corpus = _one_of(d, ("corpus.jsonl", "corpus.jsonl.gz"), "corpus")
+    if corpus is None and (d / "corpus").is_dir():
+        corpus = d / "corpus"
+    if corpus is None:
+        raise DatasetError(d, "no corpus.jsonl (or corpus/ directory of *.jsonl)")
+    queries = _one_of(d, ("queries.jsonl", "queries.tsv", "topics*.txt", "topics*.tsv"), "queries")
+    if queries is None:
+        raise DatasetError(d, "no queries.jsonl, queries.tsv or topics*.txt")
+    qrels = _one_of(d, ("qrels/test.tsv", "qrels*.txt", "qrels*.tsv"), "qrels")
+    return Dataset(d.name, corpus, queries, qrels)
+
+
+def _examples(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+
+def check_dataset(dataset: Dataset) -> list[str]:
+    """Consistency warnings (not errors); raises DatasetError on unreadable files or an empty queries file.
+
+    Reads the whole corpus once (streaming, ids only kept). Warns about qrels docids absent from the corpus,
+    queries without qrels (searched, but trec_eval leaves them out of averages), qrels for unknown queries,
+    and all-digit query ids with leading zeros (Pyserini's ``--topics`` reader turns "007" into 7).
+    """
+    warnings: list[str] = []
+    queries = load_queries(dataset.queries_path)
+    padded = [q for q in queries if q.isdigit() and q != str(int(q))]
+    if padded:
+        warnings.append(f"{dataset.queries_path}: {len(padded)} query ids are digits with leading zeros "
+                        f"({_examples(padded)}); Pyserini's --topics reader turns them into integers, so run "
+                        "files would not match the qrels; search through the Python API instead")
+    if dataset.qrels_path is None:
+        warnings.append(f"{dataset.name}: no qrels file; runs can be made but not evaluated")
+        return warnings
+    qrels = load_qrels(dataset.qrels_path)
+    docids = {doc.docid for doc in iter_corpus(dataset.corpus_path)}
+    missing_docs = sorted({d for judged in qrels.values() for d in judged if d not in docids})
+    if missing_docs:
+        warnings.append(f"{dataset.qrels_path}: {len(missing_docs)} judged docids are not in the corpus "
+                        f"({_examples(missing_docs)}); they can never be retrieved")
+    unjudged = [q for q in queries if q not in qrels]
+    if unjudged:
+        warnings.append(f"{dataset.queries_path}: {len(unjudged)} of {len(queries)} queries have no qrels "
+                        f"({_examples(unjudged)}); they are still searched but trec_eval ignores them")
+    unknown = [q for q in qrels if q not in queries]
+    if unknown:
+        warnings.append(f"{dataset.qrels_path}: {len(unknown)} judged query ids are not in the queries file "
+                        f"({_examples(unknown)}); trec_eval ignores them unless run with -c")
+    return warnings
+
+
+def pyserini_topic_reader(topics: str) -> str:
+    """The reader Pyserini 1.6's ``--topics`` picks for this exact string (query_iterator.DefaultQueryIterator):
+    substring tests on the WHOLE path string as passed (not the basename, not resolved), in this order:
+    ends with .json -> json; contains "beir" -> BEIR TSV; contains "cacm" -> CACM; .tsv/.txt(.gz) -> TSV."""
+    if topics.endswith(".json"):
+        return "json"
+    if "beir" in topics:
+        return "beir"
+    if "cacm" in topics:
+        return "cacm"
+    if topics.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz")):
+        return "tsv"
+    return "other"
+
+
+def write_topics_tsv(queries: Mapping[str, str], path: str | os.PathLike) -> Path:
+    """Write ``qid<TAB>text`` lines atomically for Pyserini's ``--topics``.
+
+    Pyserini chooses its topic reader from substrings of the path string given to ``--topics``: a path
+    containing "beir" or "cacm" anywhere (directories included) gets a special reader. So the string you
+    write here and pass to ``--topics`` must contain neither and end in .tsv, e.g. ``run/queries.topics.tsv``
+    -- this function refuses other names. Texts are whitespace-normalised (tabs/newlines would break lines);
+    pass the same texts to the query-vector writers, which key pre-encoded queries on the text.
+    Note: Pyserini turns all-digit qids into ints ("007" -> 7); see :func:`check_dataset`.
+    """
+    reader = pyserini_topic_reader(str(path))
+    if reader != "tsv" or not str(path).endswith(".tsv"):
+        raise ValueError(f"{path}: topic file name must end in .tsv and contain neither 'beir' nor 'cacm' "
+                         f"(Pyserini would use its {reader!r} reader)")
+    lines = []
+    for qid, text in queries.items():
+        if not qid or _HAS_WS.search(qid):
+            raise ValueError(f"{path}: query id {qid!r} is empty or contains whitespace")
+        text = _normalise(text)
+        if not text:
+            raise ValueError(f"{path}: query {qid!r} has empty text")
+        lines.append(f"{qid}\t{text}\n")
+    from diffret_pyserini.writers import atomic_write_text  # local import: writers imports numpy
+
+    atomic_write_text(path, "".join(lines))
+    return Path(path)
