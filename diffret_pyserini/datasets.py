@@ -394,14 +394,15 @@ def write_topics_tsv(queries: Mapping[str, str], path: str | os.PathLike) -> Pat
     """Write ``qid<TAB>text`` lines atomically for Pyserini's ``--topics``.
 
     Pyserini chooses its topic reader from substrings of the path string given to ``--topics``: a path
-    containing "beir" or "cacm" anywhere (directories included) gets a special reader. So the string you
-    write here and pass to ``--topics`` must contain neither and end in .tsv, e.g. ``run/queries.topics.tsv``
-    -- this function refuses other names. Texts are whitespace-normalised (tabs/newlines would break lines);
-    pass the same texts to the query-vector writers, which key pre-encoded queries on the text.
+    containing "beir" or "cacm" anywhere (directories included) gets a special reader. This function refuses
+    file NAMES that would misfire; the folder is the caller's business: pass ``--topics`` a string without
+    those words (e.g. a path relative to the folder, or a symlink), or use the Python API.
+    Texts are whitespace-normalised (tabs/newlines would break lines); pass the same texts to the query-vector writers, which key pre-encoded queries on the text.
     Note: Pyserini turns all-digit qids into ints ("007" -> 7); see :func:`check_dataset`.
     """
-    reader = pyserini_topic_reader(str(path))
-    if reader != "tsv" or not str(path).endswith(".tsv"):
+    name = Path(path).name
+    reader = pyserini_topic_reader(name)
+    if reader != "tsv" or not name.endswith(".tsv"):
         raise ValueError(f"{path}: topic file name must end in .tsv and contain neither 'beir' nor 'cacm' "
                          f"(Pyserini would use its {reader!r} reader)")
     lines = []

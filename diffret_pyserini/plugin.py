@@ -47,6 +47,9 @@ class DiffRetClassMap(dict):
 
 def register(module=None) -> None:
     """Put our encoders into pyserini.encode's class maps (idempotent)."""
+    ours = sys.modules.get("diffret_pyserini.pyserini_encoders")
+    if ours is not None and not hasattr(ours, "DiffRetQueryEncoder"):
+        return  # our module is importing pyserini.encode right now; it calls register() when it is done
     if module is None:
         import pyserini.encode as module
     from diffret_pyserini.pyserini_encoders import DiffRetDocumentEncoder, DiffRetQueryEncoder

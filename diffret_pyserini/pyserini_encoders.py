@@ -143,3 +143,12 @@ class DiffRetQueryEncoder(QueryEncoder):
         if self.representation == "sparse":
             return out.sparse
         return [vectors[valid] for vectors, valid in zip(out.multi, out.multi_valid)]
+
+
+def _register_with_pyserini() -> None:
+    from diffret_pyserini.plugin import register
+
+    register()
+
+
+_register_with_pyserini()

@@ -261,7 +261,8 @@ def test_write_topics_tsv_names(tmp_path):
     assert not list(path.parent.glob("*.tmp-*"))
     assert pyserini_topic_reader("/data/beir/nfcorpus/q.tsv") == "beir"  # whole path, not the basename
     assert pyserini_topic_reader("runs/cacm-queries.tsv") == "cacm"
-    for bad in (tmp_path / "beir" / "q.tsv", tmp_path / "cacm.tsv", tmp_path / "q.json", tmp_path / "q.txt"):
+    write_topics_tsv({"1": "a"}, tmp_path / "cacm" / "q.tsv")  # the folder is the caller's business
+    for bad in (tmp_path / "beir.tsv", tmp_path / "cacm.tsv", tmp_path / "q.json", tmp_path / "q.txt"):
         with pytest.raises(ValueError, match="neither 'beir' nor 'cacm'"):
             write_topics_tsv({"1": "a"}, bad)
     with pytest.raises(ValueError, match="whitespace"):
