@@ -119,15 +119,19 @@ def default_dtype(device: torch.device, dtype: str | torch.dtype | None = None) 
             "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
 
 
-def slot_token_id(kind: str, model, tokenizer, slot_token: str | None, where: Path) -> int:
-    """The id placed in the K slots: the checkpoint's mask id for diffusion LMs, [MASK] for masked LMs."""
+def slot_token_id(kind: str, config: dict, tokenizer, slot_token: str | None, where: Path) -> int:
+    """The id placed in the K slots: the checkpoint's mask id for diffusion LMs, [MASK] for masked LMs.
+
+    The mask id is read from the checkpoint's config.json itself, not from the config class, whose default
+    (Dream's is 151666) would hide a checkpoint that has none.
+    """
     if slot_token is not None:
         ids = tokenizer.convert_tokens_to_ids([slot_token])
         if not ids or ids[0] is None or ids[0] == tokenizer.unk_token_id:
             raise ValueError(f"{where}: slot_token {slot_token!r} is not in the vocabulary")
         return int(ids[0])
     if kind in ("dream", "llada"):
-        mask_id = getattr(model.config, "mask_token_id", None)
+        mask_id = config.get("mask_token_id")
         if mask_id is None:
             raise ValueError(f"{where}/config.json: mask_token_id: missing; a diffusion LM needs its mask id "
                              "(Dream 151666, LLaDA 126336)")
@@ -178,7 +182,8 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
 
         model = PeftModel.from_pretrained(model, spec.adapter_path).merge_and_unload()
     model.to(dev).eval()
-    slot_id = slot_token_id(spec.kind, model, tokenizer, slot_token or spec.slot_token, spec.path)
+    slot_id = slot_token_id(spec.kind, read_hf_config(weights), tokenizer, slot_token or spec.slot_token,
+                            weights)
     cls = BACKBONE_CLASSES[spec.kind]
     extra = {"stop_early": stop_early} if spec.kind == "causal" else {}
     backbone = cls(model, tokenizer, slot_id, dev, torch_dtype,
