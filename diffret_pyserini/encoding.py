@@ -29,6 +29,7 @@ class EncoderSettings:
     top_n: int | None = 128           # per-slot top-N vocabulary entries kept before max-pooling over K
     scale: float = 100.0              # sparse weights -> ints: round(w * scale)
     content_filter: bool = True       # keep only content tokens of the input text (reference behaviour)
+    sparse_activation: str = "relu"   # log(1 + act(logits)): 'relu' (reference) or 'softplus' (see representations)
     prompts: str | None = None        # JSON file overriding the prompt templates
     chat_template: bool | None = None # None: use the tokenizer's chat template when it has one
     style: str = "auto"               # 'single' / 'multi' wording, or 'auto' (single when K == 1)
@@ -136,6 +137,6 @@ class DiffRetEncoder:
             allowed = torch.ones((len(texts), self.backbone.vocab_size), dtype=torch.bool, device=device)
             allowed[:, [i for i in self.excluded_ids if i < self.backbone.vocab_size]] = False
         logits = self.backbone.vocab_logits(features, columns)
-        pooled = R.pool_sparse(R.sparse_slot_weights(logits), allowed, valid, s.top_n)
+        pooled = R.pool_sparse(R.sparse_slot_weights(logits, s.sparse_activation), allowed, valid, s.top_n)
         return R.to_term_dicts(R.quantize(pooled, s.scale).cpu(), self.terms.id_to_term,
                                None if columns is None else columns.cpu())

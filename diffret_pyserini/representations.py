@@ -34,9 +34,20 @@ def dense_single(hidden: torch.Tensor, valid: torch.Tensor | None = None) -> tor
     return vectors.sum(1) / count.clamp(min=1).unsqueeze(-1)
 
 
-def sparse_slot_weights(logits: torch.Tensor) -> torch.Tensor:
-    """log(1 + relu(logits)), per slot."""
-    return torch.log1p(torch.relu(logits.float()))
+SPARSE_ACTIVATIONS = ("relu", "softplus")
+
+
+def sparse_slot_weights(logits: torch.Tensor, activation: str = "relu") -> torch.Tensor:
+    """log(1 + act(logits)) per slot; act = relu (the reference) or softplus.
+
+    softplus keeps a graded, positive weight for tokens whose logit at the slot is below zero: small masked LMs
+    rank the text's content words sensibly at [MASK] slots but with negative logits, which relu zeroes.
+    """
+    if activation == "relu":
+        return torch.log1p(torch.relu(logits.float()))
+    if activation == "softplus":
+        return torch.log1p(torch.nn.functional.softplus(logits.float()))
+    raise ValueError(f"sparse activation must be one of {SPARSE_ACTIVATIONS}, got {activation!r}")
 
 
 def pool_sparse(weights: torch.Tensor, allowed: torch.Tensor | None = None, valid: torch.Tensor | None = None,

@@ -29,6 +29,15 @@ def test_sparse_slot_weights_is_log1p_relu():
     assert torch.allclose(R.sparse_slot_weights(logits), torch.tensor([0.0, 0.0, 1.0]))
 
 
+def test_sparse_slot_weights_softplus_keeps_negative_logits_graded():
+    logits = torch.tensor([-2.0, 0.0])
+    expected = torch.log1p(torch.log1p(torch.exp(logits)))
+    assert torch.allclose(R.sparse_slot_weights(logits, "softplus"), expected)
+    assert R.sparse_slot_weights(logits, "softplus")[0] > 0
+    with pytest.raises(ValueError, match="sparse activation"):
+        R.sparse_slot_weights(logits, "tanh")
+
+
 def test_pool_sparse_top_n_then_max_over_valid_slots():
     # B=1, K=3, V=4
     w = torch.tensor([[[0.5, 0.9, 0.1, 0.0],
