@@ -1,0 +1,51 @@
+"""Session-wide test set-up: offline Hugging Face, two CPU threads, tiny model folders, the CACM data folder."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Before anything imports transformers or huggingface_hub: nothing may reach the hub during tests.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest  # noqa: E402
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:  # lets test files `import tiny_models`
+    sys.path.insert(0, str(TESTS_DIR))
+
+import tiny_models  # noqa: E402
+
+REPO_ROOT = TESTS_DIR.parent
+CACM_DIR = REPO_ROOT.parent / "shared" / "data" / "cacm"
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(2)
+
+
+class TinyModelDirs(dict):
+    """kind -> model folder; asking for Dream or LLaDA without ../shared/fixtures skips the test."""
+
+    def __missing__(self, kind):
+        if kind in tiny_models.NEEDS_FIXTURES:
+            pytest.skip(tiny_models.FIXTURES_MISSING)
+        raise KeyError(f"no tiny model kind {kind!r}; kinds: {', '.join(tiny_models.BUILDERS)}")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory) -> TinyModelDirs:
+    """Tiny real model folders built once per session: dream, llada, qwen2, llama, bert."""
+    return TinyModelDirs(tiny_models.build_all(tmp_path_factory.mktemp("tiny_models")))
+
+
+@pytest.fixture(scope="session")
+def cacm_dir() -> Path:
+    """The CACM data set folder ``../shared/data/cacm`` (skips when absent)."""
+    if not CACM_DIR.is_dir():
+        pytest.skip("../shared/data/cacm not found")
+    return CACM_DIR

