@@ -1,0 +1,98 @@
+"""The retrieval systems of the main job, each built from Pyserini's own searchers over our stage outputs.
+
+    bm25          LuceneSearcher (k1=0.9, b=0.4) over title + text
+    sparse        LuceneImpactSearcher over our impact index, queries pre-encoded (queries/sparse.jsonl)
+    dense         FaissSearcher over our FAISS dir, queries pre-encoded (queries/dense/embedding.pkl)
+    multi         MultiVectorSearcher (FAISS candidates per query vector, exact MaxSim re-scoring)
+    hybrid-dense  RobustHybridSearcher(dense, sparse): Pyserini's HybridSearcher, safe min-max fusion
+    hybrid-multi  RobustHybridSearcher(multi, sparse)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+SYSTEMS = ("bm25", "sparse", "dense", "multi", "hybrid-dense", "hybrid-multi")
+
+
+class EncodedMultiQueries:
+    """Query encoder for MultiVectorSearcher that looks pre-encoded [Kq,H] vectors up by query text."""
+
+    def __init__(self, store_dir: str | Path, topics: dict[str, str]):
+        from diffret_pyserini.writers import MultiVectorStore
+
+        store = MultiVectorStore.load(store_dir, mmap=False)
+        by_qid = {qid: np.asarray(store.doc_vectors(i), dtype=np.float32) for i, qid in enumerate(store.docids)}
+        self.by_text = {" ".join(text.split()): by_qid[qid] for qid, text in topics.items() if qid in by_qid}
+
+    def encode(self, query: str) -> np.ndarray:
+        try:
+            return self.by_text[" ".join(query.split())]
+        except KeyError:
+            raise KeyError(f"query {query[:60]!r} was not pre-encoded") from None
+
+
+@dataclass
+class SearchInputs:
+    """Where one model's indexes and encoded queries are."""
+
+    bm25_index: Path
+    impact_index: Path
+    faiss_dir: Path
+    multi_dir: Path
+    queries_dir: Path
+    topics: dict[str, str]
+
+
+def bm25_searcher(inputs: SearchInputs):
+    from pyserini.search.lucene import LuceneSearcher
+
+    searcher = LuceneSearcher(str(inputs.bm25_index))
+    searcher.set_bm25(0.9, 0.4)
+    return searcher
+
+
+def sparse_searcher(inputs: SearchInputs):
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    # min_idf=-1: Pyserini drops query terms with idf <= min_idf, and the default 0 would drop terms found in
+    # every document (see the shared notes).
+    return LuceneImpactSearcher(str(inputs.impact_index), str(inputs.queries_dir / "sparse.jsonl"), min_idf=-1)
+
+
+def dense_searcher(inputs: SearchInputs):
+    from pyserini.encode import QueryEncoder
+    from pyserini.search.faiss import FaissSearcher
+
+    return FaissSearcher(str(inputs.faiss_dir), QueryEncoder(encoded_query_dir=str(inputs.queries_dir / "dense")))
+
+
+def multi_searcher(inputs: SearchInputs):
+    from diffret_pyserini.search.maxsim import MultiVectorSearcher
+
+    return MultiVectorSearcher(inputs.multi_dir, EncodedMultiQueries(inputs.queries_dir / "multi", inputs.topics))
+
+
+def hybrid(dense_factory: Callable, inputs: SearchInputs):
+    from diffret_pyserini.search.hybrid import RobustHybridSearcher
+
+    return RobustHybridSearcher(dense_factory(inputs), sparse_searcher(inputs))
+
+
+def run_system(system: str, inputs: SearchInputs, hits: int = 1000, alpha: float = 0.5,
+               threads: int = 2) -> dict[str, list]:
+    """{qid: hits} for every topic, through the system's Pyserini searcher."""
+    qids = list(inputs.topics)
+    texts = [" ".join(inputs.topics[q].split()) for q in qids]
+    if system.startswith("hybrid-"):
+        base = {"hybrid-dense": dense_searcher, "hybrid-multi": multi_searcher}[system]
+        searcher = hybrid(base, inputs)
+        results = searcher.batch_search(texts, qids, k0=hits, k=hits, threads=threads, alpha=alpha)
+    else:
+        factory = {"bm25": bm25_searcher, "sparse": sparse_searcher, "dense": dense_searcher,
+                   "multi": multi_searcher}[system]
+        results = factory(inputs).batch_search(texts, qids, k=hits, threads=threads)
+    return {qid: results.get(qid, []) for qid in qids}
