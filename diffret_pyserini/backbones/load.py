@@ -94,10 +94,13 @@ def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> Model
                          base_path=base_path, adapter_path=(path / adapter) if adapter else None,
                          slot_token=meta.get("slot_token"), read_offset=int(meta.get("read_offset", 0)),
                          settings=dict(meta.get("settings") or {}))
+    from diffret_pyserini.models import packaged_settings
+
     config = read_hf_config(path)
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown backbone kind {kind!r}; expected one of {KINDS}")
-    return ModelSpec(path=path, kind=kind or detect_kind(config), base_path=path)
+    return ModelSpec(path=path, kind=kind or detect_kind(config), base_path=path,
+                     settings=packaged_settings(name_or_path))
 
 
 def default_device(device: str | None = None) -> torch.device:
