@@ -1,0 +1,72 @@
+"""Bad input to `python -m diffret_pyserini.encode`: a one-line error naming file, line and field, or a
+documented behaviour; never a silently lost document."""
+import json
+
+import pytest
+
+from diffret_pyserini import encode as encode_cli
+
+
+def run_cli(tmp_path, corpus, capsys, *extra):
+    out = tmp_path / "out"
+    code = encode_cli.main(["input", "--corpus", str(corpus), "output", "--embeddings", str(out),
+                            "encoder", "--encoder", "splade-tiny", "--batch-size", "4", "--device", "cpu", *extra])
+    return code, out, capsys.readouterr().err
+
+
+def write_lines(path, lines):
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
+    return path
+
+
+@pytest.mark.parametrize("line,field,what", [
+    ('{"_id": "d2", "title": "t", "text": "x"', None, "malformed JSON"),
+    ('{"title": "t", "text": "x"}', "_id", "missing document id"),
+    ('{"_id": "d2", "title": "t"}', "text", "missing"),
+    ('{"_id": "d1", "text": "again"}', "id", "duplicate"),
+    ('{"_id": "d2", "text": 5}', "text", "must be a string"),
+    ('["not", "an", "object"]', None, "object"),
+    (b'{"_id": "d2", "text": "caf\xe9"}', None, "UTF-8"),
+])
+def test_malformed_corpus_lines_give_one_line_errors_with_file_line_and_field(tmp_path, capsys, line, field, what):
+    corpus = write_lines(tmp_path / "corpus.jsonl", ['{"_id": "d1", "text": "fine"}', "", line])
+    code, _, err = run_cli(tmp_path, corpus, capsys)
+    assert code == 2
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert f"{corpus}:3:" in lines[0]  # blank line 2 still counts
+    if field:
+        assert f": {field}:" in lines[0]
+    assert what.lower() in lines[0].lower()
+
+
+def test_accepted_odd_texts_are_all_encoded_none_lost(tmp_path, capsys):
+    docs = [{"_id": "empty", "text": ""}, {"_id": "blank", "title": "", "text": "   \t "},
+            {"_id": "long", "text": "retrieval " * 10_000 + "x" * 20_000},
+            {"_id": "emoji", "text": "search 🔍 for 検索システム and café"},
+            {"_id": 42, "text": "a numeric id"}]
+    corpus = write_lines(tmp_path / "corpus.jsonl", [json.dumps(d, ensure_ascii=False) for d in docs])
+    code, out, err = run_cli(tmp_path, corpus, capsys)
+    assert code == 0, err
+    ids = [d["_id"] for d in docs]
+    sparse = [json.loads(x) for x in (out / "sparse" / "embeddings.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in sparse] == [str(i) for i in ids]
+    assert (out / "dense" / "docid").read_text().split() == [str(i) for i in ids]
+    assert (out / "multi" / "docid").read_text().split() == [str(i) for i in ids]
+    by_id = {x["id"]: x for x in sparse}
+    assert by_id["empty"]["vector"] == {} and by_id["blank"]["vector"] == {}  # documented: empty vector, kept
+    assert "retrieval" in by_id["long"]["vector"]  # truncated to 256 text tokens, still encoded
+    assert "search" in by_id["emoji"]["vector"]
+
+
+def test_a_missing_corpus_file_is_a_one_line_error(tmp_path, capsys):
+    code, _, err = run_cli(tmp_path, tmp_path / "nope.jsonl", capsys)
+    assert code == 2 and err.startswith("error:") and "nope.jsonl" in err and len(err.strip().splitlines()) == 1
+
+
+def test_queries_with_bad_lines_name_file_and_line(tmp_path, capsys):
+    topics = write_lines(tmp_path / "queries.jsonl", ['{"_id": "1", "text": "a"}', '{"_id": "2"}'])
+    code = encode_cli.main(["input", "--topics", str(topics), "output", "--embeddings", str(tmp_path / "q"),
+                            "encoder", "--encoder", "splade-tiny", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{topics}:2: text:" in err
