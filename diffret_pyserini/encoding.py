@@ -116,26 +116,33 @@ class DiffRetEncoder:
             sparse = self.sparse_vectors(texts, states.features, valid)
         return EncodedBatch(dense, multi, multi_valid, sparse)
 
+    def content_columns(self, texts: Sequence[str], device: torch.device | str | None = None,
+                        ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(columns, allowed): the vocabulary ids the sparse side may use for `texts`, and a bool [B,C] mask of
+        each text's own columns. With the content filter, `columns` is the union of the texts' content-token ids
+        that render to a term (logits are computed for those only); without it, None (all ids) with the
+        excluded ids off. Training calls this on queries and passages together to score them in one space."""
+        device = device or self.backbone.device
+        if not self.settings.content_filter:
+            allowed = torch.ones((len(texts), self.backbone.vocab_size), dtype=torch.bool, device=device)
+            allowed[:, [i for i in self.excluded_ids if i < self.backbone.vocab_size]] = False
+            return None, allowed
+        allowed_sets = R.content_token_ids(self.backbone.tokenizer, texts, self.excluded_ids)
+        union = sorted(set().union(*allowed_sets))
+        union = [i for i in union if i < self.backbone.vocab_size and self.terms.id_to_term[i] is not None]
+        columns = torch.tensor(union, dtype=torch.long, device=device)
+        position = {vid: j for j, vid in enumerate(union)}
+        allowed = torch.zeros((len(texts), len(union)), dtype=torch.bool, device=device)
+        for row, ids in enumerate(allowed_sets):
+            allowed[row, [position[i] for i in ids if i in position]] = True
+        return columns, allowed
+
     def sparse_vectors(self, texts: Sequence[str], features: torch.Tensor, valid: torch.Tensor) -> list[dict]:
         """Sparse {term: int} per text; logits only for the vocabulary columns the filter can keep."""
         s = self.settings
-        device = features.device
-        if s.content_filter:
-            allowed_sets = R.content_token_ids(self.backbone.tokenizer, texts, self.excluded_ids)
-            union = sorted(set().union(*allowed_sets))
-            union = [i for i in union if i < self.backbone.vocab_size and self.terms.id_to_term[i] is not None]
-            if not union:
-                return [{} for _ in texts]
-            columns = torch.tensor(union, dtype=torch.long, device=device)
-            position = {vid: j for j, vid in enumerate(union)}
-            allowed = torch.zeros((len(texts), len(union)), dtype=torch.bool, device=device)
-            for row, ids in enumerate(allowed_sets):
-                cols = [position[i] for i in ids if i in position]
-                allowed[row, cols] = True
-        else:
-            columns = None
-            allowed = torch.ones((len(texts), self.backbone.vocab_size), dtype=torch.bool, device=device)
-            allowed[:, [i for i in self.excluded_ids if i < self.backbone.vocab_size]] = False
+        columns, allowed = self.content_columns(texts, features.device)
+        if columns is not None and columns.numel() == 0:
+            return [{} for _ in texts]
         logits = self.backbone.vocab_logits(features, columns)
         pooled = R.pool_sparse(R.sparse_slot_weights(logits, s.sparse_activation), allowed, valid, s.top_n)
         return R.to_term_dicts(R.quantize(pooled, s.scale).cpu(), self.terms.id_to_term,
