@@ -170,10 +170,13 @@ def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
 
 def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str],
                         args: PipelineArguments) -> dict[str, dict[str, float]]:
-    from diffret_pyserini.evaluation import evaluate_run, format_table, plot_metrics, write_metrics
+    from diffret_pyserini.evaluation import convert_qrels, evaluate_run, format_table, plot_metrics, write_metrics
     from diffret_pyserini.runs import write_trec_run
 
+    run_dir.mkdir(parents=True, exist_ok=True)
     stages = StageLog(run_dir / "stages.json", args.force)
+    if dataset.qrels_path is not None:  # TREC-format qrels beside the runs, for `python -m pyserini.eval.trec_eval`
+        convert_qrels(dataset.qrels_path, run_dir.parent / "qrels.txt")
     metrics: dict[str, dict[str, float]] = {}
     for system in args.systems:
         if system not in SYSTEMS:

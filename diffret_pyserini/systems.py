@@ -70,10 +70,18 @@ def dense_searcher(inputs: SearchInputs):
     return FaissSearcher(str(inputs.faiss_dir), QueryEncoder(encoded_query_dir=str(inputs.queries_dir / "dense")))
 
 
+# Below this many stored vectors exact MaxSim over every document is cheap (a few ms a query), so the
+# candidate stage, which can miss relevant documents at depth 1000, is skipped.
+EXACT_MAXSIM_VECTORS = 1_000_000
+
+
 def multi_searcher(inputs: SearchInputs):
     from diffret_pyserini.search.maxsim import MultiVectorSearcher
+    from diffret_pyserini.writers import MultiVectorStore
 
-    return MultiVectorSearcher(inputs.multi_dir, EncodedMultiQueries(inputs.queries_dir / "multi", inputs.topics))
+    exact = MultiVectorStore.load(inputs.multi_dir).meta["n_vectors"] <= EXACT_MAXSIM_VECTORS
+    return MultiVectorSearcher(inputs.multi_dir, EncodedMultiQueries(inputs.queries_dir / "multi", inputs.topics),
+                               exact=exact)
 
 
 def hybrid(dense_factory: Callable, inputs: SearchInputs):

@@ -1,0 +1,85 @@
+"""README's "every stage by hand": Pyserini's own CLIs on our outputs give the pipeline's runs.
+
+The commands here are the README's, on a small real sample (CACM documents, titles as queries).
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from diffret_pyserini import pipeline
+from diffret_pyserini.runs import read_trec_run
+from test_pipeline import args_for, make_numeric_collection
+
+PY = sys.executable
+HITS = "100"
+
+
+def sh(*cmd, cwd):
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def scores(path):
+    return {qid: {doc: round(score, 4) for doc, score in hits} for qid, hits in read_trec_run(path).items()}
+
+
+@pytest.fixture(scope="module")
+def by_hand(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("byhand")
+    data = make_numeric_collection(tmp / "sample")
+    pipeline.run(args_for(tmp, data))
+    work = tmp / "hand"
+    work.mkdir()
+    enc = ["encoder", "--encoder", "splade-tiny", "--device", "cpu"]
+    sh(PY, "-m", "diffret_pyserini.encode", "input", "--corpus", data / "corpus.jsonl",
+       "output", "--embeddings", "enc", *enc, cwd=work)
+    sh(PY, "-m", "diffret_pyserini.encode", "input", "--topics", data / "queries.jsonl",
+       "output", "--embeddings", "queries", *enc, cwd=work)
+    sh(PY, "-m", "pyserini.index.lucene", "--collection", "JsonVectorCollection", "--input", "enc/sparse",
+       "--index", "impact", "--generator", "DefaultLuceneDocumentGenerator", "--impact", "--pretokenized",
+       "--threads", "1", cwd=work)
+    sh(PY, "-m", "pyserini.search.lucene", "--index", "impact", "--impact", "--encoder", "queries/sparse.jsonl",
+       "--min-idf", "-1", "--topics", "queries/topics.tsv", "--output", "sparse.trec", "--hits", HITS, cwd=work)
+    sh(PY, "-m", "pyserini.search.faiss", "--index", "enc/dense", "--encoded-queries", "queries/dense",
+       "--topics", "queries/topics.tsv", "--output", "dense.trec", "--hits", HITS, cwd=work)
+    sh(PY, "-m", "pyserini.search.hybrid", "dense", "--index", "enc/dense", "--encoded-queries", "queries/dense",
+       "sparse", "--index", "impact", "--impact", "--encoder", "queries/sparse.jsonl", "--min-idf", "-1",
+       "fusion", "--alpha", "1.0", "--normalization", "--hits", HITS,
+       "run", "--topics", "queries/topics.tsv", "--output", "hybrid.trec", "--hits", HITS, cwd=work)
+    return tmp, work
+
+
+def pipeline_run(tmp, system):
+    return tmp / "runs" / "sample" / "splade-tiny-kq4-kp16" / f"{system}.trec"
+
+
+@pytest.mark.parametrize("system", ["sparse", "dense"])
+def test_pyserini_search_clis_reproduce_the_pipeline_runs(by_hand, system):
+    tmp, work = by_hand
+    assert scores(work / f"{system}.trec") == scores(pipeline_run(tmp, system))
+
+
+def test_pyserini_hybrid_cli_ranks_like_the_pipeline_hybrid(by_hand):
+    """Pyserini's fusion with --alpha 1 --normalization is 2x ours - 1 (equal-weight min-max; a doc missing
+    on one side is at that side's minimum in both), so the rankings are the same."""
+    tmp, work = by_hand
+    theirs, ours = read_trec_run(work / "hybrid.trec"), read_trec_run(pipeline_run(tmp, "hybrid-dense"))
+    assert theirs.keys() == ours.keys()
+    for qid in ours:
+        mine = dict(ours[qid])
+        for doc, score in theirs[qid]:
+            assert score == pytest.approx(2 * mine[doc] - 1, abs=1e-4)
+
+
+def test_pyserini_trec_eval_cli_gives_the_pipeline_metrics(by_hand):
+    tmp, work = by_hand
+    qrels = tmp / "runs" / "sample" / "qrels.txt"  # written by the pipeline in TREC format
+    out = sh(PY, "-m", "pyserini.eval.trec_eval", "-c", "-m", "ndcg_cut.10", "-m", "map", qrels,
+             work / "sparse.trec", cwd=work)
+    values = {line.split()[0]: float(line.split()[2]) for line in out.splitlines() if "\tall\t" in line}
+    metrics = json.loads((pipeline_run(tmp, "sparse").parent / "metrics.json").read_text())["sparse"]
+    assert values["ndcg_cut_10"] == pytest.approx(metrics["nDCG@10"], abs=1e-4)
+    assert values["map"] == pytest.approx(metrics["MAP"], abs=1e-4)

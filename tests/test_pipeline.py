@@ -1,0 +1,176 @@
+"""The main job on small real collections: every system, caching by content, resume, malformed datasets."""
+import json
+import struct
+import tracemalloc
+
+import pytest
+
+from diffret_pyserini import pipeline
+from diffret_pyserini.datasets import iter_corpus, resolve_dataset
+from diffret_pyserini.encode import encode_corpus
+from diffret_pyserini.pipeline import PipelineArguments
+from diffret_pyserini.systems import SYSTEMS
+
+METRICS = {"nDCG@10", "MAP", "R@100", "R@1000"}
+
+
+def make_numeric_collection(root, n_docs=40):
+    """A second BEIR-layout collection: numeric ids, no titles, queries that are spans of their documents."""
+    cacm = list(iter_corpus(resolve_dataset("cacm").corpus_path))[200:200 + n_docs]
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "corpus.jsonl", "w") as f:
+        for i, doc in enumerate(cacm):
+            f.write(json.dumps({"_id": str(1000 + i), "text": f"{doc.title} {doc.text}"}) + "\n")
+    queries = {str(q): cacm[j].title for q, j in zip(range(1, 6), (0, 5, 10, 15, 20))}
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (root / "qrels").mkdir(exist_ok=True)
+    qrels = "".join(f"{q}\t{1000 + j}\t1\n" for q, j in zip(queries, (0, 5, 10, 15, 20)))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    return root
+
+
+def args_for(tmp_path, dataset, **kw):
+    return PipelineArguments(dataset=str(dataset), model="splade-tiny", indexes=str(tmp_path / "indexes"),
+                             runs=str(tmp_path / "runs"), hits=100, device="cpu", batch_size=16, **kw)
+
+
+def is_png(path):
+    data = path.read_bytes()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24])[0] > 100
+
+
+@pytest.fixture(scope="module")
+def numeric_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipe")
+    dataset = make_numeric_collection(tmp / "numeric-beir")
+    metrics = pipeline.run(args_for(tmp, dataset))
+    return tmp, dataset, metrics
+
+
+def test_main_job_on_a_second_collection_with_numeric_ids_and_no_titles(numeric_run):
+    tmp, dataset, metrics = numeric_run
+    assert list(metrics) == list(SYSTEMS)
+    assert all(set(row) == METRICS for row in metrics.values())
+    run_dir = tmp / "runs" / "numeric-beir" / "splade-tiny-kq4-kp16"
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert is_png(run_dir / "metrics.png")
+    for system in SYSTEMS:
+        lines = (run_dir / f"{system}.trec").read_text().splitlines()
+        assert {line.split()[0] for line in lines} == {"1", "2", "3", "4", "5"}
+        assert all(line.split()[2].isdigit() for line in lines)
+    # queries are the titles of their relevant documents: BM25 and sparse (exact terms) find them
+    assert metrics["bm25"]["nDCG@10"] > 0.8
+    assert metrics["sparse"]["R@100"] == 1.0
+    index_root = tmp / "indexes" / "numeric-beir" / "splade-tiny-kq4-kp16"
+    for part in ("dense/index", "dense/docid", "multi/vectors.npy", "sparse/embeddings.jsonl", "impact"):
+        assert (index_root / part).exists()
+
+
+def test_rerun_skips_finished_stages_and_content_changes_redo_them(numeric_run, capsys):
+    tmp, dataset, metrics = numeric_run
+    run_dir = tmp / "runs" / "numeric-beir" / "splade-tiny-kq4-kp16"
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("*.trec")}
+    assert pipeline.run(args_for(tmp, dataset)) == metrics
+    out = capsys.readouterr().out
+    assert "bm25 index up to date" in out and "queries searched" not in out
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.glob("*.trec")} == before
+    # same file names, different content: a query text changes -> queries re-encoded and runs redone
+    queries = dataset / "queries.jsonl"
+    original = queries.read_text()
+    queries.write_text(original.replace('"_id": "1", "text": "', '"_id": "1", "text": "analysis '))
+    try:
+        pipeline.run(args_for(tmp, dataset, systems=["sparse"]))
+        assert "sparse: 5 queries searched" in capsys.readouterr().out
+    finally:
+        queries.write_text(original)
+
+
+class CrashAfter:
+    """Wraps a real encoder; raises after `n` batches (a kill), counts encoded texts."""
+
+    def __init__(self, encoder, n=None):
+        self.encoder, self.n, self.batches, self.texts = encoder, n, 0, 0
+
+    def encode(self, texts, *args, **kwargs):
+        if self.n is not None and self.batches == self.n:
+            raise KeyboardInterrupt
+        self.batches += 1
+        self.texts += len(texts)
+        return self.encoder.encode(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
+
+
+def test_killed_encoding_resumes_and_reencodes_only_what_is_missing(tmp_path):
+    from diffret_pyserini.pyserini_encoders import get_encoder
+
+    corpus = resolve_dataset("cacm").corpus_path
+    sample = tmp_path / "corpus.jsonl"
+    sample.write_text("".join(open(corpus).readlines()[:100]))
+    encoder = get_encoder("splade-tiny", device="cpu")
+    crashing = CrashAfter(encoder, n=5)
+    with pytest.raises(KeyboardInterrupt):
+        encode_corpus(crashing, sample, tmp_path / "enc", batch_size=8, chunk_size=16)
+    assert crashing.texts == 40  # 32 of them were committed in two chunks of 16
+    resumed = CrashAfter(encoder)
+    encode_corpus(resumed, sample, tmp_path / "enc", batch_size=8, chunk_size=16)
+    assert resumed.texts == 100 - 32
+    lines = (tmp_path / "enc" / "sparse" / "embeddings.jsonl").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == [d.docid for d in iter_corpus(sample)]
+    fresh = CrashAfter(encoder)
+    encode_corpus(fresh, sample, tmp_path / "fresh", batch_size=8, chunk_size=16)
+    assert (tmp_path / "fresh" / "sparse" / "embeddings.jsonl").read_text().splitlines() == lines
+    assert (tmp_path / "fresh" / "dense" / "docid").read_text() == (tmp_path / "enc" / "dense" / "docid").read_text()
+
+
+def test_encoding_memory_stays_flat_in_corpus_size(tmp_path):
+    from diffret_pyserini.pyserini_encoders import get_encoder
+
+    encoder = get_encoder("splade-tiny", device="cpu")
+    text = "time sharing systems and compilers for matrix computations " * 4
+
+    def peak(n):
+        corpus = tmp_path / f"c{n}.jsonl"
+        corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": text}) + "\n" for i in range(n)))
+        tracemalloc.start()
+        encode_corpus(encoder, corpus, tmp_path / f"out{n}", representations=["sparse", "dense"], batch_size=16,
+                      chunk_size=32)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(64), peak(640)
+    assert large < 1.5 * small, (small, large)
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda d: (d / "corpus.jsonl").write_text('{"_id": "1", "text": "ok"}\n{"_id": "2", "text": \n'),
+     "corpus.jsonl:2: malformed JSON"),
+    (lambda d: (d / "corpus.jsonl").write_text('{"_id": "1", "text": "ok"}\n{"text": "no id"}\n'),
+     "corpus.jsonl:2: _id: missing"),
+    (lambda d: (d / "queries.jsonl").write_text(""), "queries.jsonl: no queries"),
+])
+def test_malformed_dataset_files_are_one_line_errors(tmp_path, capsys, mutate, expected):
+    dataset = make_numeric_collection(tmp_path / "bad", n_docs=25)
+    mutate(dataset)
+    code = pipeline.main(["--dataset", str(dataset), "--indexes", str(tmp_path / "i"), "--runs", str(tmp_path / "r"),
+                          "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and expected in err
+
+
+def test_unknown_qrels_docs_and_unjudged_queries_are_documented_warnings(tmp_path, capsys):
+    dataset = make_numeric_collection(tmp_path / "warn", n_docs=25)
+    with open(dataset / "qrels" / "test.tsv", "a") as f:
+        f.write("1\tNOT-A-DOC\t1\n")
+    with open(dataset / "queries.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "99", "text": "computer programs nobody judged"}) + "\n")
+    metrics = pipeline.run(args_for(tmp_path, dataset, systems=["bm25"]))
+    out = capsys.readouterr().out
+    assert "1 judged docids are not in the corpus (NOT-A-DOC)" in out
+    assert "1 of 6 queries have no qrels (99)" in out
+    assert set(metrics) == {"bm25"}
+    run = (tmp_path / "runs" / "warn" / "splade-tiny-kq4-kp16" / "bm25.trec").read_text()
+    assert any(line.startswith("99 ") for line in run.splitlines())  # still searched
