@@ -1,0 +1,189 @@
+"""Evaluation with Pyserini's own trec_eval, plus metrics.json, a markdown table and a bar chart.
+
+``evaluate_run`` runs ``python -m pyserini.eval.trec_eval -c -m M1 -m M2 ... QRELS RUN`` in a subprocess with
+this interpreter. Why a subprocess rather than calling ``pyserini.eval.trec_eval.trec_eval`` in-process: that
+function returns only the *last* metric's value when several are asked for (pyserini issue #2329), prints to
+stdout, and importing it starts a JVM; the CLI prints every metric, one per line, which we parse.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from diffret_pyserini.runs import atomic_write_bytes, atomic_write_text
+
+__all__ = [
+    "DEFAULT_METRICS", "evaluate_run", "display_name", "convert_qrels", "write_metrics", "read_metrics",
+    "format_table", "plot_metrics",
+]
+
+DEFAULT_METRICS: tuple[str, ...] = ("ndcg_cut.10", "map", "recall.100", "recall.1000")
+
+# trec_eval output name prefix -> display prefix ("ndcg_cut_10" -> "nDCG@10").
+_CUTOFF_NAMES = {"ndcg_cut": "nDCG", "recall": "R", "P": "P", "map_cut": "MAP", "success": "Success"}
+_PLAIN_NAMES = {"map": "MAP", "recip_rank": "MRR", "ndcg": "nDCG", "Rprec": "R-Prec", "bpref": "bpref"}
+
+
+def display_name(trec_name: str) -> str:
+    """metrics.json name for a trec_eval output name: ndcg_cut_10 -> nDCG@10, map -> MAP, recall_100 -> R@100."""
+    if trec_name in _PLAIN_NAMES:
+        return _PLAIN_NAMES[trec_name]
+    m = re.fullmatch(r"(.+)_(\d+)", trec_name)
+    if m and m.group(1) in _CUTOFF_NAMES:
+        return f"{_CUTOFF_NAMES[m.group(1)]}@{m.group(2)}"
+    return trec_name
+
+
+def _output_names(metric: str) -> list[str]:
+    """trec_eval output names for one -m argument: 'ndcg_cut.10,100' -> ['ndcg_cut_10', 'ndcg_cut_100']."""
+    if "." not in metric:
+        return [metric]
+    base, cutoffs = metric.split(".", 1)
+    return [f"{base}_{c}" for c in cutoffs.split(",")]
+
+
+def _merge_cutoffs(metrics: Sequence[str]) -> list[str]:
+    """One -m per measure: trec_eval keeps only the first cut-off list of a repeated measure, so
+    ['recall.100', 'recall.1000'] must be passed as 'recall.100,1000' (else R@1000 is silently missing)."""
+    merged: dict[str, list[str]] = {}
+    for m in metrics:
+        base, _, cutoffs = m.partition(".")
+        cuts = merged.setdefault(base, [])
+        cuts.extend(c for c in cutoffs.split(",") if c and c not in cuts)
+    return [f"{base}.{','.join(cuts)}" if cuts else base for base, cuts in merged.items()]
+
+
+def convert_qrels(qrels_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write ``qrels_path`` as TREC qrels (``qid 0 docid rel``) to ``out_path``.
+
+    Accepts BEIR TSV (``query-id corpus-id score``, header optional) and TREC qrels (4 columns, copied as-is).
+    """
+    lines = []
+    with open(qrels_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) == 4:
+                lines.append(" ".join(parts) + "\n")
+            elif len(parts) == 3:
+                qid, docid, rel = parts
+                try:
+                    rel_value = int(float(rel))
+                except ValueError:
+                    if lineno == 1:  # BEIR header "query-id corpus-id score"
+                        continue
+                    raise ValueError(f"{qrels_path}:{lineno}: relevance {rel!r} is not a number") from None
+                lines.append(f"{qid} 0 {docid} {rel_value}\n")
+            else:
+                raise ValueError(f"{qrels_path}:{lineno}: expected 3 (BEIR) or 4 (TREC) fields, got {len(parts)}")
+    if not lines:
+        raise ValueError(f"{qrels_path}: no judgements")
+    Path(out_path).write_text("".join(lines), encoding="utf-8")
+    return Path(out_path)
+
+
+def evaluate_run(qrels_path: str | os.PathLike, run_path: str | os.PathLike,
+                 metrics: Sequence[str] = DEFAULT_METRICS, timeout: float = 900) -> dict[str, float]:
+    """Evaluate a TREC run with Pyserini's trec_eval (``-c``: queries without hits count as 0).
+
+    ``metrics`` are trec_eval ``-m`` names (cut-offs as in trec_eval: 'ndcg_cut.10', 'recall.100,1000').
+    Returns ``{display name: value}`` in request order, e.g. {"nDCG@10": .., "MAP": .., "R@100": .., "R@1000": ..}.
+    """
+    for p, what in ((qrels_path, "qrels"), (run_path, "run")):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"{p}: {what} file not found")
+    with tempfile.TemporaryDirectory(prefix="diffret-eval-") as tmp:
+        qrels_trec = convert_qrels(qrels_path, Path(tmp) / "qrels.txt")
+        cmd = [sys.executable, "-m", "pyserini.eval.trec_eval", "-c"]
+        for m in _merge_cutoffs(metrics):
+            cmd += ["-m", m]
+        cmd += [str(qrels_trec), str(run_path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    values: dict[str, float] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "all":
+            try:
+                values[parts[0]] = float(parts[2])
+            except ValueError:
+                continue
+    wanted = [name for m in metrics for name in _output_names(m)]
+    missing = [name for name in wanted if name not in values]
+    if proc.returncode != 0 or missing:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"trec_eval on {run_path} failed (exit {proc.returncode}; missing {missing}): "
+                           + " | ".join(tail))
+    return {display_name(name): values[name] for name in wanted}
+
+
+def write_metrics(metrics: Mapping[str, Mapping[str, float]], path: str | os.PathLike) -> Path:
+    """Write ``{system: {metric: value}}`` as JSON, atomically, keeping the given order."""
+    data = {str(system): {str(m): float(v) for m, v in row.items()} for system, row in metrics.items()}
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return Path(path)
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """Read a metrics.json written by ``write_metrics``."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _columns(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
+    cols: list[str] = []
+    for row in metrics.values():
+        cols.extend(m for m in row if m not in cols)
+    return cols
+
+
+def format_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
+    """Markdown table: one row per system, one column per metric (first-seen order), 4 decimals, '-' if absent."""
+    cols = _columns(metrics)
+    out = ["| System | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for system, row in metrics.items():
+        cells = [f"{row[c]:.4f}" if c in row else "-" for c in cols]
+        out.append(f"| {system} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def plot_metrics(metrics: Mapping[str, Mapping[str, float]], png_path: str | os.PathLike,
+                 title: str | None = None) -> Path:
+    """Grouped bar chart (metrics on the x axis, one bar per system) written atomically as PNG.
+
+    Uses matplotlib's Agg canvas directly, so no global backend is switched and no display is needed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = _columns(metrics)
+    systems = list(metrics)
+    fig = Figure(figsize=(max(6.0, 1.4 * len(cols) * max(1, len(systems)) ** 0.5 + 2), 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(systems))
+    for i, system in enumerate(systems):
+        xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(cols))]
+        ys = [metrics[system].get(c, 0.0) for c in cols]
+        bars = ax.bar(xs, ys, width=width, label=system)
+        ax.bar_label(bars, labels=[f"{y:.3f}" for y in ys], fontsize=6, rotation=90, padding=2)
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels(cols)
+    top = max([v for row in metrics.values() for v in row.values()] + [0.1])
+    ax.set_ylim(0, top * 1.2)  # head-room for the value labels
+    ax.set_ylabel("score")
+    if title:
+        ax.set_title(title)
+    if systems:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    atomic_write_bytes(png_path, buf.getvalue())
+    return Path(png_path)
