@@ -1,0 +1,125 @@
+"""`python -m diffret_pyserini.bench --quick` on tiny real models: files, structure and sane numbers.
+
+Timing targets are NOT asserted here (they depend on the machine); only that every number is there, positive
+and consistent (K=1 ratios are 1, PromptReps makes exactly K forward steps, PNGs are valid images).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import tiny_models
+from diffret_pyserini.bench.__main__ import build_parser, main, options_from
+from diffret_pyserini.bench.common import Cell, paired_ratio, percentile
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SECTIONS = ("cost-of-k", "overhead", "passes", "search")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[Path, dict]:
+    """One quick run of every section with a tiny Llama as the decoder and a tiny BERT as the masked LM."""
+    root = tmp_path_factory.mktemp("bench")
+    decoder = tiny_models.build_llama(root / "llama")
+    masked = tiny_models.build_bert_mlm(root / "bert")
+    out = root / "out"
+    argv = ["--quick", "--decoder", str(decoder), "--masked", str(masked), "--out", str(out), "--threads", "2"]
+    assert main(argv) == 0
+    docs = {name: json.loads((out / f"{name}.json").read_text(encoding="utf-8")) for name in SECTIONS}
+    return out, docs
+
+
+def test_every_section_writes_json_and_a_valid_png(quick_run):
+    from PIL import Image
+
+    out, docs = quick_run
+    for name in SECTIONS:
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(png) as image:
+            image.verify()
+        meta = docs[name]["meta"]
+        assert meta["section"] == name and meta["threads"] == 2 and meta["device_name"]
+        assert not list(out.glob("*.tmp-*")), "atomic writes leave no temp files"
+
+
+def test_cost_of_k_ratios_and_promptreps_steps(quick_run):
+    _, docs = quick_run
+    doc = docs["cost-of-k"]
+    rows = doc["rows"]
+    assert doc["ks"] == [1, 4]
+    systems = {r["system"] for r in rows}
+    assert len(systems) == 3  # decoder one-pass, decoder PromptReps, masked LM
+    workloads = {r["workload"] for r in rows}
+    assert workloads == {"query@1", "passage@1", "passage@2"}
+    assert len(rows) == len(systems) * len(workloads) * 2
+    for r in rows:
+        assert r["seconds_per_item"] > 0 and r["ratio"] > 0 and r["token_ratio"] >= 1.0
+        if r["k"] == 1:
+            assert r["ratio"] == 1.0 and r["token_ratio"] == 1.0
+        else:
+            assert r["token_ratio"] > 1.0
+        if r["method"] == "promptreps-ar":
+            assert r["forward_calls_per_batch"] == r["k"], "PromptReps makes exactly K steps"
+        else:
+            assert r["forward_calls_per_batch"] == 1, "one pass per batch whatever K"
+        if r["role"] == "passage":
+            assert r["text_tokens"] == [32, 32], "passages are cut to exactly --doc-tokens"
+    targets = doc["targets"]
+    assert {t["workload"] for t in targets} == workloads
+    assert all(t["measured"] > 0 and isinstance(t["met"], bool) for t in targets)
+    assert any(t["promptreps_ratio"] for t in targets)
+
+
+def test_overhead_rows_and_stage_profile(quick_run):
+    _, docs = quick_run
+    doc = docs["overhead"]
+    assert [(r["batch"]) for r in doc["rows"]] == [1, 2, 1, 2]
+    for r in doc["rows"]:
+        assert set(r["seconds"]) == {"ours", "bare", "body+head@K"}
+        assert all(v > 0 for v in r["seconds"].values())
+        assert r["ours_over_body_head"] > 0 and r["ours_over_bare"] > 0
+        profile = r["profile_seconds"]
+        assert set(doc["stages"]) <= set(profile) and profile["total"] > 0
+        assert profile["forward (body + slot gather)"] > 0 and profile["writing (write_batch)"] > 0
+        assert r["profiled_calls"] >= 1
+
+
+def test_passes_compares_one_pass_with_two(quick_run):
+    _, docs = quick_run
+    for r in docs["passes"]["rows"]:
+        assert len(r["seconds"]) == 3 and all(v > 0 for v in r["seconds"].values())
+        assert r["one_over_two"] > 0 and r["all_three_over_two"] > 0
+
+
+def test_search_scaling_rows(quick_run):
+    out, docs = quick_run
+    doc = docs["search"]
+    assert [r["docs"] for r in doc["rows"]] == [100, 300]
+    for r in doc["rows"]:
+        assert len(r["search"]) == 5
+        for s in r["search"].values():
+            assert 0 < s["p50_s"] <= s["p95_s"] and s["qps"] > 0 and s["mean_hits"] > 0
+        mem = r["memory_bytes"]
+        assert mem["multi store float32 (bytes)"] == 2 * mem["multi store float16 (bytes)"] > 0
+        assert all(v > 0 for v in r["disk_bytes"].values())
+        assert r["build_seconds"]["impact index (pyserini.index.lucene, incl. JVM start)"] > 0
+    assert doc["target"]["measured_p95_s"] is None  # no 100k corpus in the quick run
+    assert not (out / "work").exists(), "synthetic indexes are removed unless --keep-work"
+
+
+def test_options_quick_and_overrides():
+    opts = options_from(build_parser().parse_args(["--quick", "--ks", "1", "2", "--decoder", "none"]))
+    assert opts.quick and opts.ks == (1, 2) and opts.decoder is None and opts.repeats == 1
+    full = options_from(build_parser().parse_args([]))
+    assert full.ks == (1, 2, 4, 8, 16, 32) and full.sizes == (1000, 10000, 100000) and full.threads == 2
+    assert main(["--quick", "--ks", "0"]) == 2
+
+
+def test_paired_ratio_and_percentile():
+    a, b = Cell(("a",), lambda: None), Cell(("b",), lambda: None)
+    a.samples, b.samples = [2.0, 3.0, 4.0], [1.0, 1.0, 2.0]
+    assert paired_ratio(a, b) == 2.0 and paired_ratio(a, a) == 1.0
+    assert percentile([1, 2, 3, 4, 5], 50) == 3 and percentile([0, 10], 95) == pytest.approx(9.5)
