@@ -1,5 +1,5 @@
-"""Bad input to `python -m diffret_pyserini.encode`: a one-line error naming file, line and field, or a
-documented behaviour; never a silently lost document."""
+"""`python -m diffret_pyserini.encode`: bad input gives a one-line error naming file, line and field, or a
+documented behaviour (never a silently lost document); shards split and merge like pyserini.encode's."""
 import json
 
 import pytest
@@ -70,3 +70,23 @@ def test_queries_with_bad_lines_name_file_and_line(tmp_path, capsys):
                             "encoder", "--encoder", "splade-tiny", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and f"{topics}:2: text:" in err
+
+
+def test_shards_split_the_corpus_like_pyserini_encode_and_merge_back(tmp_path, capsys):
+    from diffret_pyserini.writers import merge_shards
+
+    docs = [json.dumps({"_id": f"d{i}", "text": f"document number {i} about compilers"}) for i in range(11)]
+    corpus = write_lines(tmp_path / "corpus.jsonl", docs)
+    code, out, err = run_cli(tmp_path, corpus, capsys, "--kp", "2")
+    assert code == 0, err
+    full = (tmp_path / "out" / "dense" / "docid").read_text().split()
+    sharded = tmp_path / "sharded"
+    for shard in ("0", "1"):
+        assert encode_cli.main(["input", "--corpus", str(corpus), "--shard-id", shard, "--shard-num", "2",
+                                "output", "--embeddings", str(sharded), "encoder", "--encoder", "splade-tiny",
+                                "--kp", "2", "--device", "cpu"]) == 0
+    first = [json.loads(x)["id"] for x in (sharded / "sparse" / "embeddings-shard000.jsonl").read_text().splitlines()]
+    second = [json.loads(x)["id"] for x in (sharded / "sparse" / "embeddings-shard001.jsonl").read_text().splitlines()]
+    assert first == [f"d{i}" for i in range(5)] and second == [f"d{i}" for i in range(5, 11)]  # 11 // 2, rest last
+    merge_shards(sharded, 2)
+    assert (sharded / "dense" / "docid").read_text().split() == full
