@@ -90,12 +90,49 @@ def cpu_model() -> str:
 
 
 def device_info(device: torch.device, threads: int) -> dict:
-    """What the absolute times were measured on."""
+    """What the absolute times were measured on, and how contended the CPU was when the section started."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return {"device": str(device), "device_name": name, "threads": threads, "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "python": platform.python_version(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "contention": contention_probe(threads), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def cpu_pressure() -> float | None:
+    """Share of the last 10 s in which some runnable task waited for a CPU (Linux PSI), in percent."""
+    try:
+        with open("/proc/pressure/cpu", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("some"):
+                    return float(line.split("avg10=")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
+def contention_probe(threads: int, calls: int = 20) -> dict:
+    """Mean ms of a tiny (64x64) linear at `threads` threads and at 1.
+
+    On a shared, oversubscribed CPU every multi-threaded op waits until all its threads are scheduled: the tiny
+    op then costs a scheduler slice (ms) instead of microseconds, and that stall, not compute, dominates small
+    models. The probe lets a reader tell such a run from a quiet one.
+    """
+    x, w = torch.randn(64, 64), torch.randn(64, 64)
+    # the mean, not the median: the stalls come and go, and their share is what they cost
+
+    def mean_ms(n_threads: int) -> float:
+        torch.set_num_threads(n_threads)
+        torch.nn.functional.linear(x, w)
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.nn.functional.linear(x, w)
+        return 1000 * (time.perf_counter() - start) / calls
+
+    try:
+        return {"tiny_linear_ms": mean_ms(threads), "tiny_linear_ms_1_thread": mean_ms(1),
+                "cpu_pressure_some_avg10": cpu_pressure()}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def set_threads(threads: int) -> None:

@@ -37,8 +37,15 @@ def yes(flag: bool | None) -> str:
 def header(meta: dict) -> str:
     load = meta.get("load_average")
     load_text = f"; load average at start {load[0]:.1f}" if load else ""
+    probe = meta.get("contention") or {}
+    probe_text = ""
+    if probe:
+        pressure = probe.get("cpu_pressure_some_avg10")
+        probe_text = (f"; contention probe: a 64x64 linear takes {probe['tiny_linear_ms']:.3g} ms at "
+                      f"{meta['threads']} threads vs {probe['tiny_linear_ms_1_thread']:.3g} ms at 1"
+                      + (f", CPU pressure {pressure:.0f}%" if pressure is not None else ""))
     return (f"_device: {meta['device_name']} ({meta['device']}), torch threads: {meta['threads']} of "
-            f"{meta['cpu_count']} cores, torch {meta['torch']}{load_text}; {meta['time']}_")
+            f"{meta['cpu_count']} cores, torch {meta['torch']}{load_text}{probe_text}; {meta['time']}_")
 
 
 # ------------------------------------------------------------------------------------------------ cost of K
@@ -97,10 +104,10 @@ def plot_cost_of_k(doc: dict, path: Path) -> None:
 def overhead_tables(doc: dict) -> str:
     rows = doc["rows"]
     main = table(["system", "batch", "K", "ours ms", "bare model(**batch) ms", "body+head@K ms",
-                  "ours / body+head@K", "ours / bare", "met"],
+                  "ours / body+head@K", "ours / bare", "met", "writing incl. chunk commits, amortized ms"],
                  [[r["system"], r["batch"], r["k"], ms(r["seconds"]["ours"]), ms(r["seconds"]["bare"]),
                    ms(r["seconds"]["body+head@K"]), x(r["ours_over_body_head"]), x(r["ours_over_bare"]),
-                   yes(r["target_met"])] for r in rows])
+                   yes(r["target_met"]), ms(r["write_seconds_per_doc_amortized"] * r["batch"])] for r in rows])
     heads = ["stage"] + [f"{r['system'].split(' ')[0]} b{r['batch']} ms (%)" for r in rows]
     body = []
     for stage in [*doc["stages"], "total"]:
