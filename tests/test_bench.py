@@ -123,3 +123,20 @@ def test_paired_ratio_and_percentile():
     a.samples, b.samples = [2.0, 3.0, 4.0], [1.0, 1.0, 2.0]
     assert paired_ratio(a, b) == 2.0 and paired_ratio(a, a) == 1.0
     assert percentile([1, 2, 3, 4, 5], 50) == 3 and percentile([0, 10], 95) == pytest.approx(9.5)
+
+
+def test_stage_timer_counts_a_nested_stage_once(monkeypatch):
+    import itertools
+
+    import torch
+
+    from diffret_pyserini.bench import overhead
+
+    ticks = itertools.count()
+    monkeypatch.setattr(overhead.time, "perf_counter", lambda: float(next(ticks)))
+    timer = overhead.StageTimer(torch.device("cpu"))
+    inner = timer.wrap("dense pooling", lambda: 1)
+    outer = timer.wrap("dense pooling", lambda: inner() + inner())
+    assert outer() == 2
+    assert timer.seconds["dense pooling"] == 1.0  # one start/stop pair: the nested calls add nothing
+    assert not timer.active

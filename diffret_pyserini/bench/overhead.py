@@ -59,9 +59,13 @@ class StageTimer:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls = 0
         self.total = 0.0
+        self.active: set[str] = set()
 
     def wrap(self, stage: str, fn: Callable) -> Callable:
         def timed(*args, **kwargs):
+            if stage in self.active:  # nested call of the same stage (dense_single calls dense_multi): count once
+                return fn(*args, **kwargs)
+            self.active.add(stage)
             sync(self.device)
             start = time.perf_counter()
             try:
@@ -69,6 +73,7 @@ class StageTimer:
             finally:
                 sync(self.device)
                 self.seconds[stage] += time.perf_counter() - start
+                self.active.discard(stage)
         return timed
 
     @contextlib.contextmanager
