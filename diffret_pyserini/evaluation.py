@@ -100,6 +100,13 @@ def evaluate_run(qrels_path: str | os.PathLike, run_path: str | os.PathLike,
     for p, what in ((qrels_path, "qrels"), (run_path, "run")):
         if not os.path.isfile(p):
             raise FileNotFoundError(f"{p}: {what} file not found")
+    wanted = [name for m in metrics for name in _output_names(m)]
+    with open(run_path, encoding="utf-8") as f:
+        empty = not any(line.strip() for line in f)
+    if empty:
+        # Pyserini's wrapper would mistake an empty run for an MS MARCO run and crash in pandas; with -c every
+        # judged query scores 0, so that is the answer.
+        return {display_name(name): 0.0 for name in wanted}
     with tempfile.TemporaryDirectory(prefix="diffret-eval-") as tmp:
         qrels_trec = convert_qrels(qrels_path, Path(tmp) / "qrels.txt")
         cmd = [sys.executable, "-m", "pyserini.eval.trec_eval", "-c"]
@@ -115,7 +122,6 @@ def evaluate_run(qrels_path: str | os.PathLike, run_path: str | os.PathLike,
                 values[parts[0]] = float(parts[2])
             except ValueError:
                 continue
-    wanted = [name for m in metrics for name in _output_names(m)]
     missing = [name for name in wanted if name not in values]
     if proc.returncode != 0 or missing:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]

@@ -134,7 +134,8 @@ def maxsim_segments(
         return scores
     # float16 @ float32 in numpy has no BLAS path: convert the (small) gathered block first.
     block = np.asarray(vectors[rows], dtype=np.float32)
-    scores[nonempty] = _segment_maxsim(block @ q.T, seg_starts)
+    # A C-contiguous [H, Kq] right operand measured 2-5x faster in OpenBLAS than the transposed view q.T.
+    scores[nonempty] = _segment_maxsim(block @ np.ascontiguousarray(q.T), seg_starts)
     return scores
 
 
@@ -143,6 +144,7 @@ def _maxsim_all(q: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, n_docs:
     scores = np.zeros(n_docs, dtype=np.float32)
     if n_docs == 0 or q.shape[0] == 0:
         return scores
+    qt = np.ascontiguousarray(q.T)
     first = 0
     while first < n_docs:
         # Largest doc range starting at `first` whose rows fit in one block (at least one doc).
@@ -154,7 +156,7 @@ def _maxsim_all(q: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, n_docs:
             nonempty = lens > 0
             seg_starts = (offsets[first:last] - lo)[nonempty]
             block = np.asarray(vectors[lo:hi], dtype=np.float32)  # contiguous slice: no gather
-            scores[first:last][nonempty] = _segment_maxsim(block @ q.T, seg_starts)
+            scores[first:last][nonempty] = _segment_maxsim(block @ qt, seg_starts)
         first = last
     return scores
 

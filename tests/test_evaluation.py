@@ -61,6 +61,8 @@ def test_evaluate_run_by_hand(tmp_path):
     got = evaluate_run(tmp_path / "qrels.tsv", run, metrics=("map", "recall.1", "recall.3"))
     assert list(got) == ["MAP", "R@1", "R@3"]
     assert got == pytest.approx({"MAP": (1 + 2 / 3) / 2 / 2, "R@1": 0.25, "R@3": 0.5}, abs=1e-4)
+    (tmp_path / "empty.txt").write_text("")
+    assert evaluate_run(tmp_path / "qrels.tsv", tmp_path / "empty.txt", metrics=("map",)) == {"MAP": 0.0}
 
 
 def test_metrics_json_table_and_plot(tmp_path):
