@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from diffret_pyserini.runs import atomic_write_bytes, atomic_write_text
+from diffret_pyserini.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "DEFAULT_METRICS", "evaluate_run", "display_name", "convert_qrels", "write_metrics", "read_metrics",

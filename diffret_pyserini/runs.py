@@ -4,53 +4,13 @@ Line format (as Pyserini and trec_eval use it): ``qid Q0 docid rank score tag``.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-__all__ = ["write_trec_run", "read_trec_run", "atomic_write_text", "atomic_write_bytes", "atomic_target"]
+from diffret_pyserini.atomic import atomic_write_text
 
-
-@contextlib.contextmanager
-def atomic_target(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary file name beside ``path``; on success fsync it and rename it onto ``path``.
-
-    The rename is atomic on one filesystem, so readers see the old file or the complete new one, never a
-    half-written one; on error the temporary file is removed.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; a run or metrics file should be world-readable
-        os.replace(tmp, final)
-        with contextlib.suppress(OSError):  # persist the rename itself where directories can be fsynced
-            dfd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
-    with atomic_target(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["write_trec_run", "read_trec_run"]
 
 
 def _pairs(hits: Sequence[Any]) -> list[tuple[str, float]]:

@@ -29,6 +29,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from diffret_pyserini.atomic import TMP_MARK, atomic_path, atomic_write, atomic_write_json, atomic_write_text
+
 __all__ = [
     "atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "ResumeError",
     "RepresentationShardWriter", "MultiVectorStore", "write_multi_store", "merge_shards",
@@ -37,56 +39,6 @@ __all__ = [
 
 KINDS = frozenset({"dense", "multi", "sparse"})
 _HAS_WS = re.compile(r"\s")
-_TMP = ".tmp-"
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened/fsynced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, tmp_dir: str | os.PathLike | None = None) -> Iterator[Path]:
-    """Yield a temporary name ``path + '.tmp-<pid>'`` for writers that need a filename (faiss, numpy); on
-    success fsync it and os.replace it onto ``path``; on error remove it. ``tmp_dir`` (same filesystem) puts
-    the temp file elsewhere: Anserini indexes EVERY file in a collection folder, temp names included."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = (Path(tmp_dir) if tmp_dir else final.parent) / f"{final.name}{_TMP}{os.getpid()}"
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8",
-                 tmp_dir: str | os.PathLike | None = None) -> Iterator[Any]:
-    """Open ``path + '.tmp-<pid>'`` for writing; on success flush, fsync and rename it onto ``path``."""
-    with atomic_path(path, tmp_dir) as tmp:
-        with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
-            yield f
-            f.flush()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a whole text file atomically."""
-    with atomic_write(path) as f:
-        f.write(text)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write a JSON file atomically (UTF-8, indented)."""
-    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 class ResumeError(RuntimeError):
@@ -268,12 +220,12 @@ class RepresentationShardWriter:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         listed = {c["name"] for c in self.manifest["chunks"]}
         for f in self.work_dir.iterdir():
-            if _TMP in f.name or (f.name.startswith("part-") and f.name.split(".")[0] not in listed):
+            if TMP_MARK in f.name or (f.name.startswith("part-") and f.name.split(".")[0] not in listed):
                 f.unlink()
         # Older or foreign temp files in sparse/ would be indexed by Anserini; only this shard's own names are
         # removed, as other shards may be finalizing right now.
-        for d, pattern in ((self.sparse_path.parent, f"{self.sparse_path.name}{_TMP}*"),
-                           (self.dense_dir, f"*{_TMP}*"), (self.multi_dir, f"*{_TMP}*")):
+        for d, pattern in ((self.sparse_path.parent, f"{self.sparse_path.name}{TMP_MARK}*"),
+                           (self.dense_dir, f"*{TMP_MARK}*"), (self.multi_dir, f"*{TMP_MARK}*")):
             if d.is_dir():
                 for f in d.glob(pattern):
                     f.unlink()
