@@ -105,7 +105,8 @@ def test_ivf_index_with_all_lists_probed_equals_exact(random_store, tmp_path):
 
 def test_auto_index_spec():
     assert auto_index_spec(1000) == "SQfp16"
-    assert auto_index_spec(1_600_000) == "SQfp16"
+    assert auto_index_spec(1_000_000) == "SQfp16"
+    assert auto_index_spec(1_600_000) == "IVF4096,SQfp16"
     assert auto_index_spec(4_000_000) == "IVF8192,SQfp16"
 
 

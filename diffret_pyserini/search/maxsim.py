@@ -13,7 +13,8 @@ Search = candidate generation + exact re-scoring (the ColBERT recipe):
 Memory: the store is memory-mapped (float16: 2 bytes x H per vector; read from the page cache for the
 candidates only) plus a 4-byte owner id per vector, plus the FAISS index: 'Flat' keeps a float32 copy
 (4 bytes x H per vector), 'SQfp16' and 'IVFn,SQfp16' keep float16 codes (2 bytes x H, +8 bytes per vector
-for IVF ids).
+for IVF ids). For 100k docs x 16 vectors x H=128: store 410 MB (mmap) + owners 6.4 MB + IVF4096,SQfp16
+423 MB (Flat would be 819 MB).
 """
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ from diffret_pyserini.fusion import maxsim_segments
 __all__ = ["MultiVectorSearcher", "load_store", "auto_index_spec"]
 
 # 'auto' scans every vector (exhaustive, so candidates are exact) up to this many vectors, then switches to
-# IVF. Measured on 2 cores, 4 query vectors x 1.6M x 128: IndexFlatIP ~63 ms, SQfp16 ~40 ms (it reads half
-# the bytes; over a float16 store its codes are the store's values exactly, so its candidates equal Flat's).
-EXHAUSTIVE_MAX_VECTORS = 2_000_000
+# IVF. Measured on this 2-core CPU, 4 query vectors x 1.6M x 128, FAISS alone: IndexFlatIP ~63 ms, SQfp16
+# ~40 ms (p95 46; it reads half the bytes, and over a float16 store its codes are the store's values exactly,
+# so its candidates equal Flat's); + ~5 ms re-scoring that misses a 50 ms p95, so 1.6M goes to IVF (~1-3 ms).
+EXHAUSTIVE_MAX_VECTORS = 1_000_000
 _ADD_CHUNK = 1 << 18  # vectors converted to float32 and added to FAISS at a time (bounded temporary memory)
 _SEARCH_CHUNK = 4096  # query vectors per FAISS search call in batch_search
 
@@ -75,7 +77,9 @@ def _ivf_nlist(index: Any) -> int:
 
 def auto_index_spec(n_vectors: int) -> str:
     """FAISS factory string used by ``index='auto'``: exhaustive 'SQfp16' up to EXHAUSTIVE_MAX_VECTORS, else
-    'IVF{nlist},SQfp16' with nlist ~ 4 * sqrt(n) rounded to a power of two (4M vectors -> IVF8192,SQfp16).
+    'IVF{nlist},SQfp16' with nlist ~ 4 * sqrt(n) rounded to a power of two (1.6M vectors -> IVF4096,SQfp16).
+    IVF candidates are approximate: fine on clustered (real) embeddings, poor on near-uniform random vectors;
+    raise ``nprobe`` or pass index='SQfp16' when exactness matters more than latency.
     """
     if n_vectors <= EXHAUSTIVE_MAX_VECTORS:
         return "SQfp16"
@@ -104,8 +108,9 @@ class MultiVectorSearcher:
     nprobe : IVF lists visited per query vector (ignored for non-IVF indexes).
     index_cache : optional file for the built FAISS index: read if present (and matching), else written
         (worth it for IVF: training takes ~1 min for 1.6M vectors on 2 cores).
-    threads : FAISS threads when a call passes ``threads=None`` (0 = all cores). Pyserini's FaissSearcher
-        defaults to 1 thread per search; candidate generation is the hot path, so ours defaults to all cores.
+    threads : FAISS threads when a call passes ``threads=None``. 0 = automatic: all cores for exhaustive
+        indexes (a memory-bound scan that halves with 2 threads), 1 for IVF (a probe takes ~2 ms; OpenMP
+        hand-off cost more than it saved: p50 44 ms with 2 threads vs 24 ms with 1 on a loaded 2-core host).
     """
 
     def __init__(
@@ -123,7 +128,6 @@ class MultiVectorSearcher:
         self.query_encoder = query_encoder
         self.candidates_per_vector = int(candidates_per_vector)
         self.exact = bool(exact)
-        self.threads = int(threads) if threads else (os.cpu_count() or 1)
         self.vectors, self.offsets, self.docids, self.meta = load_store(store_dir)
         self.dimension = int(self.vectors.shape[1])
         self.num_docs = len(self.docids)
@@ -138,6 +142,8 @@ class MultiVectorSearcher:
             self.index = self._load_or_build_index(index_cache)
             if _ivf_nlist(self.index):
                 faiss.extract_index_ivf(self.index).nprobe = int(nprobe)
+        is_ivf = self.index is not None and _ivf_nlist(self.index) > 0
+        self.threads = int(threads) if threads else (1 if is_ivf else (os.cpu_count() or 1))
 
     # ----------------------------------------------------------------------------------------- index
     def _load_or_build_index(self, cache: str | os.PathLike | None) -> Any:
