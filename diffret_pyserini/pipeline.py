@@ -49,7 +49,11 @@ class PipelineArguments:
     threads: int = field(default=2, metadata={"help": "indexing and search threads"})
     indexes: str = field(default="indexes", metadata={"help": "root of the index folders"})
     runs: str = field(default="runs", metadata={"help": "root of the run folders"})
-    tag: str | None = field(default=None, metadata={"help": "model tag in output paths (default derived)"})
+    tag: str | None = field(default=None, metadata={"help": "prefix for the derived model tags in output paths"})
+    finetune: str = field(default="auto", metadata={
+        "help": "also fine-tune the model on pseudo-queries from the corpus itself (never the test topics) and "
+                "report it beside the zero-shot systems: 'auto' (only for the embedded default model), 'yes', "
+                "'no'. Trained once, cached by content.", "choices": ["auto", "yes", "no"]})
     force: bool = field(default=False, metadata={"help": "redo every stage"})
 
 
@@ -135,19 +139,20 @@ def encoder_settings(args: PipelineArguments) -> dict:
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
-def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, str]):
-    """Encode corpus (resumable) and queries; build the impact index. Returns (tag, SearchInputs parts)."""
+def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], model: str):
+    """Encode corpus (resumable) and queries; build the impact index. Returns (tag, index root, fingerprint)."""
     from diffret_pyserini.encode import encode_corpus, encode_queries, encoder_fingerprint
     from diffret_pyserini.pyserini_encoders import get_encoder
     from diffret_pyserini.writers import ResumeError
 
     load = {"kind": args.kind} if args.kind else {}
-    encoder = get_encoder(args.model, device=args.device, **load, **encoder_settings(args))
-    defaults = get_encoder(args.model, device=args.device, **load).settings.to_dict()
-    tag = args.tag or model_tag(args.model, encoder.settings.to_dict(), defaults)
+    encoder = get_encoder(model, device=args.device, **load, **encoder_settings(args))
+    defaults = get_encoder(model, device=args.device, **load).settings.to_dict()
+    tag = model_tag(model, encoder.settings.to_dict(), defaults)
+    tag = f"{args.tag}-{tag}" if args.tag else tag
     root = Path(args.indexes) / dataset.name / tag
     stages = StageLog(root / "stages.json", args.force)
-    log(f"model {args.model} ({encoder.backbone.kind}), tag {tag}")
+    log(f"model {model} ({encoder.backbone.kind}), tag {tag}")
     try:
         paths = encode_corpus(encoder, dataset.corpus_path, root, batch_size=args.batch_size, overwrite=args.force)
     except ResumeError as err:
@@ -168,9 +173,21 @@ def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
                                   multi=path_digest(paths["multi"]))
 
 
+def write_report(metrics: dict[str, dict[str, float]], out: Path, title: str) -> str:
+    """metrics.json, metrics.md (table) and metrics.png (chart) in `out`; returns the table."""
+    from diffret_pyserini.atomic import atomic_write_text
+    from diffret_pyserini.evaluation import format_table, plot_metrics, write_metrics
+
+    write_metrics(metrics, out / "metrics.json")
+    table = format_table(metrics)
+    atomic_write_text(out / "metrics.md", table + "\n")
+    plot_metrics(metrics, out / "metrics.png", title=title)
+    return table
+
+
 def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str],
-                        args: PipelineArguments) -> dict[str, dict[str, float]]:
-    from diffret_pyserini.evaluation import convert_qrels, evaluate_run, format_table, plot_metrics, write_metrics
+                        args: PipelineArguments, systems: list[str]) -> dict[str, dict[str, float]]:
+    from diffret_pyserini.evaluation import convert_qrels, evaluate_run
     from diffret_pyserini.runs import write_trec_run
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +195,7 @@ def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, i
     if dataset.qrels_path is not None:  # TREC-format qrels beside the runs, for `python -m pyserini.eval.trec_eval`
         convert_qrels(dataset.qrels_path, run_dir.parent / "qrels.txt")
     metrics: dict[str, dict[str, float]] = {}
-    for system in args.systems:
+    for system in systems:
         if system not in SYSTEMS:
             raise ValueError(f"unknown system {system!r}; choose from {SYSTEMS}")
         run_path = run_dir / f"{system}.trec"
@@ -193,28 +210,53 @@ def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, i
         if dataset.qrels_path is not None:
             metrics[system] = evaluate_run(dataset.qrels_path, run_path)
     if metrics:
-        write_metrics(metrics, run_dir / "metrics.json")
-        table = format_table(metrics)
-        (run_dir / "metrics.md").write_text(table + "\n")
-        plot_metrics(metrics, run_dir / "metrics.png", title=f"{dataset.name} / {run_dir.name}")
-        print(table)
+        write_report(metrics, run_dir, f"{dataset.name} / {run_dir.name}")
     return metrics
 
 
+def wants_finetune(args: PipelineArguments) -> bool:
+    from diffret_pyserini.models import resolve_model_path
+
+    if args.finetune == "auto":
+        return resolve_model_path(args.model) == resolve_model_path(PipelineArguments.model)
+    return args.finetune == "yes"
+
+
 def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
+    """Run every stage; returns {system: {metric: value}} (fine-tuned systems prefixed 'ft-')."""
+    from diffret_pyserini.evaluation import format_table
+
     dataset = resolve_dataset(args.dataset)
     for warning in check_dataset(dataset):
         log(f"warning: {warning}")
     topics = {qid: " ".join(text.split()) for qid, text in load_queries(dataset.queries_path).items()}
     bm25_index = bm25_stage(dataset, Path(args.indexes) / dataset.name / "bm25", args)
-    tag, root, model_fp = encode_stages(dataset, args, topics)
-    inputs = SearchInputs(bm25_index=bm25_index, impact_index=root / "impact", faiss_dir=root / "dense",
-                          multi_dir=root / "multi", queries_dir=root / "queries", topics=topics)
-    index_fp = {"bm25": fingerprint(bm25=StageLog(bm25_index.parent / "stages.json").done.get("bm25"),
-                                    topics=topics),
-                "model": model_fp}
-    run_dir = Path(args.runs) / dataset.name / tag
-    return search_and_evaluate(dataset, inputs, run_dir, index_fp, args)
+    models = [("", args.model)]
+    if wants_finetune(args):
+        from diffret_pyserini.train.default import finetuned_default
+
+        log("fine-tuning the model on pseudo-queries from the corpus (cached once trained) ...")
+        folder = finetuned_default(args.dataset, Path(args.indexes) / dataset.name / "finetuned", force=args.force,
+                                   base_model=args.model)
+        models.append(("ft-", str(folder)))
+    combined: dict[str, dict[str, float]] = {}
+    for prefix, model in models:
+        tag, root, model_fp = encode_stages(dataset, args, topics, model)
+        inputs = SearchInputs(bm25_index=bm25_index, impact_index=root / "impact", faiss_dir=root / "dense",
+                              multi_dir=root / "multi", queries_dir=root / "queries", topics=topics)
+        index_fp = {"bm25": fingerprint(bm25=StageLog(bm25_index.parent / "stages.json").done.get("bm25"),
+                                        topics=topics),
+                    "model": model_fp}
+        systems = [s for s in args.systems if not (prefix and s == "bm25")]
+        metrics = search_and_evaluate(dataset, inputs, Path(args.runs) / dataset.name / tag, index_fp, args,
+                                      systems)
+        combined.update({prefix + system: row for system, row in metrics.items()})
+    if combined:
+        out = Path(args.runs) / dataset.name
+        if len(models) > 1:  # zero-shot and fine-tuned side by side
+            write_report(combined, out, f"{dataset.name}: zero-shot and fine-tuned")
+        print(format_table(combined))
+    return combined
 
 
 def main(argv: list[str] | None = None) -> int:

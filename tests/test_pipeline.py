@@ -30,8 +30,8 @@ def make_numeric_collection(root, n_docs=40):
 
 
 def args_for(tmp_path, dataset, **kw):
-    return PipelineArguments(dataset=str(dataset), model="splade-tiny", indexes=str(tmp_path / "indexes"),
-                             runs=str(tmp_path / "runs"), hits=100, device="cpu", batch_size=16, **kw)
+    return PipelineArguments(dataset=str(dataset), model="splade-tiny", finetune="no",
+                             indexes=str(tmp_path / "indexes"), runs=str(tmp_path / "runs"), hits=100, device="cpu", batch_size=16, **kw)
 
 
 def is_png(path):
@@ -155,7 +155,7 @@ def test_malformed_dataset_files_are_one_line_errors(tmp_path, capsys, mutate, e
     dataset = make_numeric_collection(tmp_path / "bad", n_docs=25)
     mutate(dataset)
     code = pipeline.main(["--dataset", str(dataset), "--indexes", str(tmp_path / "i"), "--runs", str(tmp_path / "r"),
-                          "--device", "cpu"])
+                          "--device", "cpu", "--finetune", "no"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and expected in err
