@@ -1,0 +1,41 @@
+"""`python -m diffret_pyserini.train`: fine-tune any supported backbone into a model folder that loads everywhere.
+
+    python -m diffret_pyserini.train --model splade-tiny --train_data train.jsonl --output_dir out/ \\
+        --full_finetune --kq 4 --kp 8 --loss_flops 1e-3 --max_steps 200
+
+    python -m diffret_pyserini.train --model DREAM_FOLDER --train_data BEIR_DIR --output_dir out/ \\
+        --lora_r 16 --lora_alpha 64 --gradient_checkpointing --train_group_size 16
+
+`--train_data` is a Tevatron jsonl (see `python -m diffret_pyserini.train.mine` to make one with BM25 hard
+negatives) or a BEIR folder with qrels/train.tsv. OUTPUT then holds `diffret_config.json` plus the LoRA adapter
+(`adapter/`) or full weights, and works as `--model`/`--encoder` for diffret_pyserini.pipeline,
+diffret_pyserini.encode and pyserini.encode. `--resume` continues from the newest OUTPUT/checkpoint-N.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import HfArgumentParser
+
+    from diffret_pyserini.datasets import DatasetError
+    from diffret_pyserini.models import set_offline_env
+    from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
+    from diffret_pyserini.train.trainer import train
+
+    set_offline_env()
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), description=__doc__)
+    parser.prog = "python -m diffret_pyserini.train"
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        out = train(model_args, data_args, training_args)
+    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""`python -m diffret_pyserini.train.mine`: training examples with BM25 hard negatives, as Tevatron jsonl.
+
+    python -m diffret_pyserini.train.mine --dataset DIR --output train.jsonl --source qrels --split train
+    python -m diffret_pyserini.train.mine --dataset cacm --output titles.jsonl --source titles
+
+Sources of (query, positive) pairs:
+  qrels      queries.jsonl + qrels/<split>.tsv of a BEIR folder (relevance > 0 are positives);
+  titles     pseudo-queries for collections without training topics: a document's title is the query and its
+             text (without the title, which would make the match trivial) the positive;
+  sentences  a sentence of a document's text is the query, the document without that sentence the positive.
+Negatives are the top BM25 hits (Pyserini LuceneSearcher, k1=0.9 b=0.4, over the same title + text index the
+pipeline builds and caches) minus the positives, after skipping `--skip_top` hits (likely unjudged positives).
+Pseudo-query sources never read the collection's queries or qrels.
+"""
+from __future__ import annotations
+
+import random
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffret_pyserini.datasets import DatasetError, iter_corpus, load_qrels, load_queries, resolve_dataset
+from diffret_pyserini.train.data import Example, Passage, write_examples
+
+SOURCES = ("qrels", "titles", "sentences")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass
+class MineArguments:
+    dataset: str = field(default="cacm", metadata={"help": "BEIR-layout folder or packaged dataset name"})
+    output: str = field(default="", metadata={"help": "Tevatron jsonl to write"})
+    source: str = field(default="qrels", metadata={"help": f"where queries come from: {', '.join(SOURCES)}"})
+    split: str = field(default="train", metadata={"help": "qrels source: qrels/<split>.tsv"})
+    negatives: int = field(default=8, metadata={"help": "hard negatives kept per query"})
+    skip_top: int = field(default=0, metadata={"help": "BM25 hits skipped before taking negatives"})
+    min_words: int = field(default=20, metadata={"help": "pseudo-queries: documents with fewer text words skipped"})
+    strip_titles: bool = field(default=True, metadata={
+        "help": "titles source: drop the title from negatives too, so positive and negatives look alike"})
+    max_queries: int | None = field(default=None, metadata={"help": "keep at most N queries (seeded sample)"})
+    seed: int = field(default=13, metadata={"help": "seed of sentence choice and query sampling"})
+    indexes: str = field(default="indexes", metadata={"help": "root of the index folders (BM25 index cached)"})
+    threads: int = field(default=2, metadata={"help": "indexing and search threads"})
+
+
+@dataclass
+class Seed:
+    """A query before mining: its positives and the docids that must never be negatives."""
+
+    qid: str
+    query: str
+    positives: list[Passage]
+    exclude: set[str]
+
+
+def is_prose(sentence: str, min_words: int = 6, max_words: int = 40) -> bool:
+    """A sentence worth asking about: 6-40 words, mostly alphabetic (not a 'CA580902 JB March 22' trailer),
+    with at least 4 content words."""
+    from diffret_pyserini.representations import content_words
+
+    words = sentence.split()
+    if not min_words <= len(words) <= max_words:
+        return False
+    alphabetic = sum(w.strip(".,;:()\"'").isalpha() for w in words)
+    return alphabetic >= 0.85 * len(words) and len(content_words(sentence)) >= 4
+
+
+def title_key(title: str) -> str:
+    return " ".join(title.lower().split())
+
+
+def pseudo_queries(corpus: str | Path, source: str, min_words: int, seed: int) -> list[Seed]:
+    """Title or sentence pseudo-queries from a corpus; documents sharing a title are excluded as negatives."""
+    rng = random.Random(seed)
+    seeds: list[Seed] = []
+    by_title: dict[str, set[str]] = {}
+    for doc in iter_corpus(corpus):
+        by_title.setdefault(title_key(doc.title), set()).add(doc.docid)
+        if len(doc.text.split()) < min_words:
+            continue
+        if source == "titles":
+            if len(doc.title.split()) >= 2:
+                seeds.append(Seed(doc.docid, " ".join(doc.title.split()), [Passage(doc.docid, "", doc.text)],
+                                  {doc.docid}))
+        else:
+            sentences = [s for s in _SENTENCE.split(doc.text) if is_prose(s)]
+            if sentences:
+                pick = rng.choice(sentences)
+                rest = " ".join(doc.text.replace(pick, " ").split())
+                seeds.append(Seed(doc.docid, " ".join(pick.split()), [Passage(doc.docid, doc.title, rest)],
+                                  {doc.docid}))
+    for s in seeds:  # a duplicated title ("Glossary of ...") names several right answers: none is a negative
+        s.exclude |= by_title.get(title_key(s.query), set()) if source == "titles" else set()
+    return seeds
+
+
+def qrels_queries(dataset_dir: str | Path, split: str) -> list[Seed]:
+    """Queries with judged positives from a BEIR folder's qrels/<split>.tsv (passages filled in later)."""
+    dataset = resolve_dataset(dataset_dir)
+    qrels_path = Path(dataset.queries_path).parent / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise DatasetError(qrels_path, "no such file (the qrels source needs training judgements)")
+    queries, qrels = load_queries(dataset.queries_path), load_qrels(qrels_path)
+    seeds = []
+    for qid, judged in qrels.items():
+        positive = sorted(d for d, rel in judged.items() if rel > 0)
+        if qid in queries and positive:
+            seeds.append(Seed(qid, queries[qid], [Passage(d, "", "") for d in positive], set(judged)))
+    return seeds
+
+
+def mine(args: MineArguments) -> Path:
+    """Mine BM25 negatives for every seed query and write the Tevatron jsonl; returns its path."""
+    from diffret_pyserini.pipeline import PipelineArguments, bm25_stage
+
+    if args.source not in SOURCES:
+        raise ValueError(f"--source must be one of {SOURCES}, got {args.source!r}")
+    if not args.output:
+        raise ValueError("--output: missing")
+    dataset = resolve_dataset(args.dataset)
+    seeds = (qrels_queries(args.dataset, args.split) if args.source == "qrels"
+             else pseudo_queries(dataset.corpus_path, args.source, args.min_words, args.seed))
+    if args.max_queries is not None and len(seeds) > args.max_queries:
+        seeds = sorted(random.Random(args.seed).sample(seeds, args.max_queries), key=lambda s: s.qid)
+    if not seeds:
+        raise DatasetError(dataset.corpus_path, f"no training queries from source {args.source!r}")
+    index = bm25_stage(dataset, Path(args.indexes) / dataset.name / "bm25",
+                       PipelineArguments(dataset=args.dataset, threads=args.threads))
+    from pyserini.search.lucene import LuceneSearcher
+
+    searcher = LuceneSearcher(str(index))
+    searcher.set_bm25(0.9, 0.4)
+    depth = args.skip_top + args.negatives + max(len(s.exclude) for s in seeds)
+    hits = searcher.batch_search([s.query for s in seeds], [str(i) for i in range(len(seeds))], k=depth,
+                                 threads=args.threads)
+    negative_ids = []
+    for i, s in enumerate(seeds):
+        ranked = [h.docid for h in hits.get(str(i), []) if h.docid not in s.exclude]
+        negative_ids.append(ranked[args.skip_top:args.skip_top + args.negatives])
+    # One streaming pass fills in the passages (the corpus is never held in memory whole).
+    wanted = {d for ids in negative_ids for d in ids} | {p.docid for s in seeds for p in s.positives if not p.text}
+    found = {doc.docid: doc for doc in iter_corpus(dataset.corpus_path) if doc.docid in wanted}
+    strip = args.source == "titles" and args.strip_titles
+    examples = []
+    for s, ids in zip(seeds, negative_ids):
+        positives = [p if p.text else Passage(p.docid, found[p.docid].title, found[p.docid].text)
+                     for p in s.positives if p.text or p.docid in found]
+        negatives = [Passage(d, "" if strip else found[d].title, found[d].text) for d in ids]
+        if positives:
+            examples.append(Example(s.qid, s.query, positives, negatives))
+    return write_examples(examples, args.output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(MineArguments, description=__doc__)
+    parser.prog = "python -m diffret_pyserini.train.mine"
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        path = mine(args)
+    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

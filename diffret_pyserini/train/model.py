@@ -1,0 +1,164 @@
+"""The trainable encoder: the inference code path (prompts -> Backbone.read_slots -> representations), with grads.
+
+`DiffRetEncoder.encode` runs under inference_mode and returns numpy; training needs the same tensors with their
+graph, so this module calls the very functions `encode` calls (`PromptBuilder.build`, `Backbone.read_slots`,
+`Backbone.vocab_logits`, `representations.*`, `DiffRetEncoder.content_columns`) and stops before quantisation.
+
+Causal backbones (the AR PromptReps baseline) train through the same path: vector 0 is the hidden state at the
+end of the prompt; with K > 1 the K-1 greedy tokens are generated without gradient and treated as constants,
+while the hidden states read at them get gradients through the KV cache (teacher forcing on the model's own
+greedy answer). K = 1 (`--kq 1 --kp 1`) is the plain single-token case.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from diffret_pyserini import representations as R
+from diffret_pyserini.backbones import Backbone, load_backbone
+from diffret_pyserini.backbones.load import DIFFRET_CONFIG
+from diffret_pyserini.encoding import DiffRetEncoder, EncoderSettings
+from diffret_pyserini.writers import atomic_write_json
+
+
+class TrainableEncoder(nn.Module):
+    """Wraps a Backbone (optionally with LoRA adapters injected) and yields differentiable representations."""
+
+    def __init__(self, backbone: Backbone, settings: EncoderSettings, autocast_dtype: torch.dtype | None = None):
+        super().__init__()
+        self.max_lengths: dict[str, int | None] = {"query": None, "passage": None}  # training-time text caps
+        self.backbone = backbone
+        self.model = backbone.model  # registered, so .parameters() / .train() reach the weights
+        self.encoder = DiffRetEncoder(backbone, settings)
+        self.autocast_dtype = autocast_dtype
+        self.peft_model = None
+
+    @property
+    def settings(self) -> EncoderSettings:
+        return self.encoder.settings
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.backbone.device.type, dtype=self.autocast_dtype)
+
+    def encode(self, texts: Sequence[str], role: str, want: Sequence[str],
+               columns: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Differentiable 'single' [B,H], 'multi' [B,K,H] + 'valid' [B,K], 'sparse' [B,C] (float, unquantised).
+
+        For 'sparse', `columns`/`allowed` come from `DiffRetEncoder.content_columns` (see `forward`).
+        """
+        batch = self.encoder.builder(role, max_length=self.max_lengths.get(role)).build(list(texts))
+        with self.autocast():
+            states = self.backbone.read_slots(batch)
+            out: dict[str, torch.Tensor] = {"valid": states.valid}
+            if "single" in want:
+                out["single"] = R.dense_single(states.hidden, states.valid)
+            if "multi" in want:
+                out["multi"] = R.dense_multi(states.hidden, states.valid)
+            if "sparse" in want:
+                logits = self.backbone.vocab_logits(states.features, columns)
+                weights = R.sparse_slot_weights(logits, self.settings.sparse_activation)
+                out["sparse"] = R.pool_sparse(weights, allowed, states.valid, self.settings.top_n)
+        return out
+
+    def forward(self, queries: Sequence[str], passages: Sequence[str], want: Sequence[str],
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Encode a training batch; sparse vectors of queries and passages share one column space."""
+        columns = allowed = None
+        if "sparse" in want:
+            columns, allowed = self.encoder.content_columns(list(queries) + list(passages))
+        nq = len(queries)
+        q = self.encode(queries, "query", want, columns, None if allowed is None else allowed[:nq])
+        p = self.encode(passages, "passage", want, columns, None if allowed is None else allowed[nq:])
+        return q, p
+
+    # ------------------------------------------------------------------ saving
+    def save(self, out_dir: str | Path, base_model: str, extra: dict | None = None) -> Path:
+        """Write the adapter (or full weights + tokenizer) and `diffret_config.json` (written last: its presence
+        marks a complete folder that `load_backbone` and every CLI accept)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        spec = getattr(self.backbone, "spec", None)
+        config = {"kind": self.backbone.kind, "settings": self.settings.to_dict(), **(extra or {})}
+        if spec is not None and spec.slot_token:
+            config["slot_token"] = spec.slot_token
+        if self.backbone.read_offset:
+            config["read_offset"] = self.backbone.read_offset
+        if self.peft_model is not None:
+            self.peft_model.save_pretrained(str(out / "adapter"))
+            config.update(base_model=base_model, adapter="adapter")
+        else:
+            self.model.save_pretrained(str(out), safe_serialization=True)
+            self.backbone.tokenizer.save_pretrained(str(out))
+            config.update(base_model=".", adapter=None)
+        atomic_write_json(out / DIFFRET_CONFIG, config)
+        return out
+
+
+def disable_dropout(model: nn.Module) -> int:
+    """Zero every dropout of the base model (before LoRA is added): nn.Dropout modules and the float
+    probabilities attention code reads directly (e.g. BERT's sdpa `dropout_prob`, Qwen2's `attention_dropout`).
+    Returns how many were changed."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p:
+            module.p, changed = 0.0, changed + 1
+        for name in ("dropout_prob", "attention_dropout", "dropout_p", "attn_dropout"):
+            if isinstance(getattr(module, name, None), float) and getattr(module, name):
+                setattr(module, name, 0.0)
+                changed += 1
+    return changed
+
+
+def add_lora(encoder: TrainableEncoder, r: int, alpha: int, dropout: float, target_modules: str) -> None:
+    """Inject LoRA adapters in place (the Backbone keeps calling the same model object); freeze the rest."""
+    from peft import LoraConfig, get_peft_model
+
+    targets: str | list[str] = target_modules
+    if target_modules != "all-linear":
+        targets = [t.strip() for t in target_modules.split(",") if t.strip()]
+    # The vocabulary decoder is never adapted: the Backbone reads its weight directly (vocab_logits).
+    exclude = [encoder.backbone.head_path]
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        exclude_modules=exclude, bias="none")
+    encoder.peft_model = get_peft_model(encoder.model, config)
+
+
+def build_encoder(model: str, settings: dict, kind: str | None = None, device: str | None = None,
+                  full_finetune: bool = False, lora_r: int = 16, lora_alpha: int = 64, lora_dropout: float = 0.05,
+                  lora_target_modules: str = "all-linear", gradient_checkpointing: bool = False,
+                  bf16: bool | None = None, slot_token: str | None = None, dropout: bool = True,
+                  ) -> TrainableEncoder:
+    """Load `model` as a Backbone and make it trainable (LoRA by default, all weights with `full_finetune`).
+
+    `settings` override the model's own encoder settings (a packaged model's, or a fine-tuned folder's).
+    bf16 (default: on GPU) runs the forward under autocast; LoRA keeps frozen base weights in bf16, full
+    fine-tuning keeps fp32 master weights.
+    """
+    from diffret_pyserini.backbones.load import default_device, read_spec
+
+    spec = read_spec(model, kind)
+    if spec.adapter_path is not None and not full_finetune:
+        raise ValueError(f"{model}: holds a LoRA adapter; continue with --full_finetune, or train from its base "
+                         f"({json.loads((spec.path / DIFFRET_CONFIG).read_text()).get('base_model')})")
+    dev = default_device(device)
+    bf16 = dev.type == "cuda" if bf16 is None else bf16
+    dtype = torch.bfloat16 if (bf16 and not full_finetune) else torch.float32
+    backbone = load_backbone(model, kind=kind, device=str(dev), dtype=dtype, slot_token=slot_token)
+    merged = {**spec.settings, **{k: v for k, v in settings.items() if v is not None}}
+    encoder = TrainableEncoder(backbone, EncoderSettings.from_dict(merged),
+                               autocast_dtype=torch.bfloat16 if bf16 else None)
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad (frozen embeddings under LoRA).
+        backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not dropout:
+        disable_dropout(backbone.model)
+    if not full_finetune:
+        add_lora(encoder, lora_r, lora_alpha, lora_dropout, lora_target_modules)
+    return encoder

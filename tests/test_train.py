@@ -1,0 +1,248 @@
+"""Fine-tuning on tiny real models: the loss falls, held-out ranking improves, saved folders load everywhere."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffret_pyserini.backbones import load_backbone
+from diffret_pyserini.encoding import DiffRetEncoder, EncoderSettings
+from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
+from diffret_pyserini.train.data import Example, GroupBatches, Passage, read_examples, write_examples
+from diffret_pyserini.train.trainer import read_history, train
+
+import tiny_models
+
+# Content words the tiny BERT vocabulary spells as single tokens (stopwords left out).
+WORDS = """computer system program algorithm data information search index document text method time paper
+problem result model design analysis processing memory network file structure function number set code storage
+user machine process performance list table science research theory general large""".split()
+SETTINGS = dict(kq=2, kp=4, query_max_length=16, passage_max_length=32)
+
+
+def synthetic(n_docs: int, seed: int) -> tuple[list[str], list[str]]:
+    """Documents of 6 distinct words; each query is 3 of its document's words, shuffled."""
+    rng = random.Random(seed)
+    docs = [" ".join(rng.sample(WORDS, 6)) for _ in range(n_docs)]
+    queries = [" ".join(rng.sample(d.split(), 3)) for d in docs]
+    return docs, queries
+
+
+def write_train(path: Path, docs: list[str], queries: list[str], negatives: int = 1) -> Path:
+    rng = random.Random(7)
+    examples = []
+    for i, (d, q) in enumerate(zip(docs, queries)):
+        negs = [j for j in rng.sample(range(len(docs)), negatives + 1) if j != i][:negatives]
+        examples.append(Example(f"q{i}", q, [Passage(f"d{i}", "", d)], [Passage(f"d{j}", "", docs[j]) for j in negs]))
+    return write_examples(examples, path)
+
+
+def run_train(model: Path, data: Path, out: Path, **overrides) -> Path:
+    m = ModelArguments(model=str(model), full_finetune=True, device="cpu", **SETTINGS)
+    d = DataArguments(train_data=str(data), train_group_size=2)
+    m.dropout = False
+    # One thread: tiny matrices gain nothing from two, and OpenMP threads spin badly on a busy 2-core machine.
+    t = TrainingArguments(output_dir=str(out), per_device_train_batch_size=8, max_steps=200, learning_rate=3e-3,
+                          warmup_ratio=0.0, logging_steps=20, save_steps=0, seed=1, threads=1)
+    for key, value in overrides.items():
+        target = next(x for x in (m, d, t) if hasattr(x, key))
+        setattr(target, key, value)
+    return train(m, d, t)
+
+
+def mrr(encoder: DiffRetEncoder, docs: list[str], queries: list[str], representation: str) -> float:
+    """Mean reciprocal rank of each query's own document among all documents."""
+    p = encoder.encode(docs, "passage", want=[representation])
+    q = encoder.encode(queries, "query", want=[representation])
+    if representation == "dense":
+        scores = q.dense @ p.dense.T
+    else:  # multi: MaxSim, summed over query vectors
+        scores = np.einsum("qih,pjh->qpij", q.multi, p.multi).max(-1).clip(min=0).sum(-1)
+    ranks = (scores > scores[np.arange(len(queries)), np.arange(len(queries))][:, None]).sum(1) + 1
+    return float((1.0 / ranks).mean())
+
+
+def saved_encoder(folder: Path) -> DiffRetEncoder:
+    """A saved folder as the CLIs load it: the backbone plus the settings saved in diffret_config.json."""
+    backbone = load_backbone(folder, device="cpu")
+    return DiffRetEncoder(backbone, EncoderSettings.from_dict(backbone.spec.settings))
+
+
+@pytest.fixture(scope="module")
+def bert_run(tiny_model_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_bert")
+    docs, queries = synthetic(96, seed=1)
+    data = write_train(root / "train.jsonl", docs, queries)
+    out = run_train(tiny_model_dirs["bert"], data, root / "out")
+    return tiny_model_dirs["bert"], out
+
+
+def test_loss_decreases_and_held_out_positives_rank_higher(bert_run):
+    base_dir, out = bert_run
+    history = read_history(out)
+    assert history[-1]["mean_loss"] < 0.8 * history[0]["mean_loss"]
+    docs, queries = synthetic(40, seed=99)  # unseen documents and queries
+    base = DiffRetEncoder(load_backbone(base_dir, device="cpu"), EncoderSettings(**SETTINGS))
+    tuned = saved_encoder(out)
+    assert tuned.settings.kq == 2 and tuned.settings.kp == 4  # settings travel with the folder
+    for representation in ("dense", "multi"):
+        before, after = mrr(base, docs, queries, representation), mrr(tuned, docs, queries, representation)
+        # A random tiny BERT starts at chance (all slot states nearly alike); training must clearly beat it.
+        assert after > 1.4 * before, (representation, before, after)
+
+
+def test_full_weights_folder_layout(bert_run):
+    _, out = bert_run
+    config = json.loads((out / "diffret_config.json").read_text())
+    assert config["base_model"] == "." and config["adapter"] is None and config["kind"] == "masked"
+    assert (out / "tokenizer_config.json").is_file() and (out / "model.safetensors").is_file()
+    assert not list(out.glob("checkpoint-*"))  # removed after the final save
+
+
+def test_resume_reaches_the_same_weights(tiny_model_dirs, tmp_path):
+    docs, queries = synthetic(32, seed=2)
+    data = write_train(tmp_path / "train.jsonl", docs, queries)
+    kwargs = dict(max_steps=6, loss_sparse=1.0, loss_flops=1e-3, per_device_train_batch_size=4)
+    straight = run_train(tiny_model_dirs["bert"], data, tmp_path / "a", **kwargs)
+    # Run b keeps its step-3 checkpoint; delete its final model to stand in for a run killed after step 3.
+    resumed = run_train(tiny_model_dirs["bert"], data, tmp_path / "b", save_steps=3, keep_checkpoints=True, **kwargs)
+    assert (resumed / "checkpoint-3" / "state.pt").is_file()
+    for name in ("diffret_config.json", "model.safetensors", "trainer_state.json"):
+        (resumed / name).unlink()
+    with pytest.raises(ValueError, match="checkpoints"):
+        run_train(tiny_model_dirs["bert"], data, tmp_path / "b", **kwargs)
+    with pytest.raises(ValueError, match="other arguments"):
+        run_train(tiny_model_dirs["bert"], data, tmp_path / "b", resume=True, **{**kwargs, "learning_rate": 1.0})
+    run_train(tiny_model_dirs["bert"], data, tmp_path / "b", resume=True, **kwargs)
+    from safetensors.torch import load_file
+
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_history(straight) == read_history(resumed)
+
+
+def test_lora_adapter_folder_loads_merged_and_matches_training_model(tiny_model_dirs, tmp_path):
+    docs, queries = synthetic(32, seed=3)
+    data = write_train(tmp_path / "train.jsonl", docs, queries)
+    out = run_train(tiny_model_dirs["qwen2"], data, tmp_path / "lora", full_finetune=False, kind="bidirectional",
+                    max_steps=4, lora_r=4, lora_alpha=16, lora_target_modules="q_proj,v_proj")
+    config = json.loads((out / "diffret_config.json").read_text())
+    assert config["adapter"] == "adapter" and (out / "adapter" / "adapter_config.json").is_file()
+    assert config["kind"] == "bidirectional" and config["base_model"] == str(Path(tiny_model_dirs["qwen2"]).resolve())
+    tuned = saved_encoder(out)
+    base = DiffRetEncoder(load_backbone(tiny_model_dirs["qwen2"], kind="bidirectional", device="cpu"),
+                          tuned.settings)
+    a = tuned.encode(docs[:4], "passage", want=["dense", "sparse"])
+    b = base.encode(docs[:4], "passage", want=["dense", "sparse"])
+    assert not np.allclose(a.dense, b.dense)  # the adapter changed the model
+    # The merged folder gives what the training model (adapter not merged) gives.
+    from diffret_pyserini.train.model import build_encoder
+
+    m = build_encoder(str(tiny_model_dirs["qwen2"]), SETTINGS, kind="bidirectional", device="cpu",
+                      lora_r=4, lora_alpha=16, lora_target_modules="q_proj,v_proj")
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(m.peft_model, load_file(out / "adapter" / "adapter_model.safetensors"))
+    m.eval()
+    with torch.no_grad():
+        live = m.encode(docs[:4], "passage", ["single"])["single"].numpy()
+    assert np.allclose(live, a.dense, atol=1e-4)
+
+
+def test_causal_backbone_trains_single_token(tiny_model_dirs, tmp_path):
+    docs, queries = synthetic(16, seed=4)
+    data = write_train(tmp_path / "train.jsonl", docs, queries)
+    out = run_train(tiny_model_dirs["qwen2"], data, tmp_path / "ar", kind="causal", kq=1, kp=1, max_steps=3,
+                    loss_multi=0.0)
+    config = json.loads((out / "diffret_config.json").read_text())
+    assert config["kind"] == "causal" and config["settings"]["kp"] == 1
+    assert load_backbone(out, device="cpu").kind == "causal"
+
+
+def test_group_batches_are_deterministic_and_fill_short_negative_lists():
+    ex = [Example(f"q{i}", f"query {i}", [Passage(f"d{i}", "", f"text {i}")],
+                  [Passage(f"n{i}", "", f"neg {i}")]) for i in range(10)]
+    batches = GroupBatches(ex, batch_size=4, group_size=3, seed=5)
+    first = list(batches.epoch(0))
+    assert len(first) == len(batches) == 2
+    assert [b.queries for b in first] == [b.queries for b in batches.epoch(0)]
+    assert list(batches.epoch(0, start=1))[0].queries == first[1].queries  # resume mid-epoch
+    assert [b.queries for b in batches.epoch(1)] != [b.queries for b in first]
+    b = first[0]
+    assert len(b.passages) == 12
+    for i, q in enumerate(b.queries):
+        assert b.passages[3 * i] == "text " + q.split()[1]  # the positive leads its group
+        assert b.passages[3 * i + 1] == b.passages[3 * i + 2] == "neg " + q.split()[1]  # 1 negative, cycled
+
+
+def test_read_examples_reports_file_line_and_field(tmp_path):
+    from diffret_pyserini.datasets import DatasetError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "a", "positive_passages": [{"docid": "1", "text": "x"}]}\n'
+                   '{"query": "b", "positive_passages": []}\n')
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2: positive_passages: no positive"):
+        read_examples(bad)
+    bad.write_text('{"query": "a", "positive_passages": [{"docid": "1", "text": 5}]}\n')
+    with pytest.raises(DatasetError, match=r"bad.jsonl:1: positive_passages\[0\]"):
+        read_examples(bad)
+
+
+# ----------------------------------------------------------------------------------------- slow: real CLIs
+
+def tiny_beir(root: Path, docs: list[str], queries: list[str]) -> Path:
+    """A BEIR folder: titled documents (for title pseudo-queries), test queries and qrels."""
+    (root / "qrels").mkdir(parents=True)
+    with open(root / "corpus.jsonl", "w") as f:
+        for i, d in enumerate(docs):
+            words = d.split()
+            f.write(json.dumps({"_id": f"d{i}", "title": " ".join(words[:2]), "text": " ".join(words[2:])}) + "\n")
+    with open(root / "queries.jsonl", "w") as f:
+        for i, q in enumerate(queries):
+            f.write(json.dumps({"_id": f"q{i}", "text": q}) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" +
+                                             "".join(f"q{i}\td{i}\t1\n" for i in range(len(queries))))
+    return root
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_mine_train_and_saved_folder_round_trips_through_pipeline_and_pyserini_encode(tiny_model_dirs, tmp_path):
+    rng = random.Random(11)
+    docs = [" ".join(rng.sample(WORDS, 8)) for _ in range(40)]
+    data = tiny_beir(tmp_path / "tiny", docs, [" ".join(d.split()[2:5]) for d in docs[:10]])
+    mined = tmp_path / "titles.jsonl"
+    run_cli(["diffret_pyserini.train.mine", "--dataset", str(data), "--output", str(mined), "--source", "titles",
+             "--min_words", "3", "--negatives", "2", "--indexes", str(tmp_path / "idx")], tmp_path)
+    examples = read_examples(mined)
+    assert len(examples) == 40 and all(len(e.negatives) == 2 for e in examples)
+    assert all(e.positives[0].docid not in {n.docid for n in e.negatives} for e in examples)
+    out = tmp_path / "model"
+    run_cli(["diffret_pyserini.train", "--model", str(tiny_model_dirs["bert"]), "--train_data", str(mined),
+             "--output_dir", str(out), "--full_finetune", "--kq", "2", "--kp", "4", "--max_steps", "3",
+             "--per_device_train_batch_size", "8", "--device", "cpu"], tmp_path)
+    run_cli(["diffret_pyserini.pipeline", "--dataset", str(data), "--model", str(out), "--indexes",
+             str(tmp_path / "idx"), "--runs", str(tmp_path / "runs"), "--hits", "10", "--systems", "sparse",
+             "dense", "multi"], tmp_path)
+    metrics = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    assert {"sparse", "dense", "multi"} <= set(json.dumps(metrics).replace('"', " ").split())
+    emb = tmp_path / "emb"
+    run_cli(["pyserini.encode", "input", "--corpus", str(data / "corpus.jsonl"), "--fields", "title", "text",
+             "output", "--embeddings", str(emb), "--to-faiss", "encoder", "--encoder", str(out), "--fields",
+             "title", "text", "--batch-size", "8", "--dimension", "64", "--device", "cpu"], tmp_path)
+    assert (emb / "index").is_file() and len((emb / "docid").read_text().split()) == 40
