@@ -89,19 +89,23 @@ class MultiVectorStore:
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> "MultiVectorStore":
-        """Open a store folder; with ``mmap`` the vectors stay on disk until read."""
+        """Open and validate a store folder; with ``mmap`` the vectors stay on disk until read."""
         d = Path(path)
         meta_path = d / "meta.json"
         if not meta_path.is_file():
-            raise ValueError(f"{meta_path}: missing (not a multi-vector store, or an unfinished one)")
+            raise FileNotFoundError(f"{meta_path}: missing (not a multi-vector store, or an unfinished one)")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         docids = (d / "docid").read_text(encoding="utf-8").splitlines()
-        offsets = np.load(d / "offsets.npy")
+        offsets = np.load(d / "offsets.npy").astype(np.int64, copy=False)
         # numpy cannot memory-map a zero-length array
         vectors = np.load(d / "vectors.npy", mmap_mode="r" if mmap and meta["n_vectors"] else None)
-        if len(docids) != meta["n_docs"] or offsets.shape != (len(docids) + 1,) or offsets[-1] != len(vectors):
-            raise ValueError(f"{d}: docid ({len(docids)}), offsets ({offsets.shape[0]}) and vectors "
-                             f"({len(vectors)}) disagree with meta.json")
+        if vectors.ndim != 2:
+            raise ValueError(f"{d}/vectors.npy: expected 2-D [n_vectors, H], got shape {vectors.shape}")
+        if (len(docids) != meta["n_docs"] or offsets.shape != (len(docids) + 1,) or offsets[0] != 0
+                or offsets[-1] != vectors.shape[0] or vectors.shape[1] != meta["dim"]
+                or np.any(np.diff(offsets) < 0)):
+            raise ValueError(f"{d}: docid ({len(docids)}), offsets ({offsets.shape[0]}), vectors {vectors.shape} "
+                             f"and meta.json {meta} disagree")
         return cls(docids, vectors, offsets, meta)
 
     def __len__(self) -> int:

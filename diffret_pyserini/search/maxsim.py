@@ -18,10 +18,8 @@ for IVF ids). For 100k docs x 16 vectors x H=128: store 410 MB (mmap) + owners 6
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import faiss
@@ -49,22 +47,10 @@ def _dense_result_types():
 
 def load_store(store_dir: str | os.PathLike, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
     """Read a multi-vector store: (vectors [N, H] (memmap), offsets int64 [n+1], docids, meta); validated."""
-    d = Path(store_dir)
-    meta_path = d / "meta.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: missing (not a multi-vector store, or an unfinished one)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    docids = (d / "docid").read_text(encoding="utf-8").splitlines()
-    offsets = np.load(d / "offsets.npy").astype(np.int64, copy=False)
-    vectors = np.load(d / "vectors.npy", mmap_mode="r" if mmap and meta.get("n_vectors", 1) else None)
-    if vectors.ndim != 2:
-        raise ValueError(f"{d}/vectors.npy: expected 2-D [n_vectors, H], got shape {vectors.shape}")
-    if (len(docids) != meta["n_docs"] or offsets.shape != (len(docids) + 1,) or offsets[0] != 0
-            or offsets[-1] != vectors.shape[0] or vectors.shape[1] != meta["dim"]
-            or np.any(np.diff(offsets) < 0)):
-        raise ValueError(f"{d}: docid ({len(docids)}), offsets ({offsets.shape[0]}), vectors {vectors.shape} "
-                         f"and meta.json {meta} disagree")
-    return vectors, offsets, docids, meta
+    from diffret_pyserini.writers import MultiVectorStore
+
+    store = MultiVectorStore.load(store_dir, mmap=mmap)
+    return store.vectors, store.offsets, store.docids, store.meta
 
 
 def _ivf_nlist(index: Any) -> int:
