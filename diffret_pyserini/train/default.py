@@ -4,11 +4,11 @@
     folder = finetuned_default("cacm")          # -> indexes/cacm/finetuned/splade-tiny-ft
     python -m diffret_pyserini.train.default --dataset cacm     # the same from the shell
 
-No topics or judgements of the collection are read: queries are the corpus's own titles and sentences
-(`mine.py`), negatives come from BM25 over the corpus. The folder is reused while its fingerprint (corpus
+No topics or judgements of the collection are read: queries are the corpus's own document titles (the
+positive is the document's text without its title; `mine.py`), negatives come from BM25 over the corpus. The folder is reused while its fingerprint (corpus
 digest, base model digest, mining and training arguments) matches; an interrupted run resumes from its last
 checkpoint. Training runs as `python -m diffret_pyserini.train` in a child process (the command is logged in
-finetune.json), so its thread settings cannot disturb the caller.
+<model>-ft.finetune.json beside the folder), so its thread settings cannot disturb the caller.
 """
 from __future__ import annotations
 
@@ -29,42 +29,62 @@ FOLDER = "splade-tiny-ft"
 STAMP = "finetune.json"
 VERSION = 1  # bump when the recipe's code changes what it learns
 # Pseudo-query sources and their BM25 hard negatives (see mine.MineArguments).
-MINE = {"titles": dict(negatives=4, min_words=30), "sentences": dict(negatives=4)}
-# Arguments of `python -m diffret_pyserini.train` (see train/arguments.py); ~8 CPU minutes on 2 cores.
+MINE = {"titles": dict(negatives=4, min_words=20)}
+# Arguments of `python -m diffret_pyserini.train` (see train/arguments.py). Measured on CACM (2,004 title
+# queries): ~1.1 CPU-seconds a step, so 120 steps take ~2-3 minutes on 2 free cores. Learning rate 1e-3 is
+# what moved the numbers most (2e-4 left dense near zero-shot); more steps (200) or more negatives did not help.
 TRAIN = dict(full_finetune=True, kq=4, kp=8, dropout=False, train_passage_max_length=128, train_group_size=3,
-             per_device_train_batch_size=32, learning_rate=1e-3, warmup_ratio=0.1, max_steps=150,
+             per_device_train_batch_size=32, learning_rate=1e-3, warmup_ratio=0.1, max_steps=120,
              loss_single=1.0, loss_multi=1.0, loss_sparse=1.0, loss_flops=0.0, temperature=0.01,
-             sparse_temperature=1.0, seed=42, save_steps=25)
+             sparse_temperature=0.3, seed=42, save_steps=20)
 
 
 def log(message: str) -> None:
     print(f"[finetune] {message}", flush=True)
 
 
-def train_command(train_dir: Path, out: Path, resume: bool, threads: int) -> list[str]:
-    cmd = [sys.executable, "-m", "diffret_pyserini.train", "--model", BASE_MODEL, "--train_data", str(train_dir),
+def recipe(base_model: str) -> dict:
+    """Training arguments for a base model: the tuned recipe for SPLADE-tiny; LoRA (r=16, alpha=64) for
+    anything else, which is too big to fine-tune fully on a CPU."""
+    from diffret_pyserini.models import resolve_model_path
+
+    if resolve_model_path(base_model) == resolve_model_path(BASE_MODEL):
+        return dict(TRAIN)
+    return {**TRAIN, "full_finetune": False, "learning_rate": 1e-4}
+
+
+def train_command(base_model: str, train_dir: Path, out: Path, resume: bool, threads: int) -> list[str]:
+    model = base_model if not Path(base_model).is_dir() else str(Path(base_model).resolve())
+    cmd = [sys.executable, "-m", "diffret_pyserini.train", "--model", model, "--train_data", str(train_dir),
            "--output_dir", str(out), "--threads", str(threads)]
-    for key, value in TRAIN.items():
+    for key, value in recipe(base_model).items():
         cmd += [f"--{key}", str(value)]
     return cmd + (["--resume", "True"] if resume else ["--overwrite_output_dir", "True"])
 
 
 def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root: str | os.PathLike | None = None,
-                      force: bool = False, indexes: str | os.PathLike = "indexes", threads: int = 2) -> Path:
-    """Fine-tune SPLADE-tiny on the collection's pseudo-queries once; return the model folder.
+                      force: bool = False, base_model: str = BASE_MODEL, indexes: str | os.PathLike | None = None,
+                      threads: int = 2) -> Path:
+    """Fine-tune `base_model` (default SPLADE-tiny) on the collection's pseudo-queries once; return the folder
+    `<out_root>/<model>-ft`.
 
-    `out_root` defaults to `<indexes>/<dataset>/finetuned`; the BM25 index used for mining is the pipeline's own
-    (`<indexes>/<dataset>/bm25`, built if missing). A second call with the same inputs returns at once.
+    `out_root` defaults to `<indexes>/<dataset>/finetuned`; mining uses the pipeline's own BM25 index
+    `<indexes>/<dataset>/bm25` (built if missing), where `indexes` defaults to the folder two levels above
+    `out_root`, else `indexes`. A second call with the same inputs returns at once; `force` trains again.
     """
     from diffret_pyserini.models import resolve_model_path
     from diffret_pyserini.train.mine import MineArguments, mine
 
     dataset = resolve_dataset(dataset_dir_or_name)
+    if indexes is None:
+        indexes = Path(out_root).parent.parent if out_root is not None else Path("indexes")
     root = Path(out_root) if out_root is not None else Path(indexes) / dataset.name / "finetuned"
-    out = root / FOLDER
-    fp = fingerprint(corpus=path_digest(dataset.corpus_path), base=path_digest(resolve_model_path(BASE_MODEL)),
-                     mine=MINE, train=TRAIN, version=VERSION)
-    stamp_path = out / STAMP
+    name = Path(base_model).name if Path(base_model).is_dir() else str(base_model)
+    out = root / (FOLDER if name == BASE_MODEL else f"{name}-ft")
+    corpus = path_digest(dataset.corpus_path)
+    data_fp = fingerprint(corpus=corpus, mine=MINE, version=VERSION)
+    fp = fingerprint(data=data_fp, base=path_digest(resolve_model_path(base_model)), train=recipe(base_model))
+    stamp_path = root / f"{out.name}.{STAMP}"  # beside the folder: the trainer owns the folder itself
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
     same = stamp.get("fingerprint") == fp and not force
     if same and stamp.get("done") and (out / "diffret_config.json").is_file():
@@ -72,7 +92,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
         return out
     if not same:
         shutil.rmtree(out, ignore_errors=True)
-    train_dir = root / f"train-{fp}"
+    train_dir = root / f"train-{data_fp}"  # shared by every base model
     for old in root.glob("train-*"):  # mined data of earlier recipes or corpora
         if old != train_dir:
             shutil.rmtree(old, ignore_errors=True)
@@ -84,8 +104,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
             mine(MineArguments(dataset=str(dataset_dir_or_name), output=str(target), source=source,
                                indexes=str(indexes), **extra))
     resume = same and any(out.glob("checkpoint-*"))
-    cmd = train_command(train_dir, out, resume, threads)
-    out.mkdir(parents=True, exist_ok=True)
+    cmd = train_command(base_model, train_dir, out, resume, threads)
     atomic_write_json(stamp_path, {"fingerprint": fp, "done": False, "command": cmd})
     log(("resuming" if resume else "training") + f" {out} ...")
     # PASSIVE: idle OpenMP threads sleep instead of spinning; on a busy 2-core machine spinning threads made
@@ -105,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffret_pyserini.train.default", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="cacm", help="BEIR-layout folder or packaged dataset name")
+    parser.add_argument("--model", default=BASE_MODEL, help="base model folder or packaged name")
     parser.add_argument("--out-root", default=None, help="default: INDEXES/<dataset>/finetuned")
-    parser.add_argument("--indexes", default="indexes", help="root of the index folders")
+    parser.add_argument("--indexes", default=None, help="root of the index folders (default: indexes)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--force", action="store_true", help="train again even if the cached folder matches")
     args = parser.parse_args(argv)
-    print(finetuned_default(args.dataset, args.out_root, args.force, args.indexes, args.threads))
+    print(finetuned_default(args.dataset, args.out_root, args.force, args.model, args.indexes, args.threads))
     return 0
 
 
