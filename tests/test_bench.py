@@ -57,8 +57,9 @@ def test_cost_of_k_ratios_and_promptreps_steps(quick_run):
     assert len(rows) == len(systems) * len(workloads) * 2
     for r in rows:
         assert r["seconds_per_item"] > 0 and r["ratio"] > 0 and r["token_ratio"] >= 1.0
+        assert r["cpu_seconds_per_item"] > 0 and r["cpu_ratio"] > 0  # CPU device: CPU time is recorded
         if r["k"] == 1:
-            assert r["ratio"] == 1.0 and r["token_ratio"] == 1.0
+            assert r["ratio"] == 1.0 and r["cpu_ratio"] == 1.0 and r["token_ratio"] == 1.0
         else:
             assert r["token_ratio"] > 1.0
         if r["method"] == "promptreps-ar":
@@ -81,6 +82,7 @@ def test_overhead_rows_and_stage_profile(quick_run):
         assert set(r["seconds"]) == {"ours", "bare", "body+head@K"}
         assert all(v > 0 for v in r["seconds"].values())
         assert r["ours_over_body_head"] > 0 and r["ours_over_bare"] > 0
+        assert r["ours_over_body_head_cpu"] > 0 and r["ours_over_bare_cpu"] > 0
         profile = r["profile_seconds"]
         assert set(doc["stages"]) <= set(profile) and profile["total"] > 0
         assert profile["forward (body + slot gather)"] > 0 and profile["writing (write_batch)"] > 0
@@ -91,7 +93,7 @@ def test_passes_compares_one_pass_with_two(quick_run):
     _, docs = quick_run
     for r in docs["passes"]["rows"]:
         assert len(r["seconds"]) == 3 and all(v > 0 for v in r["seconds"].values())
-        assert r["one_over_two"] > 0 and r["all_three_over_two"] > 0
+        assert r["one_over_two"] > 0 and r["all_three_over_two"] > 0 and r["one_over_two_cpu"] > 0
 
 
 def test_search_scaling_rows(quick_run):
@@ -102,6 +104,7 @@ def test_search_scaling_rows(quick_run):
         assert len(r["search"]) == 5
         for s in r["search"].values():
             assert 0 < s["p50_s"] <= s["p95_s"] and s["qps"] > 0 and s["mean_hits"] > 0
+        assert 0 < r["multi_recall"]["recall_at_hits_vs_exact"] <= 1 and r["multi_recall"]["queries"] == 10
         mem = r["memory_bytes"]
         assert mem["multi store float32 (bytes)"] == 2 * mem["multi store float16 (bytes)"] > 0
         assert all(v > 0 for v in r["disk_bytes"].values())
@@ -122,6 +125,9 @@ def test_paired_ratio_and_percentile():
     a, b = Cell(("a",), lambda: None), Cell(("b",), lambda: None)
     a.samples, b.samples = [2.0, 3.0, 4.0], [1.0, 1.0, 2.0]
     assert paired_ratio(a, b) == 2.0 and paired_ratio(a, a) == 1.0
+    assert paired_ratio(a, b, cpu=True) is None  # no CPU samples recorded
+    a.cpu_samples, b.cpu_samples = [1.0, 6.0, 3.0], [1.0, 2.0, 1.0]
+    assert paired_ratio(a, b, cpu=True) == 3.0
     assert percentile([1, 2, 3, 4, 5], 50) == 3 and percentile([0, 10], 95) == pytest.approx(9.5)
 
 

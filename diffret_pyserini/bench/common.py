@@ -5,6 +5,9 @@ Timing rules (these machines are noisy, and other work may share the CPU):
   once, in an order rotated by one per round, so slow drifts of the machine hit all cells alike;
 - a sample repeats a cheap call until it lasts `min_sample_s` and reports the mean per call;
 - ratios are medians of per-round ratios (paired), absolute times are medians over rounds;
+- every sample also records the process CPU time (all threads): on a CPU shared with other work, wall time
+  includes waiting for a core, CPU time mostly does not, so CPU-time ratios are the steadier estimate of the
+  work each system does (multi-threaded ops still burn some CPU spinning while a partner thread waits);
 - on CUDA, `torch.cuda.synchronize()` brackets every timed call.
 """
 from __future__ import annotations
@@ -159,24 +162,34 @@ def log(message: str) -> None:
 # ------------------------------------------------------------------------------------------------ timing
 @dataclass
 class Cell:
-    """One timed configuration. `run` does the work once; `warm` (default `run`) is called once before timing."""
+    """One timed configuration. `run` does the work once; `warm` (default `run`) is called once before timing.
+
+    `samples` are wall-clock seconds per call; `cpu_samples` the process CPU seconds per call (all threads), a
+    measure of the work done that waiting for a busy CPU does not inflate (None on CUDA, where it means little).
+    """
 
     key: tuple
     run: Callable[[], Any]
     warm: Callable[[], Any] | None = None
     counter: Callable[[], int] | None = None   # e.g. a backbone's forward-call count, to report steps per run
     samples: list[float] = field(default_factory=list)
+    cpu_samples: list[float] = field(default_factory=list)
     calls_per_run: float | None = None
 
     @property
     def median(self) -> float:
         return statistics.median(self.samples)
 
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu_samples) if self.cpu_samples else None
 
-def time_sample(cell: Cell, min_sample_s: float, device: torch.device) -> float:
-    """Mean seconds per `cell.run()` over as many calls as make up `min_sample_s` (at least one)."""
+
+def time_sample(cell: Cell, min_sample_s: float, device: torch.device) -> tuple[float, float]:
+    """Mean (wall, process-CPU) seconds per `cell.run()` over as many calls as make up `min_sample_s`."""
     calls, total = 0, 0.0
     before = cell.counter() if cell.counter else 0
+    cpu_start = time.process_time()
     while calls == 0 or total < min_sample_s:
         sync(device)
         start = time.perf_counter()
@@ -184,9 +197,10 @@ def time_sample(cell: Cell, min_sample_s: float, device: torch.device) -> float:
         sync(device)
         total += time.perf_counter() - start
         calls += 1
+    cpu = time.process_time() - cpu_start
     if cell.counter:
         cell.calls_per_run = (cell.counter() - before) / calls
-    return total / calls
+    return total / calls, cpu / calls
 
 
 def run_interleaved(cells: Sequence[Cell], repeats: int, budget_s: float, min_sample_s: float,
@@ -202,7 +216,10 @@ def run_interleaved(cells: Sequence[Cell], repeats: int, budget_s: float, min_sa
     for r in range(max(1, repeats)):
         order = list(cells[r % len(cells):]) + list(cells[:r % len(cells)])
         for cell in order:
-            cell.samples.append(time_sample(cell, min_sample_s, device))
+            wall, cpu = time_sample(cell, min_sample_s, device)
+            cell.samples.append(wall)
+            if device.type != "cuda":
+                cell.cpu_samples.append(cpu)
         rounds += 1
         elapsed = time.perf_counter() - start
         log(f"{label} round {rounds}/{repeats}: {elapsed:.1f}s")
@@ -211,11 +228,17 @@ def run_interleaved(cells: Sequence[Cell], repeats: int, budget_s: float, min_sa
     return rounds
 
 
-def paired_ratio(num: Cell, den: Cell) -> float:
-    """Median over rounds of num/den (both timed in the same rounds); exactly 1.0 for a cell against itself."""
+def paired_ratio(num: Cell, den: Cell, cpu: bool = False) -> float | None:
+    """Median over rounds of num/den (both timed in the same rounds); exactly 1.0 for a cell against itself.
+
+    `cpu=True` uses the CPU-time samples (None when there are none).
+    """
+    a, b = (num.cpu_samples, den.cpu_samples) if cpu else (num.samples, den.samples)
+    if cpu and not (a and b):
+        return None
     if num is den:
         return 1.0
-    return statistics.median(a / b for a, b in zip(num.samples, den.samples))
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -114,12 +114,15 @@ def row(spec: SystemSpec, workload: Workload, k: int, cell: Cell, base: Cell, to
         rounds: int) -> dict:
     per_item = [s / workload.items for s in cell.samples]
     seconds = cell.median / workload.items
+    cpu = cell.cpu_median
     return {
         "system": spec.label, "model": spec.model, "kind": "causal" if spec.method == "promptreps-ar" else spec.kind,
         "method": spec.method, "workload": workload.name, "role": workload.role, "batch": workload.batch_size,
         "items_per_call": workload.items, "k": k, "seconds_per_item": seconds, "samples_per_item": per_item,
         "items_per_second": 1.0 / seconds if seconds > 0 else None, "rounds": rounds,
         "ratio": paired_ratio(cell, base), "tokens": tokens["tokens"],
+        "cpu_seconds_per_item": None if cpu is None else cpu / workload.items,
+        "cpu_ratio": paired_ratio(cell, base, cpu=True),
         "token_ratio": tokens["tokens"] / base_tokens["tokens"],
         "text_tokens": [tokens["text_tokens_min"], tokens["text_tokens_max"]],
         "forward_calls_per_batch": (cell.calls_per_run or 0) / len(workload.batches),
@@ -141,9 +144,12 @@ def targets(rows: list[dict], ks: tuple[int, ...]) -> list[dict]:
             what = f"latency ratio <= {TARGET_QUERY_SLACK:.2f} x token ratio {r['token_ratio']:.3f} = {limit:.3f}"
         ar = next((a for a in rows if a["method"] == "promptreps-ar" and a["model"] == r["model"]
                    and a["workload"] == r["workload"] and a["k"] == k), None)
+        cpu = r["cpu_ratio"]
         out.append({"system": r["system"], "workload": r["workload"], "k": k, "target": what,
                     "measured": r["ratio"], "limit": limit, "met": r["ratio"] <= limit,
-                    "promptreps_ratio": ar["ratio"] if ar else None})
+                    "measured_cpu": cpu, "met_cpu": None if cpu is None else cpu <= limit,
+                    "promptreps_ratio": ar["ratio"] if ar else None,
+                    "promptreps_cpu_ratio": ar["cpu_ratio"] if ar else None})
     return out
 
 

@@ -8,7 +8,8 @@ Per corpus size N (synthetic data with the real shapes, see `synthetic`):
 - search: per-query latency p50/p95 and QPS (sequential, one query at a time) for sparse (LuceneImpactSearcher),
   dense (FaissSearcher), MaxSim multi-vector (MultiVectorSearcher) and hybrid (RobustHybridSearcher over dense
   or multi + sparse); the systems are interleaved query by query;
-- memory: the multi-vector store in float32 and float16, the candidate index, the owner map, the FAISS flat index.
+- memory: the multi-vector store in float32 and float16, the candidate index, the owner map, the FAISS flat index;
+- quality check: the MaxSim top-k from FAISS candidates against exact MaxSim over every document (recall).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from diffret_pyserini.bench.common import BenchOptions, log, percentile
 TARGET_P95_S = 0.050     # MaxSim at 100k documents x Kp=16: p95 under 50 ms per query
 TARGET_DOCS = 100_000
 WARMUP_QUERIES = 3
+RECALL_QUERIES = 20      # queries checked against exact MaxSim (every document scored), not timed
 
 
 def queries_for(size: int, opts: BenchOptions, index: int) -> int:
@@ -157,6 +159,20 @@ def time_queries(searchers: dict[str, Any], texts: list[str], hits: int) -> dict
             for name, lat in latencies.items()}
 
 
+def maxsim_recall(store: Path, queries: S.Queries, approx: Any, hits: int, n: int) -> dict:
+    """Overlap of the candidate-based MaxSim top-k with exact MaxSim over every document (first `n` queries)."""
+    from diffret_pyserini.search.maxsim import MultiVectorSearcher
+
+    exact = MultiVectorSearcher(store, S.LookupEncoder(queries.multi), exact=True)
+    texts = queries.texts[WARMUP_QUERIES:WARMUP_QUERIES + n]
+    overlaps = []
+    for q in texts:
+        want = {h.docid for h in exact.search(q, k=hits)}
+        got = {h.docid for h in approx.search(q, k=hits)}
+        overlaps.append(len(want & got) / max(len(want), 1))
+    return {"recall_at_hits_vs_exact": float(np.mean(overlaps)), "queries": len(texts)}
+
+
 def memory(size: int, opts: BenchOptions, multi_searcher: Any) -> dict[str, int]:
     n_vectors = size * opts.search_kp
     return {"multi store float32 (bytes)": n_vectors * opts.search_dim * 4,
@@ -178,6 +194,7 @@ def measure_size(size: int, index: int, opts: BenchOptions, root: Path) -> dict:
         searchers, startup, multi = open_searchers(paths, queries)
         log(f"search {size}: {n_queries} timed queries x {len(searchers)} systems")
         latency = time_queries(searchers, queries.texts, opts.hits)
+        recall = maxsim_recall(paths["multi"], queries, multi, opts.hits, min(RECALL_QUERIES, n_queries))
         mem = memory(size, opts, multi)
         spec = multi.index_spec
     finally:
@@ -186,7 +203,7 @@ def measure_size(size: int, index: int, opts: BenchOptions, root: Path) -> dict:
     return {"docs": size, "kp": opts.search_kp, "kq": opts.search_kq, "dim": opts.search_dim,
             "vectors": size * opts.search_kp, "hits": opts.hits, "build_seconds": seconds,
             "startup_seconds": startup, "disk_bytes": disk, "memory_bytes": mem, "search": latency,
-            "multi_candidate_index": spec}
+            "multi_candidate_index": spec, "multi_recall": recall}
 
 
 def run(opts: BenchOptions) -> dict[str, Any]:
