@@ -23,13 +23,15 @@ DEFAULTS = BenchOptions()
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m diffret_pyserini.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", nargs="+", choices=SECTIONS, help=f"sections to run (default: all: {' '.join(SECTIONS)})")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS,
+                   help=f"sections to run (default: all: {' '.join(SECTIONS)})")
     p.add_argument("--decoder", help="decoder model run both bidirectionally (one pass) and causally (PromptReps, "
                    f"K greedy steps); 'none' to skip (default {DEFAULTS.decoder})")
     p.add_argument("--masked", help=f"masked-LM model (default {DEFAULTS.masked}); 'none' to skip")
     p.add_argument("--models", nargs="+", help="extra one-pass model folders (Dream, LLaDA, ...); kind from config")
     p.add_argument("--ks", nargs="+", type=int, help=f"slot counts K (default {' '.join(map(str, DEFAULTS.ks))})")
-    p.add_argument("--overhead-k", type=int, help=f"K of the overhead and passes sections (default {DEFAULTS.overhead_k})")
+    p.add_argument("--overhead-k", type=int,
+                   help=f"K of the overhead and passes sections (default {DEFAULTS.overhead_k})")
     p.add_argument("--doc-tokens", type=int, help=f"text tokens per passage (default {DEFAULTS.doc_tokens})")
     p.add_argument("--doc-batch", type=int, help=f"passages per batch for throughput (default {DEFAULTS.doc_batch})")
     p.add_argument("--query-tokens", type=int, help=f"max text tokens per query (default {DEFAULTS.query_tokens})")
@@ -51,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "fewer at larger sizes, at least 30)")
     p.add_argument("--search-dim", type=int, help=f"vector dimension of the synthetic search corpora (default "
                    f"{DEFAULTS.search_dim}, SPLADE-tiny's hidden size; SmolLM2's is 576)")
-    p.add_argument("--search-kp", type=int, help=f"vectors per document in the MaxSim store (default {DEFAULTS.search_kp})")
+    p.add_argument("--search-kp", type=int,
+                   help=f"vectors per document in the MaxSim store (default {DEFAULTS.search_kp})")
     p.add_argument("--search-kq", type=int, help=f"vectors per query for MaxSim (default {DEFAULTS.search_kq})")
     p.add_argument("--hits", type=int, help=f"hits per query (default {DEFAULTS.hits})")
     p.add_argument("--workdir", help="where synthetic indexes are built (default <out>/work, removed afterwards)")
