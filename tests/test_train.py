@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,6 @@ from diffret_pyserini.train.arguments import DataArguments, ModelArguments, Trai
 from diffret_pyserini.train.data import Example, GroupBatches, Passage, read_examples, write_examples
 from diffret_pyserini.train.trainer import read_history, train
 
-import tiny_models
 
 # Content words the tiny BERT vocabulary spells as single tokens (stopwords left out).
 WORDS = """computer system program algorithm data information search index document text method time paper
@@ -246,3 +244,27 @@ def test_mine_train_and_saved_folder_round_trips_through_pipeline_and_pyserini_e
              "output", "--embeddings", str(emb), "--to-faiss", "encoder", "--encoder", str(out), "--fields",
              "title", "text", "--batch-size", "8", "--dimension", "64", "--device", "cpu"], tmp_path)
     assert (emb / "index").is_file() and len((emb / "docid").read_text().split()) == 40
+
+
+@pytest.mark.slow
+def test_finetuned_default_trains_once_and_then_returns_the_cached_folder(tiny_model_dirs, tmp_path, monkeypatch):
+    from diffret_pyserini.train import default
+
+    monkeypatch.setitem(default.TRAIN, "max_steps", 2)
+    monkeypatch.setitem(default.TRAIN, "per_device_train_batch_size", 8)
+    rng = random.Random(12)
+    docs = [" ".join(rng.sample(WORDS, 8)) for _ in range(30)]
+    data = tiny_beir(tmp_path / "tiny", docs, docs[:3])
+    monkeypatch.setitem(default.MINE, "titles", dict(negatives=2, min_words=3))
+    root = tmp_path / "indexes" / "tiny" / "finetuned"
+    folder = default.finetuned_default(data, root, base_model=str(tiny_model_dirs["bert"]))
+    assert folder == root / "bert-ft" and (folder / "diffret_config.json").is_file()
+    assert (tmp_path / "indexes" / "tiny" / "bm25" / "index").is_dir()  # the pipeline's BM25 index, reused
+    stamp = json.loads((root / "bert-ft.finetune.json").read_text())
+    assert stamp["done"] and "--full_finetune" in stamp["command"]
+    weights = (folder / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+    assert default.finetuned_default(data, root, base_model=str(tiny_model_dirs["bert"])) == folder
+    assert (folder / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == weights  # not retrained
+    monkeypatch.setitem(default.TRAIN, "max_steps", 3)  # another recipe: trained again
+    default.finetuned_default(data, root, base_model=str(tiny_model_dirs["bert"]))
+    assert json.loads((root / "bert-ft.finetune.json").read_text())["fingerprint"] != stamp["fingerprint"]

@@ -25,6 +25,15 @@ from diffret_pyserini.train.data import Example, Passage, write_examples
 
 SOURCES = ("qrels", "titles", "sentences")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+# Generic ways of asking for documents on a topic; they teach the model to weight request words low.
+REQUESTS = ("articles about {}", "papers on {}", "I am interested in {}", "What is known about {}?",
+            "information on {}", "Find documents that describe {}", "Any work on {}",
+            "I want to know about {}", "publications dealing with {}", "What has been written on {}?")
+
+
+def wrap_query(query: str, rng: random.Random) -> str:
+    topic = query[:1].lower() + query[1:] if query[1:2].islower() else query
+    return rng.choice(REQUESTS).format(topic.rstrip(".?!"))
 
 
 @dataclass
@@ -38,6 +47,9 @@ class MineArguments:
     min_words: int = field(default=20, metadata={"help": "pseudo-queries: documents with fewer text words skipped"})
     strip_titles: bool = field(default=True, metadata={
         "help": "titles source: drop the title from negatives too, so positive and negatives look alike"})
+    wrap_queries: float = field(default=0.0, metadata={
+        "help": "pseudo-queries: share wrapped in a generic request ('papers on ...', 'I am interested in ...'), so "
+                "the model learns that such words carry no topic"})
     max_queries: int | None = field(default=None, metadata={"help": "keep at most N queries (seeded sample)"})
     seed: int = field(default=13, metadata={"help": "seed of sentence choice and query sampling"})
     indexes: str = field(default="indexes", metadata={"help": "root of the index folders (BM25 index cached)"})
@@ -121,6 +133,11 @@ def mine(args: MineArguments) -> Path:
     dataset = resolve_dataset(args.dataset)
     seeds = (qrels_queries(args.dataset, args.split) if args.source == "qrels"
              else pseudo_queries(dataset.corpus_path, args.source, args.min_words, args.seed))
+    if args.wrap_queries and args.source != "qrels":
+        rng = random.Random(f"{args.seed}:wrap")
+        for s in seeds:
+            if rng.random() < args.wrap_queries:
+                s.query = wrap_query(s.query, rng)
     if args.max_queries is not None and len(seeds) > args.max_queries:
         seeds = sorted(random.Random(args.seed).sample(seeds, args.max_queries), key=lambda s: s.qid)
     if not seeds:

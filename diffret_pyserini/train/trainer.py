@@ -96,7 +96,11 @@ def _changed(saved: dict, now: dict) -> list[str]:
     return out
 
 
-def prepare_output(out: Path, args: TrainingArguments) -> None:
+def prepare_output(out: Path, args: TrainingArguments) -> bool:
+    """Check and make the output folder; True when `--resume` finds the run already finished."""
+    finished = (out / DIFFRET_CONFIG).is_file() and (out / "trainer_state.json").is_file() and not checkpoints(out)
+    if args.resume and finished:
+        return True
     if (out / DIFFRET_CONFIG).is_file() and not (args.overwrite_output_dir or args.resume):
         raise ValueError(f"{out}: already holds a trained model; pass --overwrite_output_dir to replace it")
     if checkpoints(out) and not args.resume and not args.overwrite_output_dir:
@@ -104,6 +108,7 @@ def prepare_output(out: Path, args: TrainingArguments) -> None:
     if args.overwrite_output_dir and not args.resume and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    return False
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> Path:
@@ -124,7 +129,9 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
     if not args.output_dir:
         raise ValueError("--output_dir: missing")
     out = Path(args.output_dir)
-    prepare_output(out, args)
+    if prepare_output(out, args):
+        print(f"{out}: already trained (trainer_state.json); nothing to resume")
+        return out
     train_data = Path(data_args.train_data)
     if not data_args.train_data:
         raise ValueError("--train_data: missing")
