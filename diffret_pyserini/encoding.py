@@ -116,32 +116,59 @@ class DiffRetEncoder:
             sparse = self.sparse_vectors(texts, states.features, valid)
         return EncodedBatch(dense, multi, multi_valid, sparse)
 
+    def _candidate_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's content-token ids that render to a term (the sparse side's candidates), sorted."""
+        keep = self.terms.id_to_term
+        vocab = self.backbone.vocab_size
+        return [sorted(i for i in ids if i < vocab and keep[i] is not None)
+                for ids in R.content_token_ids(self.backbone.tokenizer, texts, self.excluded_ids)]
+
+    def _all_columns(self, n: int, device) -> tuple[None, torch.Tensor]:
+        allowed = torch.ones((n, self.backbone.vocab_size), dtype=torch.bool, device=device)
+        allowed[:, [i for i in self.excluded_ids if i < self.backbone.vocab_size]] = False
+        return None, allowed
+
     def content_columns(self, texts: Sequence[str], device: torch.device | str | None = None,
                         ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(columns, allowed): the vocabulary ids the sparse side may use for `texts`, and a bool [B,C] mask of
-        each text's own columns. With the content filter, `columns` is the union of the texts' content-token ids
-        that render to a term (logits are computed for those only); without it, None (all ids) with the
-        excluded ids off. Training calls this on queries and passages together to score them in one space."""
+        """(columns, allowed): the union of the texts' candidate vocabulary ids (1-D) and a bool [B,C] mask of
+        each text's own. Without the content filter: None (all ids) with the excluded ids off. Training calls
+        this on queries and passages together to score them in one space."""
         device = device or self.backbone.device
         if not self.settings.content_filter:
-            allowed = torch.ones((len(texts), self.backbone.vocab_size), dtype=torch.bool, device=device)
-            allowed[:, [i for i in self.excluded_ids if i < self.backbone.vocab_size]] = False
-            return None, allowed
-        allowed_sets = R.content_token_ids(self.backbone.tokenizer, texts, self.excluded_ids)
-        union = sorted(set().union(*allowed_sets))
-        union = [i for i in union if i < self.backbone.vocab_size and self.terms.id_to_term[i] is not None]
+            return self._all_columns(len(texts), device)
+        per_text = self._candidate_ids(texts)
+        union = sorted(set().union(*per_text))
         columns = torch.tensor(union, dtype=torch.long, device=device)
         position = {vid: j for j, vid in enumerate(union)}
         allowed = torch.zeros((len(texts), len(union)), dtype=torch.bool, device=device)
-        for row, ids in enumerate(allowed_sets):
-            allowed[row, [position[i] for i in ids if i in position]] = True
+        for row, ids in enumerate(per_text):
+            allowed[row, [position[i] for i in ids]] = True
         return columns, allowed
 
+    def row_columns(self, texts: Sequence[str], device: torch.device | str | None = None,
+                    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(columns [B,C], allowed [B,C]): each text's own candidate ids, right-padded (padding not allowed).
+
+        Encoding uses this rather than the batch union: the slot logits, top-N and max over K then cost
+        K x (one text's candidates) per text instead of K x (the whole batch's), which kept the sparse side
+        from growing with batch size x K."""
+        device = device or self.backbone.device
+        if not self.settings.content_filter:
+            return self._all_columns(len(texts), device)
+        per_text = self._candidate_ids(texts)
+        width = max((len(ids) for ids in per_text), default=0)
+        columns = torch.zeros((len(texts), width), dtype=torch.long)
+        allowed = torch.zeros((len(texts), width), dtype=torch.bool)
+        for row, ids in enumerate(per_text):
+            columns[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            allowed[row, :len(ids)] = True
+        return columns.to(device), allowed.to(device)
+
     def sparse_vectors(self, texts: Sequence[str], features: torch.Tensor, valid: torch.Tensor) -> list[dict]:
-        """Sparse {term: int} per text; logits only for the vocabulary columns the filter can keep."""
+        """Sparse {term: int} per text; logits only for each text's own candidate vocabulary columns."""
         s = self.settings
-        columns, allowed = self.content_columns(texts, features.device)
-        if columns is not None and columns.numel() == 0:
+        columns, allowed = self.row_columns(texts, features.device)
+        if columns is not None and columns.shape[-1] == 0:
             return [{} for _ in texts]
         logits = self.backbone.vocab_logits(features, columns)
         pooled = R.pool_sparse(R.sparse_slot_weights(logits, s.sparse_activation), allowed, valid, s.top_n)

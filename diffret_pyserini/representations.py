@@ -76,12 +76,18 @@ def to_term_dicts(quantized: torch.Tensor, id_to_term: Sequence[str | None],
                   columns: torch.Tensor | None = None) -> list[dict[str, int]]:
     """[B,V'] ints -> one {term: weight} per row; ids that render to the same term merge by max.
 
-    `columns` maps the V' columns back to vocabulary ids when the logits were computed on a subset.
+    `columns` maps the V' columns back to vocabulary ids when the logits were computed on a subset: 1-D [V']
+    when every row shares them, 2-D [B,V'] when each row has its own.
     """
     out = []
     rows, cols = quantized.nonzero(as_tuple=True)
     values = quantized[rows, cols].tolist()
-    vocab_ids = (columns[cols] if columns is not None else cols).tolist()
+    if columns is None:
+        vocab_ids = cols.tolist()
+    elif columns.dim() == 2:
+        vocab_ids = columns[rows, cols].tolist()
+    else:
+        vocab_ids = columns[cols].tolist()
     per_row: list[dict[str, int]] = [{} for _ in range(quantized.shape[0])]
     for row, vid, value in zip(rows.tolist(), vocab_ids, values):
         term = id_to_term[vid]

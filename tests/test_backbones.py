@@ -76,6 +76,10 @@ def test_slot_logits_equal_the_full_model_logits_at_the_slots(tiny_model_dirs, n
     cols = torch.tensor([3, 7, 11])
     with torch.no_grad():
         torch.testing.assert_close(bb.vocab_logits(states.features, cols), expected[..., cols], atol=1e-5, rtol=1e-5)
+        rows = torch.tensor([[3, 7, 11], [5, 0, 2]])  # per-row columns: row b reads its own ids
+        per_row = bb.vocab_logits(states.features, rows)
+        for b in range(2):
+            torch.testing.assert_close(per_row[b], expected[b][..., rows[b]], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name,kind", [("dream", None), ("llada", None), ("qwen2", "bidirectional")])

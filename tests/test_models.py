@@ -108,3 +108,25 @@ def test_resolving_does_not_import_cognition():
             "resolve_model_path('splade-tiny'); print('cognition' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_per_text_sparse_columns_give_what_the_batch_union_gives():
+    """Encoding scores each text over its own candidates; the batch-union space (training's) gives the same terms."""
+    import torch
+
+    from diffret_pyserini import representations as R
+    from diffret_pyserini.pyserini_encoders import get_encoder
+
+    enc = get_encoder("splade-tiny", kp=8)
+    texts = ["Parallel sorting algorithms on a multiprocessor.", "", "Compilers for ALGOL 60 and their storage",
+             "Numerical integration of ordinary differential equations by the Runge-Kutta method " * 3]
+    with torch.inference_mode():
+        states = enc.backbone.read_slots(enc.builder("passage").build(texts))
+        got = enc.sparse_vectors(texts, states.features, states.valid)
+        columns, allowed = enc.content_columns(texts)
+        logits = enc.backbone.vocab_logits(states.features, columns)
+        pooled = R.pool_sparse(R.sparse_slot_weights(logits, enc.settings.sparse_activation), allowed,
+                               states.valid, enc.settings.top_n)
+        union = R.to_term_dicts(R.quantize(pooled, enc.settings.scale), enc.terms.id_to_term, columns)
+    assert got == union
+    assert got[1] == {} and "parallel" in got[0] and "storage" in got[2]

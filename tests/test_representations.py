@@ -77,6 +77,13 @@ def test_to_term_dicts_maps_subset_columns_back_to_vocabulary_ids():
     assert R.to_term_dicts(q, id_to_term, columns=torch.tensor([3, 0, 1])) == [{"d": 5, "b": 2}]
 
 
+def test_to_term_dicts_maps_per_row_columns_back_to_each_rows_vocabulary_ids():
+    id_to_term = ["a", "b", "c", "d"]
+    q = torch.tensor([[5, 0, 2], [0, 6, 0]])
+    columns = torch.tensor([[3, 0, 1], [2, 1, 0]])  # row 1 pads with id 0, never nonzero there
+    assert R.to_term_dicts(q, id_to_term, columns=columns) == [{"d": 5, "b": 2}, {"b": 6}]
+
+
 def test_content_words_drop_stopwords_punctuation_and_repeats():
     assert R.content_words("The cat, the HAT and the cat's hat!") == ["cat", "hat"]
     assert R.content_words("   ") == []

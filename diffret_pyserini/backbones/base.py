@@ -105,8 +105,15 @@ class Backbone:
         return 0
 
     def vocab_logits(self, features: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder logits for [..., F] features, over all vocabulary ids or only `columns` (1-D ids)."""
+        """Decoder logits for [..., F] features over all vocabulary ids, only the 1-D ids `columns` (shared by every
+        row), or per-row ids `columns` [B,C] for features [B,K,F] (each text scores only its own candidates)."""
         dec = self.decoder
+        if columns is not None and columns.dim() == 2:
+            weight = dec.weight[columns]                                     # [B,C,F]
+            logits = torch.bmm(features.to(weight.dtype), weight.transpose(1, 2))
+            if dec.bias is not None:
+                logits = logits + dec.bias[columns].unsqueeze(1)
+            return logits * self.logit_scale
         weight = dec.weight if columns is None else dec.weight.index_select(0, columns)
         bias = dec.bias if (dec.bias is None or columns is None) else dec.bias.index_select(0, columns)
         logits = nn.functional.linear(features.to(weight.dtype), weight, bias)

@@ -36,7 +36,7 @@ CHUNK_SIZE = 1024         # documents per committed chunk, as `diffret_pyserini.
 STAGES = ("prompts (tokenise + layout)", "forward (body + slot gather)", "dense pooling",
           "sparse extraction", "sparse: content filter (tokenise words)", "sparse: logits on kept columns",
           "sparse: weights + top-N + max over K", "sparse: quantise", "sparse: term dicts",
-          "sparse: column union + allowed mask", "writing (write_batch)", "other (glue, numpy copies)")
+          "sparse: candidate columns + mask", "writing (write_batch)", "other (glue, numpy copies)")
 TOP_LEVEL = ("prompts (tokenise + layout)", "forward (body + slot gather)", "dense pooling", "sparse extraction",
              "writing (write_batch)")
 SPARSE_PARTS = STAGES[4:9]
@@ -114,10 +114,10 @@ class StageTimer:
         self.calls += 1
 
     def profile(self) -> dict[str, float]:
-        """Mean seconds per call per stage; the remainders go to 'column union' and 'other'."""
+        """Mean seconds per call per stage; the remainders go to "candidate columns" and "other"."""
         n = max(self.calls, 1)
         out = {stage: self.seconds.get(stage, 0.0) / n for stage in STAGES}
-        out["sparse: column union + allowed mask"] = max(
+        out["sparse: candidate columns + mask"] = max(
             0.0, out["sparse extraction"] - sum(out[s] for s in SPARSE_PARTS))
         out["other (glue, numpy copies)"] = max(0.0, self.total / n - sum(out[s] for s in TOP_LEVEL))
         out["total"] = self.total / n
