@@ -52,8 +52,8 @@ class PipelineArguments:
     tag: str | None = field(default=None, metadata={"help": "prefix for the derived model tags in output paths"})
     finetune: str = field(default="auto", metadata={
         "help": "also fine-tune the model on pseudo-queries from the corpus itself (never the test topics) and "
-                "report it beside the zero-shot systems: 'auto' (only for the embedded default model), 'yes', "
-                "'no'. Trained once, cached by content.", "choices": ["auto", "yes", "no"]})
+                "report it beside the zero-shot systems: 'auto' (the embedded default model on a corpus with "
+                "titles), 'yes', 'no'. Trained once, cached by content.", "choices": ["auto", "yes", "no"]})
     force: bool = field(default=False, metadata={"help": "redo every stage"})
 
 
@@ -214,12 +214,25 @@ def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, i
     return metrics
 
 
-def wants_finetune(args: PipelineArguments) -> bool:
-    from diffret_pyserini.models import resolve_model_path
+MIN_TITLE_QUERIES = 200  # 'auto' fine-tunes only a corpus with this many title pseudo-queries
 
-    if args.finetune == "auto":
-        return resolve_model_path(args.model) == resolve_model_path(PipelineArguments.model)
-    return args.finetune == "yes"
+
+def wants_finetune(args: PipelineArguments, dataset) -> bool:
+    """'yes'/'no' as given; 'auto': the embedded default model on a corpus with enough titled documents (the
+    pseudo-queries the fine-tuning recipe learns from); otherwise say why it is skipped."""
+    from diffret_pyserini.models import resolve_model_path
+    from diffret_pyserini.train.default import MINE
+    from diffret_pyserini.train.mine import has_title_queries
+
+    if args.finetune != "auto":
+        return args.finetune == "yes"
+    if resolve_model_path(args.model) != resolve_model_path(PipelineArguments.model):
+        return False
+    if not has_title_queries(dataset.corpus_path, MINE["titles"]["min_words"], MIN_TITLE_QUERIES):
+        log(f"--finetune auto: skipped, {dataset.corpus_path} has fewer than {MIN_TITLE_QUERIES} documents with "
+            "a title and a text to make pseudo-queries from (--finetune yes forces it)")
+        return False
+    return True
 
 
 def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
@@ -232,7 +245,7 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     topics = {qid: " ".join(text.split()) for qid, text in load_queries(dataset.queries_path).items()}
     bm25_index = bm25_stage(dataset, Path(args.indexes) / dataset.name / "bm25", args)
     models = [("", args.model)]
-    if wants_finetune(args):
+    if wants_finetune(args, dataset):
         from diffret_pyserini.train.default import finetuned_default
 
         log("fine-tuning the model on pseudo-queries from the corpus (cached once trained) ...")

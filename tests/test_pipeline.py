@@ -174,3 +174,17 @@ def test_unknown_qrels_docs_and_unjudged_queries_are_documented_warnings(tmp_pat
     assert set(metrics) == {"bm25"}
     run = (tmp_path / "runs" / "warn" / "splade-tiny-kq4-kp16" / "bm25.trec").read_text()
     assert any(line.startswith("99 ") for line in run.splitlines())  # still searched
+
+
+def test_finetune_auto_only_for_the_default_model_on_a_corpus_with_titles(tmp_path, capsys):
+    from diffret_pyserini.datasets import resolve_dataset
+
+    untitled = resolve_dataset(str(make_numeric_collection(tmp_path / "untitled")))
+    cacm = resolve_dataset("cacm")
+    auto = PipelineArguments(finetune="auto")
+    assert pipeline.wants_finetune(auto, cacm)
+    assert not pipeline.wants_finetune(auto, untitled)
+    assert "--finetune auto: skipped" in capsys.readouterr().out
+    assert not pipeline.wants_finetune(PipelineArguments(finetune="auto", model=str(tmp_path)), cacm)
+    assert not pipeline.wants_finetune(PipelineArguments(finetune="no"), cacm)
+    assert pipeline.wants_finetune(PipelineArguments(finetune="yes"), untitled)

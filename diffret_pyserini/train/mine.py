@@ -82,6 +82,17 @@ def title_key(title: str) -> str:
     return " ".join(title.lower().split())
 
 
+def has_title_queries(corpus: str | Path, min_words: int, enough: int) -> bool:
+    """Whether the corpus yields at least `enough` title pseudo-queries (stops reading once it does)."""
+    found = 0
+    for doc in iter_corpus(corpus):
+        if len(doc.title.split()) >= 2 and len(doc.text.split()) >= min_words:
+            found += 1
+            if found >= enough:
+                return True
+    return False
+
+
 def pseudo_queries(corpus: str | Path, source: str, min_words: int, seed: int) -> list[Seed]:
     """Title or sentence pseudo-queries from a corpus; documents sharing a title are excluded as negatives."""
     rng = random.Random(seed)
