@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from diffret_pyserini.models import resolve_model_path

@@ -17,25 +17,14 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
-
-    from diffret_pyserini.datasets import DatasetError
+    from diffret_pyserini.cli import run_dataclass_cli
     from diffret_pyserini.models import set_offline_env
     from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
     from diffret_pyserini.train.trainer import train
 
     set_offline_env()
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), description=__doc__)
-    parser.prog = "python -m diffret_pyserini.train"
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    try:
-        out = train(model_args, data_args, training_args)
-    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
-
+    return run_dataclass_cli((ModelArguments, DataArguments, TrainingArguments), train,
+                             "python -m diffret_pyserini.train", __doc__, argv, print_result=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -181,19 +181,10 @@ def mine(args: MineArguments) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
+    from diffret_pyserini.cli import run_dataclass_cli
 
-    parser = HfArgumentParser(MineArguments, description=__doc__)
-    parser.prog = "python -m diffret_pyserini.train.mine"
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    try:
-        path = mine(args)
-    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
+    return run_dataclass_cli((MineArguments,), mine, "python -m diffret_pyserini.train.mine", __doc__, argv,
+                             print_result=True)
 
 if __name__ == "__main__":
     sys.exit(main())
