@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diffret_pyserini.datasets import Dataset, DatasetError, check_dataset, iter_corpus, load_queries, resolve_dataset
+from diffret_pyserini.datasets import Dataset, check_dataset, iter_corpus, load_queries, resolve_dataset
 from diffret_pyserini.fingerprint import fingerprint, path_digest
-from diffret_pyserini.systems import SYSTEMS, SearchInputs, run_system
+from diffret_pyserini.systems import SYSTEMS, SearchInputs, run_system, uses_bm25, uses_model
 
 
 @dataclass
@@ -41,7 +41,8 @@ class PipelineArguments:
     sparse_activation: str | None = field(default=None, metadata={"help": "relu or softplus"})
     query_max_length: int | None = field(default=None, metadata={"help": "query text tokens (default 64)"})
     passage_max_length: int | None = field(default=None, metadata={"help": "passage text tokens (default 256)"})
-    alpha: float = field(default=0.5, metadata={"help": "hybrid weight of the sparse side (0.5 = equal)"})
+    alpha: float = field(default=0.5, metadata={
+        "help": "hybrid weight of the sparse seat (0.5 = equal): our sparse side, or BM25 in hybrid-bm25-*"})
     hits: int = field(default=1000, metadata={"help": "depth of every run"})
     systems: list[str] = field(default_factory=lambda: list(SYSTEMS), metadata={"help": "systems to run"})
     batch_size: int = field(default=32, metadata={"help": "encoding batch size"})
@@ -199,7 +200,8 @@ def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, i
         if system not in SYSTEMS:
             raise ValueError(f"unknown system {system!r}; choose from {SYSTEMS}")
         run_path = run_dir / f"{system}.trec"
-        fp = fingerprint(index=index_fp["bm25" if system == "bm25" else "model"], hits=args.hits,
+        fp = fingerprint(bm25=index_fp["bm25"] if uses_bm25(system) else None,
+                         model=index_fp["model"] if uses_model(system) else None, hits=args.hits,
                          alpha=args.alpha if system.startswith("hybrid") else None)
         if not (stages.is_done(system, fp) and run_path.is_file()):
             start = time.time()
@@ -273,18 +275,9 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transformers import HfArgumentParser
+    from diffret_pyserini.cli import run_dataclass_cli
 
-    parser = HfArgumentParser(PipelineArguments, description=__doc__)
-    parser.prog = "python -m diffret_pyserini.pipeline"
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    try:
-        run(args)
-    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+    return run_dataclass_cli((PipelineArguments,), run, "python -m diffret_pyserini.pipeline", __doc__, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,6 +6,9 @@
     multi         MultiVectorSearcher (FAISS candidates per query vector, exact MaxSim re-scoring)
     hybrid-dense  RobustHybridSearcher(dense, sparse): Pyserini's HybridSearcher, safe min-max fusion
     hybrid-multi  RobustHybridSearcher(multi, sparse)
+    hybrid-bm25-sparse, hybrid-bm25-dense, hybrid-bm25-multi
+                  RobustHybridSearcher(ours, bm25): one of our systems fused with BM25, BM25 in the sparse seat
+                  (so the hybrid alpha is BM25's weight); the usual "learned model + BM25" baseline
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-SYSTEMS = ("bm25", "sparse", "dense", "multi", "hybrid-dense", "hybrid-multi")
+SYSTEMS = ("bm25", "sparse", "dense", "multi", "hybrid-dense", "hybrid-multi", "hybrid-bm25-sparse",
+           "hybrid-bm25-dense", "hybrid-bm25-multi")
 
 
 class EncodedMultiQueries:
@@ -84,10 +88,22 @@ def multi_searcher(inputs: SearchInputs):
                                exact=exact)
 
 
-def hybrid(dense_factory: Callable, inputs: SearchInputs):
-    from diffret_pyserini.search.hybrid import RobustHybridSearcher
+SINGLE_SYSTEMS = {"bm25": bm25_searcher, "sparse": sparse_searcher, "dense": dense_searcher,
+                  "multi": multi_searcher}
+# hybrid system -> (searcher in HybridSearcher's dense seat, searcher in its sparse seat)
+HYBRID_SYSTEMS = {"hybrid-dense": ("dense", "sparse"), "hybrid-multi": ("multi", "sparse"),
+                  "hybrid-bm25-sparse": ("sparse", "bm25"), "hybrid-bm25-dense": ("dense", "bm25"),
+                  "hybrid-bm25-multi": ("multi", "bm25")}
 
-    return RobustHybridSearcher(dense_factory(inputs), sparse_searcher(inputs))
+
+def uses_bm25(system: str) -> bool:
+    """Whether a system's results depend on the BM25 index."""
+    return system == "bm25" or "bm25" in HYBRID_SYSTEMS.get(system, ())
+
+
+def uses_model(system: str) -> bool:
+    """Whether a system's results depend on the model's encodings."""
+    return system != "bm25"
 
 
 def run_system(system: str, inputs: SearchInputs, hits: int = 1000, alpha: float = 0.5,
@@ -95,12 +111,14 @@ def run_system(system: str, inputs: SearchInputs, hits: int = 1000, alpha: float
     """{qid: hits} for every topic, through the system's Pyserini searcher."""
     qids = list(inputs.topics)
     texts = [" ".join(inputs.topics[q].split()) for q in qids]
-    if system.startswith("hybrid-"):
-        base = {"hybrid-dense": dense_searcher, "hybrid-multi": multi_searcher}[system]
-        searcher = hybrid(base, inputs)
+    if system in HYBRID_SYSTEMS:
+        from diffret_pyserini.search.hybrid import RobustHybridSearcher
+
+        dense_seat, sparse_seat = (SINGLE_SYSTEMS[name](inputs) for name in HYBRID_SYSTEMS[system])
+        searcher = RobustHybridSearcher(dense_seat, sparse_seat)
         results = searcher.batch_search(texts, qids, k0=hits, k=hits, threads=threads, alpha=alpha)
+    elif system in SINGLE_SYSTEMS:
+        results = SINGLE_SYSTEMS[system](inputs).batch_search(texts, qids, k=hits, threads=threads)
     else:
-        factory = {"bm25": bm25_searcher, "sparse": sparse_searcher, "dense": dense_searcher,
-                   "multi": multi_searcher}[system]
-        results = factory(inputs).batch_search(texts, qids, k=hits, threads=threads)
+        raise ValueError(f"unknown system {system!r}; choose from {SYSTEMS}")
     return {qid: results.get(qid, []) for qid in qids}

@@ -66,6 +66,27 @@ def test_main_job_on_a_second_collection_with_numeric_ids_and_no_titles(numeric_
         assert (index_root / part).exists()
 
 
+def test_bm25_hybrids_fuse_the_bm25_run_with_our_run(numeric_run):
+    """hybrid-bm25-X is the equal-weight min-max fusion of the bm25 run and the X run (both at the same depth)."""
+    from diffret_pyserini.fusion import fuse
+    from diffret_pyserini.runs import read_trec_run
+
+    tmp, dataset, metrics = numeric_run
+    run_dir = tmp / "runs" / "numeric-beir" / "splade-tiny-kq4-kp16"
+    bm25 = read_trec_run(run_dir / "bm25.trec")
+    for ours in ("sparse", "dense", "multi"):
+        mine = read_trec_run(run_dir / f"{ours}.trec")
+        fused = read_trec_run(run_dir / f"hybrid-bm25-{ours}.trec")
+        assert set(fused) == set(mine)
+        for qid, hits in fused.items():
+            expected = dict(fuse(mine[qid], bm25.get(qid, []), alpha=0.5))
+            assert {d for d, _ in hits} == set(expected) == {d for d, _ in mine[qid]} | {d for d, _ in bm25.get(qid, [])}
+            for docid, score in hits:
+                assert score == pytest.approx(expected[docid], abs=1e-4)
+    # the planted titles are found by BM25 and by our sparse side: their fusion keeps every positive on top
+    assert metrics["hybrid-bm25-sparse"]["R@100"] == 1.0
+
+
 def test_rerun_skips_finished_stages_and_content_changes_redo_them(numeric_run, capsys):
     tmp, dataset, metrics = numeric_run
     run_dir = tmp / "runs" / "numeric-beir" / "splade-tiny-kq4-kp16"
