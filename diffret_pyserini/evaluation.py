@@ -160,34 +160,43 @@ def format_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def plot_metrics(metrics: Mapping[str, Mapping[str, float]], png_path: str | os.PathLike,
-                 title: str | None = None) -> Path:
-    """Grouped bar chart (metrics on the x axis, one bar per system) written atomically as PNG.
+                 title: str | None = None, baseline: str = "bm25") -> Path:
+    """One horizontal bar panel per metric, systems top to bottom in table order, written atomically as PNG.
 
+    A system's colour is its family (the name without a 'ft-' prefix), so a zero-shot system and its fine-tuned
+    twin share a colour and the fine-tuned bar is hatched; a dashed line marks `baseline` where it is present.
     Uses matplotlib's Agg canvas directly, so no global backend is switched and no display is needed.
     """
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     cols = _columns(metrics)
     systems = list(metrics)
-    fig = Figure(figsize=(max(6.0, 1.4 * len(cols) * max(1, len(systems)) ** 0.5 + 2), 4.0))
+    families = list(dict.fromkeys(s.removeprefix("ft-") for s in systems))
+    palette = colormaps["tab10" if len(families) <= 10 else "tab20"]
+    colour = {f: palette(i % palette.N) for i, f in enumerate(families)}
+    fig = Figure(figsize=(2.6 * max(1, len(cols)) + 1.6, 0.75 + 0.24 * max(1, len(systems))))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / max(1, len(systems))
-    for i, system in enumerate(systems):
-        xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(cols))]
-        ys = [metrics[system].get(c, 0.0) for c in cols]
-        bars = ax.bar(xs, ys, width=width, label=system)
-        ax.bar_label(bars, labels=[f"{y:.3f}" for y in ys], fontsize=6, rotation=90, padding=2)
-    ax.set_xticks(range(len(cols)))
-    ax.set_xticklabels(cols)
-    top = max([v for row in metrics.values() for v in row.values()] + [0.1])
-    ax.set_ylim(0, top * 1.2)  # head-room for the value labels
-    ax.set_ylabel("score")
+    ys = list(range(len(systems)))[::-1]  # first system at the top
+    for j, col in enumerate(cols):
+        ax = fig.add_subplot(1, max(1, len(cols)), j + 1)
+        values = [metrics[s].get(col, 0.0) for s in systems]
+        bars = ax.barh(ys, values, height=0.8, color=[colour[s.removeprefix("ft-")] for s in systems])
+        for bar, system in zip(bars, systems):
+            if system.startswith("ft-"):
+                bar.set_hatch("///")
+                bar.set_edgecolor("white")
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=6, padding=2)
+        if baseline in metrics and col in metrics[baseline]:
+            ax.axvline(metrics[baseline][col], color="black", linestyle="--", linewidth=0.8)
+        ax.set_xlim(0, max(values + [0.05]) * 1.3)  # room for the value labels
+        ax.set_title(col, fontsize=9)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(systems if j == 0 else [], fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
     if title:
-        ax.set_title(title)
-    if systems:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
