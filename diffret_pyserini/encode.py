@@ -20,7 +20,8 @@ from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
-from diffret_pyserini.datasets import DatasetError, Document, count_corpus, iter_corpus, load_queries
+from diffret_pyserini.cli import USER_ERRORS
+from diffret_pyserini.datasets import Document, count_corpus, iter_corpus, load_queries
 from diffret_pyserini.encoding import REPRESENTATIONS, DiffRetEncoder
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 
@@ -127,6 +128,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     out.add_argument("--multi-dtype", default="float16", choices=["float16", "float32"],
                      help="storage type of the multi-vector store")
     out.add_argument("--overwrite", action="store_true", help="discard earlier work made with other settings")
+    out.add_argument("--chunk-size", type=int, default=1024,
+                     help="documents per committed chunk: a killed run loses at most this many (default 1024)")
     enc = commands.add_parser("encoder", help="which model and settings")
     enc.add_argument("--encoder", required=True, help="model folder or packaged name (splade-tiny, smollm2), "
                      "optionally as a spec 'NAME?kp=16&top_n=128'")
@@ -193,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    enc.batch_size)
         else:
             paths = encode_corpus(encoder, inp.corpus, out.embeddings, out.representations, enc.batch_size,
-                                  enc.max_length, inp.shard_id, inp.shard_num, out.overwrite, out.multi_dtype)
-    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as err:
+                                  enc.max_length, inp.shard_id, inp.shard_num, out.overwrite, out.multi_dtype,
+                                  out.chunk_size)
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for name, path in paths.items():

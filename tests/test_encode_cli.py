@@ -90,3 +90,58 @@ def test_shards_split_the_corpus_like_pyserini_encode_and_merge_back(tmp_path, c
     assert first == [f"d{i}" for i in range(5)] and second == [f"d{i}" for i in range(5, 11)]  # 11 // 2, rest last
     merge_shards(sharded, 2)
     assert (sharded / "dense" / "docid").read_text().split() == full
+
+
+def test_a_sigkilled_encode_leaves_no_output_and_resumes_only_the_missing_documents(tmp_path):
+    """A real kill (SIGKILL of `python -m diffret_pyserini.encode`): no final file appears, committed chunks
+    survive, the re-run encodes only the rest, and the result equals an uninterrupted encode."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import faiss
+    import numpy as np
+
+    from diffret_pyserini.datasets import resolve_dataset
+    from diffret_pyserini.encode import encode_corpus
+    from diffret_pyserini.pyserini_encoders import get_encoder
+
+    n_docs = 1200
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(open(resolve_dataset("cacm").corpus_path).readlines()[:n_docs]))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "diffret_pyserini.encode", "input", "--corpus", str(corpus), "output",
+           "--embeddings", str(out), "--chunk-size", "32", "encoder", "--encoder", "splade-tiny", "--kp", "4",
+           "--batch-size", "16", "--device", "cpu"]
+    manifest = out / "work" / "shard-000" / "manifest.json"
+
+    def committed() -> int:
+        try:
+            return sum(c["n_docs"] for c in json.loads(manifest.read_text())["chunks"])
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return 0
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while committed() < 64 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the encode finished before it could be killed"
+    done = committed()
+    assert 64 <= done < n_docs and done % 32 == 0
+    assert not (out / "sparse" / "embeddings.jsonl").exists() and not (out / "dense" / "index").exists()
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f" {done}/{n_docs} " in resumed.stderr  # the progress bar starts at the committed documents
+
+    fresh = tmp_path / "fresh"
+    encode_corpus(get_encoder("splade-tiny", device="cpu", kp=4), corpus, fresh, batch_size=16, chunk_size=32)
+    sparse = (out / "sparse" / "embeddings.jsonl").read_text().splitlines()
+    assert len(sparse) == n_docs
+    assert sparse == (fresh / "sparse" / "embeddings.jsonl").read_text().splitlines()
+    assert (out / "dense" / "docid").read_text() == (fresh / "dense" / "docid").read_text()
+    a, b = (faiss.read_index(str(d / "dense" / "index")) for d in (out, fresh))
+    np.testing.assert_allclose(a.reconstruct_n(0, a.ntotal), b.reconstruct_n(0, b.ntotal), atol=1e-6)
+    assert np.array_equal(np.load(out / "multi" / "vectors.npy"), np.load(fresh / "multi" / "vectors.npy"))
