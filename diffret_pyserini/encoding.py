@@ -67,6 +67,8 @@ class DiffRetEncoder:
         self.excluded_ids = sorted({backbone.slot_id, *tok.all_special_ids})
         self._terms: R.TermVocabulary | None = None
         self._builders: dict[tuple[str, int, int], PromptBuilder] = {}
+        # word -> token ids, for the content filter, where a word's ids do not depend on its context
+        self._word_ids: dict[str, tuple[int, ...]] | None = {} if R.tokenizes_words_independently(tok) else None
 
     # ------------------------------------------------------------------ prompts
     def k_for(self, role: str) -> int:
@@ -121,7 +123,7 @@ class DiffRetEncoder:
         keep = self.terms.id_to_term
         vocab = self.backbone.vocab_size
         return [sorted(i for i in ids if i < vocab and keep[i] is not None)
-                for ids in R.content_token_ids(self.backbone.tokenizer, texts, self.excluded_ids)]
+                for ids in R.content_token_ids(self.backbone.tokenizer, texts, self.excluded_ids, self._word_ids)]
 
     def _all_columns(self, n: int, device) -> tuple[None, torch.Tensor]:
         allowed = torch.ones((n, self.backbone.vocab_size), dtype=torch.bool, device=device)

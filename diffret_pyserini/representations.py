@@ -121,15 +121,40 @@ def content_words(text: str) -> list[str]:
     return list(seen)
 
 
-def content_token_ids(tokenizer, texts: Sequence[str], excluded: Iterable[int] = ()) -> list[set[int]]:
+WORD_CACHE_LIMIT = 1_000_000  # words kept by a word cache before it starts over (bounds its memory)
+
+
+def tokenizes_words_independently(tokenizer) -> bool:
+    """Whether a word's ids never depend on its neighbours or on a leading space: WordPiece behind BERT's
+    pre-tokenizer, which splits at whitespace and punctuation and normalises character by character."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    return type(backend.model).__name__ == "WordPiece" and type(backend.pre_tokenizer).__name__ == "BertPreTokenizer"
+
+
+def content_token_ids(tokenizer, texts: Sequence[str], excluded: Iterable[int] = (),
+                      word_cache: dict[str, tuple[int, ...]] | None = None) -> list[set[int]]:
     """Per text, the token ids of its content words, re-tokenised with and without a leading space.
 
     Both spellings matter for byte-level BPE vocabularies, where 'Ġword' and 'word' are different ids.
+    `word_cache` (only for tokenizers where `tokenizes_words_independently`) maps a word to its ids across calls,
+    so the tokenizer sees only words it has not seen before: a corpus repeats most of its words, and at batch 1
+    the tokenizer call, not the lookup, was the cost. The result is the same with or without it.
     """
     excluded = set(excluded)
-    joined = [" ".join(content_words(t)) for t in texts]
-    plain = tokenizer(joined, add_special_tokens=False)["input_ids"]
-    spaced = tokenizer([" " + j if j else "" for j in joined], add_special_tokens=False)["input_ids"]
+    words = [content_words(t) for t in texts]
+    if word_cache is not None:
+        new = list(dict.fromkeys(w for ws in words for w in ws if w not in word_cache))
+        if new:
+            if len(word_cache) + len(new) > WORD_CACHE_LIMIT:
+                word_cache.clear()
+            encoded = tokenizer(new, add_special_tokens=False)["input_ids"]
+            word_cache.update(zip(new, map(tuple, encoded)))
+        return [{i for w in ws for i in word_cache[w]} - excluded for ws in words]
+    joined = [" ".join(ws) for ws in words]
+    both = tokenizer(joined + [" " + j if j else "" for j in joined], add_special_tokens=False)["input_ids"]
+    plain, spaced = both[:len(texts)], both[len(texts):]
     return [(set(a) | set(b)) - excluded for a, b in zip(plain, spaced)]
 
 

@@ -121,3 +121,43 @@ def test_term_vocabulary_of_a_real_wordpiece_tokenizer_round_trips():
         ids = inverse[word]
         assert [vocab.id_to_term[i] for i in ids] == [word] * len(ids)
         assert tok.convert_ids_to_tokens(ids[0]) == word
+
+
+def test_word_cache_gives_the_joined_tokenisation_and_skips_known_words():
+    """For WordPiece the per-word cache is exact: the same ids as tokenising the joined words, and a second
+    call with known words does not reach the tokenizer; byte-level BPE does not qualify for it."""
+    from transformers import AutoTokenizer
+
+    from diffret_pyserini.models import resolve_model_path
+
+    bert = AutoTokenizer.from_pretrained(resolve_model_path("splade-tiny"), local_files_only=True)
+    assert R.tokenizes_words_independently(bert)
+    texts = ["Time-sharing systems for the IBM 7094, Café résumé naïve", "检索系统 🙂 retrieval of 12345 items",
+             "", "   ", "x" * 300, "compilers compilers COMPILERS and the tokenizers' un-known-words"]
+    expected = R.content_token_ids(bert, texts, excluded=[100])
+    calls = []
+
+    class Counting:
+        def __call__(self, words, **kw):
+            calls.append(list(words))
+            return bert(words, **kw)
+
+    cache: dict = {}
+    assert R.content_token_ids(Counting(), texts, excluded=[100], word_cache=cache) == expected
+    assert len(calls) == 1 and len(calls[0]) == len(set(calls[0]))  # each new word tokenised once
+    assert R.content_token_ids(Counting(), texts[:2], excluded=[100], word_cache=cache) == expected[:2]
+    assert len(calls) == 1  # every word known: no tokenizer call
+    assert R.content_token_ids(Counting(), ["fresh vocabulary"], word_cache=cache) == \
+        R.content_token_ids(bert, ["fresh vocabulary"])
+    assert calls[-1] == ["fresh", "vocabulary"]
+
+
+def test_space_sensitive_tokenizers_keep_both_spellings_and_get_no_word_cache(tiny_model_dirs):
+    from transformers import AutoTokenizer
+
+    bpe = AutoTokenizer.from_pretrained(tiny_model_dirs["qwen2"], local_files_only=True)
+    assert not R.tokenizes_words_independently(bpe)
+    (ids,) = R.content_token_ids(bpe, ["retrieval systems"])
+    plain = bpe(["retrieval systems"], add_special_tokens=False)["input_ids"][0]
+    spaced = bpe([" retrieval systems"], add_special_tokens=False)["input_ids"][0]
+    assert ids == set(plain) | set(spaced)
