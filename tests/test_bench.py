@@ -148,3 +148,39 @@ def test_stage_timer_counts_a_nested_stage_once(monkeypatch):
     assert outer() == 2
     assert timer.seconds["dense pooling"] == 1.0  # one start/stop pair: the nested calls add nothing
     assert not timer.active
+
+
+def test_shaped_config_takes_the_shape_of_the_like_model():
+    from diffret_pyserini.bench.shaped_model import shaped_config
+
+    like = {"hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 6,
+            "num_key_value_heads": 2, "vocab_size": 512, "rope_theta": 1e5, "max_position_embeddings": 8192}
+    dream = shaped_config({"model_type": "Dream", "hidden_size": 64, "mask_token_id": 255}, like, 7, 0, 2)
+    assert (dream["hidden_size"], dream["intermediate_size"], dream["num_hidden_layers"]) == (96, 256, 3)
+    assert (dream["num_attention_heads"], dream["num_key_value_heads"], dream["vocab_size"]) == (6, 2, 512)
+    assert (dream["mask_token_id"], dream["pad_token_id"], dream["eos_token_id"]) == (7, 0, 2)
+    assert dream["max_position_embeddings"] == 8192
+    llada = shaped_config({"model_type": "llada", "d_model": 64, "max_sequence_length": 128}, like, 7, 0, 2)
+    assert (llada["d_model"], llada["mlp_hidden_size"], llada["n_layers"], llada["n_heads"]) == (96, 256, 3, 6)
+    assert (llada["n_kv_heads"], llada["vocab_size"], llada["embedding_size"]) == (2, 512, 512)
+    assert llada["max_sequence_length"] == 8192
+    with pytest.raises(ValueError, match="neither Dream nor LLaDA"):
+        shaped_config({"model_type": "llama"}, like, 7, 0, 2)
+
+
+@pytest.mark.parametrize("arch, kind", [("dream-tiny", "dream"), ("llada-tiny", "llada")])
+def test_shaped_model_runs_the_checkpoint_code_as_its_backbone_kind(tiny_model_dirs, tmp_path, arch, kind):
+    """The random-weight folder loads through trust_remote_code as a diffusion backbone and encodes."""
+    from diffret_pyserini.backbones import load_backbone
+    from diffret_pyserini.bench.shaped_model import main as shaped_main
+    from diffret_pyserini.encoding import DiffRetEncoder, EncoderSettings
+
+    fixtures = tiny_models.require_fixtures()
+    like = tiny_model_dirs["qwen2"]
+    out = tmp_path / kind
+    assert shaped_main(["--code", str(fixtures / arch), "--like", str(like), "--out", str(out)]) == 0
+    assert not out.with_name(out.name + ".tmp").exists()
+    backbone = load_backbone(out, device="cpu")
+    assert backbone.kind == kind and backbone.slot_id == tiny_models.MASK_ID
+    encoded = DiffRetEncoder(backbone, EncoderSettings(kp=3)).encode(["time sharing systems"], "passage")
+    assert encoded.dense.shape == (1, 64) and encoded.multi.shape[:2] == (1, 3)
