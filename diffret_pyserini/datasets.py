@@ -40,7 +40,7 @@ class DatasetError(ValueError):
         return type(self), (self.path, self.what, self.line, self.field)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Document:
     """One corpus entry; ``contents`` is what gets encoded/indexed."""
 

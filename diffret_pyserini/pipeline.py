@@ -279,5 +279,6 @@ def main(argv: list[str] | None = None) -> int:
 
     return run_dataclass_cli((PipelineArguments,), run, "python -m diffret_pyserini.pipeline", __doc__, argv)
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,13 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
-SYSTEMS = ("bm25", "sparse", "dense", "multi", "hybrid-dense", "hybrid-multi", "hybrid-bm25-sparse",
-           "hybrid-bm25-dense", "hybrid-bm25-multi")
-
 
 class EncodedMultiQueries:
     """Query encoder for MultiVectorSearcher that looks pre-encoded [Kq,H] vectors up by query text."""
@@ -94,6 +89,7 @@ SINGLE_SYSTEMS = {"bm25": bm25_searcher, "sparse": sparse_searcher, "dense": den
 HYBRID_SYSTEMS = {"hybrid-dense": ("dense", "sparse"), "hybrid-multi": ("multi", "sparse"),
                   "hybrid-bm25-sparse": ("sparse", "bm25"), "hybrid-bm25-dense": ("dense", "bm25"),
                   "hybrid-bm25-multi": ("multi", "bm25")}
+SYSTEMS = (*SINGLE_SYSTEMS, *HYBRID_SYSTEMS)  # the pipeline's default order
 
 
 def uses_bm25(system: str) -> bool:

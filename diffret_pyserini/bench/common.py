@@ -339,7 +339,10 @@ def one_pass_systems(opts: BenchOptions) -> list[SystemSpec]:
         systems.append(SystemSpec(opts.decoder, "bidirectional"))
     if opts.masked:
         systems.append(SystemSpec(opts.masked, "masked"))
-    systems += [SystemSpec(m, None) for m in opts.models]
+    if opts.models:
+        from diffret_pyserini.backbones.load import read_spec
+
+        systems += [SystemSpec(m, read_spec(m, None).kind) for m in opts.models]  # kind from its config
     return systems
 
 

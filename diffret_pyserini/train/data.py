@@ -17,18 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from diffret_pyserini.datasets import DatasetError, _corpus_files, _iter_lines, _json_object
+from diffret_pyserini.datasets import DatasetError, Document, _corpus_files, _iter_lines, _json_object
 
 
 @dataclass(frozen=True)
-class Passage:
-    docid: str
-    title: str
-    text: str
-
-    @property
-    def contents(self) -> str:
-        return f"{self.title} {self.text}".strip()
+class Passage(Document):
+    """A training passage: a corpus document as Tevatron's jsonl writes it."""
 
     def to_json(self) -> dict:
         return {"docid": self.docid, "title": self.title, "text": self.text}
