@@ -123,7 +123,7 @@ def test_term_vocabulary_of_a_real_wordpiece_tokenizer_round_trips():
         assert tok.convert_ids_to_tokens(ids[0]) == word
 
 
-def test_word_cache_gives_the_joined_tokenisation_and_skips_known_words():
+def test_word_cache_gives_the_joined_tokenisation_and_skips_known_words(monkeypatch):
     """For WordPiece the per-word cache is exact: the same ids as tokenising the joined words, and a second
     call with known words does not reach the tokenizer; byte-level BPE does not qualify for it."""
     from transformers import AutoTokenizer
@@ -150,6 +150,11 @@ def test_word_cache_gives_the_joined_tokenisation_and_skips_known_words():
     assert R.content_token_ids(Counting(), ["fresh vocabulary"], word_cache=cache) == \
         R.content_token_ids(bert, ["fresh vocabulary"])
     assert calls[-1] == ["fresh", "vocabulary"]
+    # a full cache starts over with this call's words, known ones included
+    monkeypatch.setattr(R, "WORD_CACHE_LIMIT", len(cache) + 1)
+    assert R.content_token_ids(Counting(), ["fresh ideas", "vocabulary growth"], word_cache=cache) == \
+        R.content_token_ids(bert, ["fresh ideas", "vocabulary growth"])
+    assert sorted(cache) == ["fresh", "growth", "ideas", "vocabulary"]
 
 
 def test_space_sensitive_tokenizers_keep_both_spellings_and_get_no_word_cache(tiny_model_dirs):
