@@ -145,10 +145,11 @@ def content_token_ids(tokenizer, texts: Sequence[str], excluded: Iterable[int] =
     excluded = set(excluded)
     words = [content_words(t) for t in texts]
     if word_cache is not None:
-        new = list(dict.fromkeys(w for ws in words for w in ws if w not in word_cache))
+        distinct = list(dict.fromkeys(w for ws in words for w in ws))
+        new = [w for w in distinct if w not in word_cache]
         if new and len(word_cache) + len(new) > WORD_CACHE_LIMIT:
             word_cache.clear()  # start over, with every word of this call to tokenise
-            new = list(dict.fromkeys(w for ws in words for w in ws))
+            new = distinct
         if new:
             encoded = tokenizer(new, add_special_tokens=False)["input_ids"]
             word_cache.update(zip(new, map(tuple, encoded)))

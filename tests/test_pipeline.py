@@ -87,6 +87,12 @@ def test_bm25_hybrids_fuse_the_bm25_run_with_our_run(numeric_run):
     assert metrics["hybrid-bm25-sparse"]["R@100"] == 1.0
 
 
+def test_an_unknown_system_is_a_clear_error(numeric_run):
+    tmp, dataset, _ = numeric_run
+    with pytest.raises(ValueError, match=r"unknown system 'nope'; choose from \('bm25'"):
+        pipeline.run(args_for(tmp, dataset, systems=["bm25", "nope"]))
+
+
 def test_rerun_skips_finished_stages_and_content_changes_redo_them(numeric_run, capsys):
     tmp, dataset, metrics = numeric_run
     run_dir = tmp / "runs" / "numeric-beir" / "splade-tiny-kq4-kp16"
