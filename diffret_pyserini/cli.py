@@ -1,29 +1,93 @@
-"""The shared driver of our dataclass-argument CLIs (pipeline, train, train.mine): parse, run, and turn the
-errors a user can cause into one line on stderr and exit status 2 instead of a traceback."""
+"""What every CLI of ours shares: logging set-up, the dataclass-argument driver, and ONE error boundary.
+
+Expected failures (bad input files, bad arguments, file-system errors, model loading, Java and trec_eval
+failures) end as one line `error: ...` on stderr and exit status 2, never a traceback; `--debug` (or
+DIFFRET_DEBUG=1) re-raises so the traceback shows. Anything else is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
 import sys
 from typing import Any, Callable, Sequence
 
 from diffret_pyserini.datasets import DatasetError
 
-USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, RuntimeError)
+USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ValueError, OSError, RuntimeError,
+                                                subprocess.SubprocessError)
+DEBUG_ENV = "DIFFRET_DEBUG"
+LOG_FORMAT = "[%(name)s] %(message)s"
+
+
+def is_user_error(err: BaseException) -> bool:
+    """A failure the user can cause and fix; Java exceptions from Pyserini's JVM count (jnius is not imported
+    here, because importing it starts nothing but must not be required)."""
+    return isinstance(err, USER_ERRORS) or type(err).__name__ == "JavaException"
+
+
+def one_line(err: BaseException) -> str:
+    """The error message on one line (Java and subprocess messages span several)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Our loggers ('diffret_pyserini.*', shown by their last part) to stderr, once per process."""
+    root = logging.getLogger("diffret_pyserini")
+    if not any(getattr(h, "_diffret", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(_ShortNameFormatter(LOG_FORMAT))
+        handler._diffret = True
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+class _ShortNameFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record.name = record.name.rsplit(".", 1)[-1]
+        return super().format(record)
+
+
+def pop_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """`argv` without `--debug`, and whether tracebacks were asked for (flag or DIFFRET_DEBUG)."""
+    rest = [a for a in argv if a != "--debug"]
+    return rest, len(rest) != len(argv) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def guarded(call: Callable[[], Any], debug: bool = False) -> tuple[int, Any]:
+    """Run `call()`; (0, result), or (2, None) after printing `error: ...` for a user error."""
+    try:
+        return 0, call()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130, None
+    except Exception as err:  # noqa: BLE001 - sorted by is_user_error, re-raised otherwise
+        if debug or not is_user_error(err):
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2, None
 
 
 def run_dataclass_cli(dataclass_types: Sequence[type], run: Callable[..., Any], prog: str, description: str | None,
-                      argv: Sequence[str] | None = None, print_result: bool = False) -> int:
-    """Parse `argv` into `dataclass_types` with HfArgumentParser, call `run(*parsed)`; 0 on success, 2 on a
-    user error (printed as `error: ...`). `print_result` prints what `run` returns (a path, for scripts)."""
+                      argv: Sequence[str] | None = None, print_result: bool = False,
+                      validate: Callable[..., None] | None = None) -> int:
+    """Parse `argv` into `dataclass_types` with HfArgumentParser, call `validate(*parsed)` then `run(*parsed)`
+    inside the error boundary; 0 on success, 2 on a user error. `print_result` prints what `run` returns."""
     from transformers import HfArgumentParser
 
+    args, debug = pop_debug(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(list(dataclass_types), description=description)
     parser.prog = prog
-    parsed = parser.parse_args_into_dataclasses(args=None if argv is None else list(argv))
-    try:
-        result = run(*parsed)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if print_result:
+    parsed = parser.parse_args_into_dataclasses(args=args)
+    configure_logging()
+
+    def call():
+        if validate is not None:
+            validate(*parsed)
+        return run(*parsed)
+
+    code, result = guarded(call, debug)
+    if code == 0 and print_result:
         print(result)
-    return 0
+    return code

@@ -19,6 +19,7 @@ from typing import IO
 __all__ = [
     "DatasetError", "Document", "Dataset", "iter_corpus", "count_corpus", "load_queries", "load_qrels",
     "resolve_dataset", "check_dataset", "write_topics_tsv", "pyserini_topic_reader", "PACKAGED_DATASETS",
+    "normalize_text",
 ]
 
 PACKAGED_DATASETS = ("cacm",)
@@ -159,7 +160,9 @@ def count_corpus(path: str | os.PathLike) -> int:
     return n
 
 
-def _normalise(text: str) -> str:
+def normalize_text(text: str) -> str:
+    """Whitespace runs collapsed to one space, ends stripped: the one normalisation of query texts (Pyserini
+    looks pre-encoded queries up by their text, so every writer and reader must agree on it)."""
     return _WS.sub(" ", text).strip()
 
 
@@ -175,7 +178,7 @@ def _read_text(path: Path) -> str:
 def _add_query(queries: dict[str, str], path: Path, lineno: int, qid: str, text: str) -> None:
     if qid in queries:
         raise DatasetError(path, f"duplicate query id {qid!r}", line=lineno, field="_id")
-    text = _normalise(text)
+    text = normalize_text(text)
     if not text:
         # An empty query cannot be searched, and Pyserini's TSV topic reader would misread the line.
         raise DatasetError(path, "empty query text", line=lineno, field="text")
@@ -409,11 +412,11 @@ def write_topics_tsv(queries: Mapping[str, str], path: str | os.PathLike) -> Pat
     for qid, text in queries.items():
         if not qid or _HAS_WS.search(qid):
             raise ValueError(f"{path}: query id {qid!r} is empty or contains whitespace")
-        text = _normalise(text)
+        text = normalize_text(text)
         if not text:
             raise ValueError(f"{path}: query {qid!r} has empty text")
         lines.append(f"{qid}\t{text}\n")
-    from diffret_pyserini.writers import atomic_write_text  # local import: writers imports numpy
+    from diffret_pyserini.atomic import atomic_write_text
 
     atomic_write_text(path, "".join(lines))
     return Path(path)

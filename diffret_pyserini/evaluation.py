@@ -21,7 +21,7 @@ from diffret_pyserini.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "DEFAULT_METRICS", "evaluate_run", "display_name", "convert_qrels", "write_metrics", "read_metrics",
-    "format_table", "plot_metrics",
+    "format_table", "plot_metrics", "write_report",
 ]
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg_cut.10", "map", "recall.100", "recall.1000")
@@ -202,3 +202,13 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, float]], png_path: str | os.
     fig.savefig(buf, format="png", dpi=120)
     atomic_write_bytes(png_path, buf.getvalue())
     return Path(png_path)
+
+
+def write_report(metrics: Mapping[str, Mapping[str, float]], out: str | os.PathLike, title: str) -> str:
+    """metrics.json, metrics.md (table) and metrics.png (chart) in folder `out`; returns the table."""
+    out = Path(out)
+    write_metrics(metrics, out / "metrics.json")
+    table = format_table(metrics)
+    atomic_write_text(out / "metrics.md", table + "\n")
+    plot_metrics(metrics, out / "metrics.png", title=title)
+    return table

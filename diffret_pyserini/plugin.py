@@ -1,63 +1,60 @@
-"""How `python -m pyserini.encode` finds our encoder without a fork.
+"""How Pyserini's CLIs find our encoders without a fork: the one place that registers them.
 
-Pyserini's CLI picks the encoder class by walking `pyserini.encode.document_encoder_class_map` and taking the
-first key that is a substring of the lower-cased `--encoder` value. When `pyserini.encode` is imported (the
-start-up hook in diffret_pyserini.pth watches for it), `register` rebuilds that map with our key `diffret`
-FIRST (so 'diffret-sparse:/models/splade' is not taken by the 'splade' key), and makes a folder saved by us
-(it holds diffret_config.json) match whatever its name is.
+`python -m pyserini.encode` (document map) and `python -m pyserini.search.faiss` (query map) pick an encoder
+class by walking a class map in `pyserini.encode` and taking the first key that is a substring of the
+lower-cased `--encoder` value. When `pyserini.encode` has been imported (the start-up hook in
+diffret_pyserini.pth watches for it), `register` puts our key `diffret` FIRST in both maps (so
+'diffret-sparse:/models/splade' is not taken by the 'splade' key), plus, for this command line, the
+`--encoder` value itself when it names a folder saved by us (it holds diffret_config.json), whatever its name.
+
+The map entries are factories that import our encoder classes when Pyserini calls them: registration runs
+while `pyserini.encode` is still being imported by whoever imported it, possibly our own adapter module.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Sequence
 
 KEY = "diffret"
+CONFIG_FILE = "diffret_config.json"  # backbones.load.DIFFRET_CONFIG, not imported: start-up must stay light
 
 
-def _diffret_folder_in_argv() -> str | None:
-    """The `--encoder` value of this command line when it names a folder holding diffret_config.json."""
-    argv = sys.argv
-    for i, arg in enumerate(argv[:-1]):
-        if arg == "--encoder":
-            value = argv[i + 1]
-            folder = Path(value.split("?", 1)[0])
-            if (folder / "diffret_config.json").is_file():
-                return value.lower()
-    return None
+def document_encoder(*args, **kwargs):
+    """`DiffRetDocumentEncoder(*args, **kwargs)`, imported on first use."""
+    from diffret_pyserini.pyserini_encoders import DiffRetDocumentEncoder
+
+    return DiffRetDocumentEncoder(*args, **kwargs)
 
 
-class DiffRetClassMap(dict):
-    """Pyserini's class map with our encoder first, plus a dynamic entry for our saved model folders."""
+def query_encoder(*args, **kwargs):
+    """`DiffRetQueryEncoder(*args, **kwargs)`, imported on first use."""
+    from diffret_pyserini.pyserini_encoders import DiffRetQueryEncoder
 
-    def __init__(self, original: dict, encoder_class):
-        super().__init__({KEY: encoder_class, **{k: v for k, v in original.items() if k != KEY}})
-        self.encoder_class = encoder_class
-
-    def __iter__(self):
-        folder = _diffret_folder_in_argv()
-        if folder is not None and not dict.__contains__(self, folder):
-            yield folder
-        yield from dict.__iter__(self)
-
-    def __missing__(self, key):
-        if key == _diffret_folder_in_argv():
-            return self.encoder_class
-        raise KeyError(key)
+    return DiffRetQueryEncoder(*args, **kwargs)
 
 
-def register(module=None) -> None:
-    """Put our encoders into pyserini.encode's class maps (idempotent)."""
-    ours = sys.modules.get("diffret_pyserini.pyserini_encoders")
-    if ours is not None and not hasattr(ours, "DiffRetQueryEncoder"):
-        return  # our module is importing pyserini.encode right now; it calls register() when it is done
+def saved_folder_keys(argv: Sequence[str]) -> list[str]:
+    """The lower-cased `--encoder` values of `argv` that name a folder holding diffret_config.json."""
+    keys = []
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--encoder" and (Path(value.split("?", 1)[0]) / CONFIG_FILE).is_file():
+            keys.append(value.lower())
+    return keys
+
+
+def _put_first(table: dict, keys: Sequence[str], factory) -> None:
+    # In place: Pyserini's CLI modules hold a reference to the dict itself.
+    rest = {k: v for k, v in table.items() if k not in keys}
+    table.clear()
+    table.update({k: factory for k in keys})
+    table.update(rest)
+
+
+def register(module=None, argv: Sequence[str] | None = None) -> None:
+    """Put our encoders first in pyserini.encode's class maps (idempotent)."""
     if module is None:
         import pyserini.encode as module
-    from diffret_pyserini.pyserini_encoders import DiffRetDocumentEncoder, DiffRetQueryEncoder
-
-    if not isinstance(module.document_encoder_class_map, DiffRetClassMap):
-        module.document_encoder_class_map = DiffRetClassMap(module.document_encoder_class_map,
-                                                            DiffRetDocumentEncoder)
-    if KEY not in module.query_encoder_class_map:
-        module.query_encoder_class_map = {KEY: DiffRetQueryEncoder, **module.query_encoder_class_map}
-    module.DiffRetDocumentEncoder = DiffRetDocumentEncoder
-    module.DiffRetQueryEncoder = DiffRetQueryEncoder
+    keys = [KEY, *saved_folder_keys(sys.argv if argv is None else argv)]
+    _put_first(module.document_encoder_class_map, keys, document_encoder)
+    _put_first(module.query_encoder_class_map, keys, query_encoder)

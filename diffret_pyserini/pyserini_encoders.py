@@ -7,94 +7,22 @@
   for `FaissSearcher`, a {term: int} dict for `LuceneImpactSearcher`, or [Kq,H] vectors for MaxSim; it also has
   `encode_batch(queries)`, which FaissSearcher.batch_search uses when present.
 
-A model is named by a spec string, so that it fits into `pyserini.encode --encoder`:
-
-    [diffret-(dense|sparse|multi):]<model folder or packaged name>[?key=value&key=value]
-
-e.g. `diffret-sparse:splade-tiny?kp=16&top_n=128`; keys are `EncoderSettings` fields plus `kind`, `dtype`,
-`slot_token`. A folder saved by `diffret_pyserini.train` carries its own settings; the query string overrides.
+A thin adapter: the model is named by a spec string (encoder_spec.py), e.g. `diffret-sparse:splade-tiny?kp=16`,
+and all the work is done by the core `DiffRetEncoder`. How `python -m pyserini.encode` finds these classes is
+plugin.py's business, not this module's.
 """
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field, fields
 from typing import Sequence
-from urllib.parse import parse_qsl
 
 from pyserini.encode import DocumentEncoder, QueryEncoder
 
-from diffret_pyserini.backbones import load_backbone
-from diffret_pyserini.encoding import REPRESENTATIONS, DiffRetEncoder, EncoderSettings
+from diffret_pyserini.encoder import REPRESENTATIONS, DiffRetEncoder
+from diffret_pyserini.encoder_spec import get_encoder, parse_spec
 
-SPEC_PREFIX = "diffret"
-LOAD_KEYS = ("kind", "dtype", "slot_token", "read_offset")
 # Keyword arguments pyserini.encode's init_encoder adds when the model name merely CONTAINS words such as
 # "clip" or "dse"; they mean nothing to us.
 PYSERINI_INIT_KWARGS = ("pooling", "l2_norm", "prefix", "multimodal", "explicit_truncate")
-
-
-@dataclass
-class EncoderSpec:
-    model: str
-    representation: str | None = None
-    settings: dict = field(default_factory=dict)
-    load: dict = field(default_factory=dict)
-
-
-def _coerce(value: str, example):
-    if isinstance(example, bool) or example is None and value.lower() in ("true", "false"):
-        return value.lower() in ("1", "true", "yes")
-    if isinstance(example, int) or (example is None and value.lstrip("-").isdigit()):
-        return int(value)
-    if isinstance(example, float):
-        return float(value)
-    return value
-
-
-def parse_spec(spec: str) -> EncoderSpec:
-    """Parse `[diffret-REP:]MODEL[?k=v&...]` (see the module docstring)."""
-    text = spec.strip()
-    representation = None
-    head, sep, rest = text.partition(":")
-    if sep and head.lower().startswith(SPEC_PREFIX) and "/" not in head:
-        kind = head.lower()[len(SPEC_PREFIX):].lstrip("-_")
-        if kind:
-            if kind not in REPRESENTATIONS:
-                raise ValueError(f"encoder spec {spec!r}: representation {kind!r} not in {REPRESENTATIONS}")
-            representation = kind
-        text = rest
-    model, _, query = text.partition("?")
-    defaults = EncoderSettings()
-    known = {f.name: getattr(defaults, f.name) for f in fields(EncoderSettings)}
-    settings, load = {}, {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key in known:
-            settings[key] = None if value.lower() == "none" else _coerce(value, known[key])
-        elif key in LOAD_KEYS:
-            load[key] = int(value) if key == "read_offset" else value
-        else:
-            raise ValueError(f"encoder spec {spec!r}: unknown option {key!r}; known: {sorted([*known, *LOAD_KEYS])}")
-    if not model:
-        raise ValueError(f"encoder spec {spec!r}: no model name or folder")
-    return EncoderSpec(model=model, representation=representation, settings=settings, load=load)
-
-
-_CACHE: dict[tuple, DiffRetEncoder] = {}
-_LOCK = threading.Lock()
-
-
-def get_encoder(spec: str | EncoderSpec, device: str | None = None, **overrides) -> DiffRetEncoder:
-    """A (cached) DiffRetEncoder for a spec, so query and document encoders in one process share the model."""
-    parsed = parse_spec(spec) if isinstance(spec, str) else spec
-    load = {**parsed.load, **{k: overrides.pop(k) for k in list(overrides) if k in LOAD_KEYS}}
-    key = (parsed.model, device, tuple(sorted(load.items())))
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = DiffRetEncoder(load_backbone(parsed.model, device=device, **load))
-        base = _CACHE[key]
-    saved = getattr(base.backbone, "spec", None)
-    merged = {**(saved.settings if saved else {}), **parsed.settings, **overrides}
-    return DiffRetEncoder(base.backbone, EncoderSettings.from_dict(merged))
 
 
 class DiffRetDocumentEncoder(DocumentEncoder):
@@ -143,12 +71,3 @@ class DiffRetQueryEncoder(QueryEncoder):
         if self.representation == "sparse":
             return out.sparse
         return [vectors[valid] for vectors, valid in zip(out.multi, out.multi_valid)]
-
-
-def _register_with_pyserini() -> None:
-    from diffret_pyserini.plugin import register
-
-    register()
-
-
-_register_with_pyserini()

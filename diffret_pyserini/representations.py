@@ -13,6 +13,9 @@ from typing import Iterable, Sequence
 
 import torch
 
+# The three outputs of one pass, in the order every writer and CLI lists them.
+REPRESENTATIONS = ("dense", "multi", "sparse")
+
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Unit-length rows along the last axis (zero rows stay zero)."""

@@ -17,19 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
+from diffret_pyserini.datasets import normalize_text
+
 class EncodedMultiQueries:
     """Query encoder for MultiVectorSearcher that looks pre-encoded [Kq,H] vectors up by query text."""
 
     def __init__(self, store_dir: str | Path, topics: dict[str, str]):
-        from diffret_pyserini.writers import MultiVectorStore
+        from diffret_pyserini.multivector_store import MultiVectorStore
 
         store = MultiVectorStore.load(store_dir, mmap=False)
         by_qid = {qid: np.asarray(store.doc_vectors(i), dtype=np.float32) for i, qid in enumerate(store.docids)}
-        self.by_text = {" ".join(text.split()): by_qid[qid] for qid, text in topics.items() if qid in by_qid}
+        self.by_text = {normalize_text(text): by_qid[qid] for qid, text in topics.items() if qid in by_qid}
 
     def encode(self, query: str) -> np.ndarray:
         try:
-            return self.by_text[" ".join(query.split())]
+            return self.by_text[normalize_text(query)]
         except KeyError:
             raise KeyError(f"query {query[:60]!r} was not pre-encoded") from None
 
@@ -76,7 +78,7 @@ EXACT_MAXSIM_VECTORS = 100_000
 
 def multi_searcher(inputs: SearchInputs):
     from diffret_pyserini.search.maxsim import MultiVectorSearcher
-    from diffret_pyserini.writers import MultiVectorStore
+    from diffret_pyserini.multivector_store import MultiVectorStore
 
     exact = MultiVectorStore.load(inputs.multi_dir).meta["n_vectors"] <= EXACT_MAXSIM_VECTORS
     return MultiVectorSearcher(inputs.multi_dir, EncodedMultiQueries(inputs.queries_dir / "multi", inputs.topics),
@@ -106,7 +108,7 @@ def run_system(system: str, inputs: SearchInputs, hits: int = 1000, alpha: float
                threads: int = 2) -> dict[str, list]:
     """{qid: hits} for every topic, through the system's Pyserini searcher."""
     qids = list(inputs.topics)
-    texts = [" ".join(inputs.topics[q].split()) for q in qids]
+    texts = [normalize_text(inputs.topics[q]) for q in qids]
     if system in HYBRID_SYSTEMS:
         from diffret_pyserini.search.hybrid import RobustHybridSearcher
 

@@ -9,7 +9,7 @@ Outputs under ``out_dir`` (shard suffix ``-shard{NNN}`` only when ``shard_num > 
   writes and FaissSearcher reads. Shards write ``dense-shard000/``...; merge them with
   ``python -m pyserini.encode.merge_faiss_index --dimension H --input 'OUT/dense-shard*' --output OUT/dense``
   (its --dimension defaults to 768: pass yours) or :func:`merge_shards`.
-- ``multi/``: :class:`MultiVectorStore` (``vectors.npy``, ``offsets.npy``, ``docid``, ``meta.json``).
+- ``multi/``: a multi-vector store (see multivector_store.py: ``vectors.npy``, ``offsets.npy``, ``docid``, ``meta.json``).
 
 Work in progress lives in ``out_dir/work/shard-NNN/``: ``part-000000.{jsonl,npz}`` chunks plus
 ``manifest.json``. A chunk counts only once the manifest (written atomically, last) lists it, so a killed run
@@ -30,14 +30,14 @@ from typing import Any, Iterable
 import numpy as np
 
 from diffret_pyserini.atomic import TMP_MARK, atomic_path, atomic_write, atomic_write_json, atomic_write_text
+from diffret_pyserini.multivector_store import MultiVectorStore, write_multi_store
+from diffret_pyserini.representations import REPRESENTATIONS
 
 __all__ = [
-    "atomic_path", "atomic_write", "atomic_write_text", "atomic_write_json", "ResumeError",
-    "RepresentationShardWriter", "MultiVectorStore", "write_multi_store", "merge_shards",
-    "write_query_embeddings_pkl", "write_query_sparse_jsonl", "write_query_multi", "KINDS",
+    "ResumeError", "RepresentationShardWriter", "merge_shards", "write_query_embeddings_pkl",
+    "write_query_sparse_jsonl", "write_query_multi",
 ]
 
-KINDS = frozenset({"dense", "multi", "sparse"})
 _HAS_WS = re.compile(r"\s")
 
 
@@ -81,77 +81,6 @@ def _compact_multi(multi: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarr
     return multi[mask], mask.sum(axis=1).astype(np.int64)
 
 
-class MultiVectorStore:
-    """A multi-vector store: ``vectors`` [n_vectors, H], ``offsets`` int64 [n_docs+1], ``docids``."""
-
-    def __init__(self, docids: list[str], vectors: np.ndarray, offsets: np.ndarray, meta: dict):
-        self.docids, self.vectors, self.offsets, self.meta = docids, vectors, offsets, meta
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = True) -> "MultiVectorStore":
-        """Open and validate a store folder; with ``mmap`` the vectors stay on disk until read."""
-        d = Path(path)
-        meta_path = d / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path}: missing (not a multi-vector store, or an unfinished one)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        docids = (d / "docid").read_text(encoding="utf-8").splitlines()
-        offsets = np.load(d / "offsets.npy").astype(np.int64, copy=False)
-        # numpy cannot memory-map a zero-length array
-        vectors = np.load(d / "vectors.npy", mmap_mode="r" if mmap and meta["n_vectors"] else None)
-        if vectors.ndim != 2:
-            raise ValueError(f"{d}/vectors.npy: expected 2-D [n_vectors, H], got shape {vectors.shape}")
-        if (len(docids) != meta["n_docs"] or offsets.shape != (len(docids) + 1,) or offsets[0] != 0
-                or offsets[-1] != vectors.shape[0] or vectors.shape[1] != meta["dim"]
-                or np.any(np.diff(offsets) < 0)):
-            raise ValueError(f"{d}: docid ({len(docids)}), offsets ({offsets.shape[0]}), vectors {vectors.shape} "
-                             f"and meta.json {meta} disagree")
-        return cls(docids, vectors, offsets, meta)
-
-    def __len__(self) -> int:
-        return len(self.docids)
-
-    def doc_vectors(self, i: int) -> np.ndarray:
-        """The valid vectors [n_i, H] of the i-th document (may be empty)."""
-        return self.vectors[self.offsets[i]:self.offsets[i + 1]]
-
-
-def write_multi_store(path: str | os.PathLike, ids: Sequence[str], parts: Iterable[np.ndarray],
-                      counts: np.ndarray, dim: int, dtype: str = "float16") -> None:
-    """Write a store from vector blocks ``parts`` (concatenated in order) and per-id ``counts``, without
-    holding all vectors in memory. ``meta.json`` is written last: a store without it is unfinished."""
-    d = Path(path)
-    d.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        (d / "meta.json").unlink()
-    counts = np.asarray(counts, dtype=np.int64)
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    total = int(offsets[-1])
-    with atomic_path(d / "vectors.npy") as tmp:
-        # A memory-mapped .npy is filled block by block; a zero-length one cannot be mapped.
-        out = (np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(total, dim)) if total
-               else np.zeros((0, dim), dtype=np.dtype(dtype)))
-        pos = 0
-        for block in parts:
-            out[pos:pos + len(block)] = block
-            pos += len(block)
-        if pos != total:
-            raise ValueError(f"{d}: got {pos} vectors, counts say {total}")
-        if total:
-            out.flush()
-        else:
-            with open(tmp, "wb") as fh:  # np.save(path) would append ".npy" to the temp name
-                np.save(fh, out)
-        del out
-    with atomic_path(d / "offsets.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, offsets)
-    atomic_write_text(d / "docid", "".join(f"{i}\n" for i in ids))
-    atomic_write_json(d / "meta.json", {"dim": dim, "dtype": str(np.dtype(dtype)), "n_docs": len(ids),
-                                        "n_vectors": total})
-
-
 def _write_faiss(path: Path, ids: Sequence[str], parts: Iterable[np.ndarray], dim: int) -> None:
     import faiss  # imported late: a sparse-only run should not need it
 
@@ -170,20 +99,21 @@ class RepresentationShardWriter:
     """Resumable writer: buffer batches, commit fixed-size chunks, assemble the outputs in :meth:`finalize`.
 
     ``fingerprint`` (a hash of inputs/model/settings, chosen by the caller) is stored in the manifest; reopening
-    work made with another fingerprint or other kinds raises :class:`ResumeError` unless ``overwrite=True``,
+    work made with another fingerprint or other representations raises :class:`ResumeError` unless ``overwrite=True``,
     which clears this shard's work and outputs. Usage::
 
-        w = RepresentationShardWriter(out, kinds={"dense", "sparse"}, fingerprint=fp)
+        w = RepresentationShardWriter(out, representations={"dense", "sparse"}, fingerprint=fp)
         for batch in batches(iter_corpus(corpus, start=w.completed_docs())): w.write_batch(...)
         w.finalize()
     """
 
-    def __init__(self, out_dir: str | os.PathLike, kinds: Iterable[str] = KINDS, *, chunk_size: int = 4096,
+    def __init__(self, out_dir: str | os.PathLike, representations: Iterable[str] = REPRESENTATIONS, *, chunk_size: int = 4096,
                  fingerprint: str = "", overwrite: bool = False, shard_id: int = 0, shard_num: int = 1,
                  multi_dtype: str = "float16"):
-        self.kinds = frozenset(kinds)
-        if not self.kinds or not self.kinds <= KINDS:
-            raise ValueError(f"kinds must be a non-empty subset of {sorted(KINDS)}, got {sorted(self.kinds)}")
+        self.representations = frozenset(representations)
+        if not self.representations or not self.representations <= set(REPRESENTATIONS):
+            raise ValueError(f"representations must be a non-empty subset of {REPRESENTATIONS}, "
+                             f"got {sorted(self.representations)}")
         if chunk_size < 1 or not 0 <= shard_id < shard_num:
             raise ValueError(f"bad chunk_size={chunk_size} / shard_id={shard_id} / shard_num={shard_num}")
         self.out_dir, self.chunk_size = Path(out_dir), chunk_size
@@ -194,7 +124,7 @@ class RepresentationShardWriter:
         self.multi_dir = self.out_dir / f"multi{suffix}"
         self.work_dir = self.out_dir / "work" / f"shard-{shard_id:03d}"
         self._manifest_path = self.work_dir / "manifest.json"
-        settings = {"fingerprint": fingerprint, "kinds": sorted(self.kinds), "multi_dtype": self.multi_dtype,
+        settings = {"fingerprint": fingerprint, "representations": sorted(self.representations), "multi_dtype": self.multi_dtype,
                     "shard_id": shard_id, "shard_num": shard_num}
         self._buffer: list[dict[str, Any]] = []  # one entry per write_batch call, trimmed as chunks commit
         self._buffered = 0
@@ -242,12 +172,12 @@ class RepresentationShardWriter:
     def write_batch(self, docids: Sequence[str], contents: Sequence[str], dense: Any = None, multi: Any = None,
                     multi_mask: Any = None, sparse: Sequence[Mapping[str, int]] | None = None) -> None:
         """Add one batch: dense [B, H], multi [B, K, H] (+ bool mask [B, K] of valid vectors), sparse dicts.
-        Exactly the representations named in ``kinds`` must be given."""
+        Exactly the representations named in ``representations`` must be given."""
         if self.manifest["finalized"]:
             raise RuntimeError(f"{self.work_dir}: already finalized")
         given = {k for k, v in (("dense", dense), ("multi", multi), ("sparse", sparse)) if v is not None}
-        if given != self.kinds:
-            raise ValueError(f"write_batch got {sorted(given)}, writer expects {sorted(self.kinds)}")
+        if given != self.representations:
+            raise ValueError(f"write_batch got {sorted(given)}, writer expects {sorted(self.representations)}")
         n = len(docids)
         if len(contents) != n:
             raise ValueError(f"{n} docids but {len(contents)} contents")
@@ -329,7 +259,7 @@ class RepresentationShardWriter:
         """Commit the last partial chunk and write the outputs; returns ``{kind: path}``. Idempotent: a
         finalized work dir keeps only its manifest, and calling again just returns the paths."""
         paths = {k: p for k, p in (("sparse", self.sparse_path), ("dense", self.dense_dir),
-                                   ("multi", self.multi_dir)) if k in self.kinds}
+                                   ("multi", self.multi_dir)) if k in self.representations}
         if self.manifest["finalized"]:
             return paths
         if self._buffered:
@@ -339,7 +269,7 @@ class RepresentationShardWriter:
         with contextlib.ExitStack() as stack:
             # The sparse jsonl is streamed chunk by chunk; the id list doubles as a duplicate check.
             sparse = (stack.enter_context(atomic_write(self.sparse_path, tmp_dir=self.work_dir))
-                      if "sparse" in self.kinds else None)
+                      if "sparse" in self.representations else None)
             for c in self.manifest["chunks"]:
                 with open(self.work_dir / f"{c['name']}.jsonl", encoding="utf-8") as f:
                     for line in f:
@@ -351,9 +281,9 @@ class RepresentationShardWriter:
                         ids.append(docid)
                         if sparse is not None:
                             sparse.write(line)
-        if "dense" in self.kinds:
+        if "dense" in self.representations:
             _write_faiss(self.dense_dir, ids, self._chunk_arrays("dense"), self.manifest["dims"].get("dense", 0))
-        if "multi" in self.kinds:
+        if "multi" in self.representations:
             counts = np.concatenate(list(self._chunk_arrays("counts"))) if ids else np.zeros(0, np.int64)
             write_multi_store(self.multi_dir, ids, self._chunk_arrays("multi"), counts,
                               self.manifest["dims"].get("multi", 0), self.multi_dtype)

@@ -44,6 +44,18 @@ def tiny_model_dirs(tmp_path_factory) -> TinyModelDirs:
 
 
 @pytest.fixture(scope="session")
+def numeric_run(tmp_path_factory):
+    """The main job once per session on the numeric collection (every system): (tmp, dataset, metrics).
+    Tests that change its inputs put them back."""
+    from diffret_pyserini import pipeline
+    from numeric_collection import args_for, make_numeric_collection
+
+    tmp = tmp_path_factory.mktemp("pipe")
+    dataset = make_numeric_collection(tmp / "numeric-beir")
+    return tmp, dataset, pipeline.run(args_for(tmp, dataset))
+
+
+@pytest.fixture(scope="session")
 def cacm_dir() -> Path:
     """The CACM data set folder ``../shared/data/cacm`` (skips when absent)."""
     if not CACM_DIR.is_dir():

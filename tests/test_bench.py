@@ -173,7 +173,7 @@ def test_shaped_model_runs_the_checkpoint_code_as_its_backbone_kind(tiny_model_d
     """The random-weight folder loads through trust_remote_code as a diffusion backbone and encodes."""
     from diffret_pyserini.backbones import load_backbone
     from diffret_pyserini.bench.shaped_model import main as shaped_main
-    from diffret_pyserini.encoding import DiffRetEncoder, EncoderSettings
+    from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
 
     fixtures = tiny_models.require_fixtures()
     like = tiny_model_dirs["qwen2"]

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from diffret_pyserini import pipeline
 from diffret_pyserini.runs import read_trec_run
-from test_pipeline import args_for, make_numeric_collection
+from numeric_collection import key
 
 PY = sys.executable
 HITS = "100"
@@ -28,12 +27,9 @@ def scores(path):
 
 
 @pytest.fixture(scope="module")
-def by_hand(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("byhand")
-    data = make_numeric_collection(tmp / "sample")
-    pipeline.run(args_for(tmp, data))
-    work = tmp / "hand"
-    work.mkdir()
+def by_hand(numeric_run, tmp_path_factory):
+    tmp, data, _ = numeric_run  # the pipeline's own run of the same collection
+    work = tmp_path_factory.mktemp("hand")
     enc = ["encoder", "--encoder", "splade-tiny", "--device", "cpu"]
     sh(PY, "-m", "diffret_pyserini.encode", "input", "--corpus", data / "corpus.jsonl",
        "output", "--embeddings", "enc", *enc, cwd=work)
@@ -50,7 +46,7 @@ def by_hand(tmp_path_factory):
        "sparse", "--index", "impact", "--impact", "--encoder", "queries/sparse.jsonl", "--min-idf", "-1",
        "fusion", "--alpha", "1.0", "--normalization", "--hits", HITS,
        "run", "--topics", "queries/topics.tsv", "--output", "hybrid.trec", "--hits", HITS, cwd=work)
-    bm25_index = tmp / "indexes" / "sample" / "bm25" / "index"  # the pipeline's BM25 index (title + text)
+    bm25_index = tmp / "indexes" / key(data) / "bm25" / "index"  # the pipeline's BM25 index (title + text)
     sh(PY, "-m", "pyserini.search.hybrid", "dense", "--index", "enc/dense", "--encoded-queries", "queries/dense",
        "sparse", "--index", bm25_index, "fusion", "--alpha", "1.0", "--normalization", "--hits", HITS,
        "run", "--topics", "queries/topics.tsv", "--output", "hybrid-bm25.trec", "--hits", HITS, cwd=work)
@@ -70,24 +66,24 @@ def by_hand(tmp_path_factory):
        "--hits", HITS, cwd=work)
     sh(PY, "-m", "pyserini.search.faiss", "--index", "penc-dense", "--encoded-queries", "queries/dense",
        "--topics", "queries/topics.tsv", "--output", "penc-dense.trec", "--hits", HITS, cwd=work)
-    return tmp, work
+    return tmp, data, work
 
 
-def pipeline_run(tmp, system):
-    return tmp / "runs" / "sample" / "splade-tiny-kq4-kp16" / f"{system}.trec"
+def pipeline_run(tmp, data, system):
+    return tmp / "runs" / key(data) / "splade-tiny-kq4-kp16" / f"{system}.trec"
 
 
 @pytest.mark.parametrize("system", ["sparse", "dense"])
 def test_pyserini_search_clis_reproduce_the_pipeline_runs(by_hand, system):
-    tmp, work = by_hand
-    assert scores(work / f"{system}.trec") == scores(pipeline_run(tmp, system))
+    tmp, data, work = by_hand
+    assert scores(work / f"{system}.trec") == scores(pipeline_run(tmp, data, system))
 
 
 @pytest.mark.parametrize("system", ["sparse", "dense"])
 def test_pyserini_encode_cli_with_our_encoder_reproduces_the_pipeline_runs(by_hand, system):
     """`python -m pyserini.encode` (our encoder through its class map) -> Pyserini's index and search CLIs."""
-    tmp, work = by_hand
-    assert scores(work / f"penc-{system}.trec") == scores(pipeline_run(tmp, system))
+    tmp, data, work = by_hand
+    assert scores(work / f"penc-{system}.trec") == scores(pipeline_run(tmp, data, system))
 
 
 @pytest.mark.parametrize("theirs_name, system", [("hybrid", "hybrid-dense"), ("hybrid-bm25", "hybrid-bm25-dense")])
@@ -95,8 +91,8 @@ def test_pyserini_hybrid_cli_ranks_like_the_pipeline_hybrid(by_hand, theirs_name
     """Pyserini's fusion with --alpha 1 --normalization is 2x ours - 1 (equal-weight min-max; a doc missing
     on one side is at that side's minimum in both), so the rankings are the same; with BM25 as its sparse side
     it gives hybrid-bm25-dense."""
-    tmp, work = by_hand
-    theirs, ours = read_trec_run(work / f"{theirs_name}.trec"), read_trec_run(pipeline_run(tmp, system))
+    tmp, data, work = by_hand
+    theirs, ours = read_trec_run(work / f"{theirs_name}.trec"), read_trec_run(pipeline_run(tmp, data, system))
     assert theirs.keys() == ours.keys()
     for qid in ours:
         mine = dict(ours[qid])
@@ -105,11 +101,11 @@ def test_pyserini_hybrid_cli_ranks_like_the_pipeline_hybrid(by_hand, theirs_name
 
 
 def test_pyserini_trec_eval_cli_gives_the_pipeline_metrics(by_hand):
-    tmp, work = by_hand
-    qrels = tmp / "runs" / "sample" / "qrels.txt"  # written by the pipeline in TREC format
+    tmp, data, work = by_hand
+    qrels = tmp / "runs" / key(data) / "qrels.txt"  # written by the pipeline in TREC format
     out = sh(PY, "-m", "pyserini.eval.trec_eval", "-c", "-m", "ndcg_cut.10", "-m", "map", qrels,
              work / "sparse.trec", cwd=work)
     values = {line.split()[0]: float(line.split()[2]) for line in out.splitlines() if "\tall\t" in line}
-    metrics = json.loads((pipeline_run(tmp, "sparse").parent / "metrics.json").read_text())["sparse"]
+    metrics = json.loads((pipeline_run(tmp, data, "sparse").parent / "metrics.json").read_text())["sparse"]
     assert values["ndcg_cut_10"] == pytest.approx(metrics["nDCG@10"], abs=1e-4)
     assert values["map"] == pytest.approx(metrics["MAP"], abs=1e-4)

@@ -104,10 +104,10 @@ def test_a_sigkilled_encode_leaves_no_output_and_resumes_only_the_missing_docume
     import numpy as np
 
     from diffret_pyserini.datasets import resolve_dataset
-    from diffret_pyserini.encode import encode_corpus
-    from diffret_pyserini.pyserini_encoders import get_encoder
+    from diffret_pyserini.encode_jobs import encode_corpus
+    from diffret_pyserini.encoder_spec import get_encoder
 
-    n_docs = 1200
+    n_docs = 400  # the kill comes after 64 committed docs; the rest takes seconds, so it cannot finish first
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(open(resolve_dataset("cacm").corpus_path).readlines()[:n_docs]))
     out = tmp_path / "killed"

@@ -1,14 +1,13 @@
-"""fusion.py on numbers checked by hand."""
+"""maxsim_scoring.py and fusion.py on numbers checked by hand."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from diffret_pyserini import fusion
-from diffret_pyserini.fusion import (
-    center_normalize, fuse, fuse_pyserini, maxsim, maxsim_segments, min_max_normalize, sort_scores,
-)
+from diffret_pyserini import maxsim_scoring
+from diffret_pyserini.fusion import center_normalize, fuse, fuse_pyserini, min_max_normalize, sort_scores
+from diffret_pyserini.maxsim_scoring import maxsim, maxsim_segments
 
 Q = np.array([[1.0, 0.0], [0.0, 1.0]])
 D = np.array([[0.6, 0.8], [-1.0, 0.0]])
@@ -53,7 +52,7 @@ def test_maxsim_segments_matches_pairwise(monkeypatch):
                          for i in range(len(offsets) - 1)])
     np.testing.assert_allclose(maxsim_segments(q, vecs, offsets), expected, rtol=1e-5, atol=1e-6)
     # tiny blocks: documents must never be split across blocks
-    monkeypatch.setattr(fusion, "_BLOCK_ROWS", 7)
+    monkeypatch.setattr(maxsim_scoring, "_BLOCK_ROWS", 7)
     np.testing.assert_allclose(maxsim_segments(q, vecs, offsets), expected, rtol=1e-5, atol=1e-6)
     docs = np.array([5, 0, 17, 17, 39])  # unsorted, repeated
     np.testing.assert_allclose(maxsim_segments(q, vecs, offsets, docs), expected[docs], rtol=1e-5, atol=1e-6)

@@ -4,7 +4,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from diffret_pyserini.models import resolve_model_path
+from diffret_pyserini.packaged_models import resolve_model_path
 from diffret_pyserini.prompts import DEFAULT_TEMPLATES, PromptBuilder, build_layout, load_templates
 
 

@@ -88,7 +88,7 @@ def test_faiss_dense_ranks_the_planted_document_first(encoded):
 
 
 def test_multi_vector_store_holds_kp_vectors_per_document(encoded):
-    from diffret_pyserini.writers import MultiVectorStore
+    from diffret_pyserini.multivector_store import MultiVectorStore
 
     store = MultiVectorStore.load(encoded / "enc" / "multi")
     assert len(store) == 41 and store.vectors.shape == (41 * 16, 128)

@@ -108,7 +108,7 @@ def test_render_term_is_lucene_safe(token, style, term):
 def test_term_vocabulary_of_a_real_wordpiece_tokenizer_round_trips():
     from transformers import AutoTokenizer
 
-    from diffret_pyserini.models import resolve_model_path
+    from diffret_pyserini.packaged_models import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("splade-tiny"), local_files_only=True)
     vocab = R.TermVocabulary(tok, excluded_ids=[tok.mask_token_id])
@@ -128,7 +128,7 @@ def test_word_cache_gives_the_joined_tokenisation_and_skips_known_words(monkeypa
     call with known words does not reach the tokenizer; byte-level BPE does not qualify for it."""
     from transformers import AutoTokenizer
 
-    from diffret_pyserini.models import resolve_model_path
+    from diffret_pyserini.packaged_models import resolve_model_path
 
     bert = AutoTokenizer.from_pretrained(resolve_model_path("splade-tiny"), local_files_only=True)
     assert R.tokenizes_words_independently(bert)

@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pytest
 
-from diffret_pyserini.fusion import maxsim
+from diffret_pyserini.maxsim_scoring import maxsim
 from diffret_pyserini.search.maxsim import MultiVectorSearcher, auto_index_spec
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from diffret_pyserini.backbones import load_backbone
-from diffret_pyserini.encoding import DiffRetEncoder, EncoderSettings
+from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
 from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
 from diffret_pyserini.train.data import Example, GroupBatches, Passage, read_examples, write_examples
 from diffret_pyserini.train.trainer import read_history, train
@@ -142,7 +142,7 @@ def test_lora_adapter_folder_loads_merged_and_matches_training_model(tiny_model_
     b = base.encode(docs[:4], "passage", want=["dense", "sparse"])
     assert not np.allclose(a.dense, b.dense)  # the adapter changed the model
     # The merged folder gives what the training model (adapter not merged) gives.
-    from diffret_pyserini.train.model import build_encoder
+    from diffret_pyserini.train.trainable_encoder import build_encoder
 
     m = build_encoder(str(tiny_model_dirs["qwen2"]), SETTINGS, kind="bidirectional", device="cpu",
                       lora_r=4, lora_alpha=16, lora_target_modules="q_proj,v_proj")
@@ -152,7 +152,7 @@ def test_lora_adapter_folder_loads_merged_and_matches_training_model(tiny_model_
     set_peft_model_state_dict(m.peft_model, load_file(out / "adapter" / "adapter_model.safetensors"))
     m.eval()
     with torch.no_grad():
-        live = m.encode(docs[:4], "passage", ["single"])["single"].numpy()
+        live = m.encode(docs[:4], "passage", ["dense"])["dense"].numpy()
     assert np.allclose(live, a.dense, atol=1e-4)
 
 
@@ -259,7 +259,11 @@ def test_finetuned_default_trains_once_and_then_returns_the_cached_folder(tiny_m
     root = tmp_path / "indexes" / "tiny" / "finetuned"
     folder = default.finetuned_default(data, root, base_model=str(tiny_model_dirs["bert"]))
     assert folder == root / "bert-ft" and (folder / "diffret_config.json").is_file()
-    assert (tmp_path / "indexes" / "tiny" / "bm25" / "index").is_dir()  # the pipeline's BM25 index, reused
+    from diffret_pyserini.datasets import resolve_dataset
+    from diffret_pyserini.indexing import dataset_key
+
+    bm25 = tmp_path / "indexes" / dataset_key(resolve_dataset(data)) / "bm25" / "index"
+    assert bm25.is_dir()  # the pipeline's BM25 index, reused
     stamp = json.loads((root / "bert-ft.finetune.json").read_text())
     assert stamp["done"] and "--full_finetune" in stamp["command"]
     weights = (folder / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns

@@ -58,19 +58,19 @@ def test_flops_is_sum_of_squared_mean_weights():
 
 def test_combined_loss_weights_its_parts_and_skips_zero_weights():
     torch.manual_seed(0)
-    q = {"single": torch.randn(2, 3), "multi": torch.randn(2, 2, 3), "valid": torch.ones(2, 2, dtype=torch.bool),
+    q = {"dense": torch.randn(2, 3), "multi": torch.randn(2, 2, 3), "valid": torch.ones(2, 2, dtype=torch.bool),
          "sparse": torch.rand(2, 5)}
-    p = {"single": torch.randn(4, 3), "multi": torch.randn(4, 2, 3), "valid": torch.ones(4, 2, dtype=torch.bool),
+    p = {"dense": torch.randn(4, 3), "multi": torch.randn(4, 2, 3), "valid": torch.ones(4, 2, dtype=torch.bool),
          "sparse": torch.rand(4, 5)}
-    w = L.LossWeights(single=2.0, multi=0.0, sparse=1.0, flops=0.5, temperature=0.1, sparse_temperature=1.0)
+    w = L.LossWeights(dense=2.0, multi=0.0, sparse=1.0, flops=0.5, temperature=0.1, sparse_temperature=1.0)
     total, parts = L.combined_loss(q, p, w)
     targets = torch.tensor([0, 2])
-    single = L.info_nce(q["single"] @ p["single"].T, targets, 0.1)
+    single = L.info_nce(q["dense"] @ p["dense"].T, targets, 0.1)
     sparse = L.info_nce(q["sparse"] @ p["sparse"].T, targets, 1.0)
     fl = L.flops(q["sparse"]) + L.flops(p["sparse"])
     assert "multi" not in parts
     assert total.item() == pytest.approx((2 * single + sparse + 0.5 * fl).item(), rel=1e-6)
-    assert parts["single"] == pytest.approx(single.item()) and parts["flops"] == pytest.approx(fl.item())
+    assert parts["dense"] == pytest.approx(single.item()) and parts["flops"] == pytest.approx(fl.item())
 
 
 def test_info_nce_gradient_pulls_positive_up_and_negatives_down():

@@ -7,9 +7,11 @@ import os
 import numpy as np
 import pytest
 
+from diffret_pyserini.atomic import atomic_write, atomic_write_json
+from diffret_pyserini.multivector_store import MultiVectorStore
 from diffret_pyserini.writers import (
-    MultiVectorStore, RepresentationShardWriter, ResumeError, atomic_write, atomic_write_json, merge_shards,
-    write_query_embeddings_pkl, write_query_multi, write_query_sparse_jsonl,
+    RepresentationShardWriter, ResumeError, merge_shards, write_query_embeddings_pkl, write_query_multi,
+    write_query_sparse_jsonl,
 )
 
 H, K = 8, 3
@@ -88,7 +90,7 @@ def test_faiss_dir_loads_in_pyserini_faiss_searcher(tmp_path):
 
     data = make_docs(20, seed=1)
     ids, contents, dense = data[0], data[1], data[2]
-    w = RepresentationShardWriter(tmp_path, kinds={"dense"}, chunk_size=7)
+    w = RepresentationShardWriter(tmp_path, representations={"dense"}, chunk_size=7)
     w.write_batch(ids, contents, dense=dense)
     w.finalize()
 
@@ -134,28 +136,28 @@ def test_resume_after_kill(tmp_path):
 
 def test_duplicate_docids_are_caught(tmp_path):
     data = make_docs(6)
-    w = RepresentationShardWriter(tmp_path, kinds={"sparse"}, chunk_size=4)
+    w = RepresentationShardWriter(tmp_path, representations={"sparse"}, chunk_size=4)
     w.write_batch(data[0][:4], data[1][:4], sparse=data[5][:4])
     w.write_batch(data[0][2:6], data[1][2:6], sparse=data[5][2:6])  # caller forgot to skip committed docs
     with pytest.raises(ValueError, match="duplicate docid 'doc-2'"):
         w.finalize()
 
 
-def test_fingerprint_and_kinds_mismatch(tmp_path):
+def test_fingerprint_and_representations_mismatch(tmp_path):
     data = make_docs(4)
-    w = RepresentationShardWriter(tmp_path, kinds={"sparse"}, chunk_size=2, fingerprint="model-a")
+    w = RepresentationShardWriter(tmp_path, representations={"sparse"}, chunk_size=2, fingerprint="model-a")
     w.write_batch(data[0], data[1], sparse=data[5])
     with pytest.raises(ResumeError, match="fingerprint='model-a' \\(now 'model-b'\\).*overwrite=True"):
-        RepresentationShardWriter(tmp_path, kinds={"sparse"}, fingerprint="model-b")
-    with pytest.raises(ResumeError, match="kinds"):
-        RepresentationShardWriter(tmp_path, kinds={"dense"}, fingerprint="model-a")
-    fresh = RepresentationShardWriter(tmp_path, kinds={"sparse"}, fingerprint="model-b", overwrite=True)
+        RepresentationShardWriter(tmp_path, representations={"sparse"}, fingerprint="model-b")
+    with pytest.raises(ResumeError, match="representations"):
+        RepresentationShardWriter(tmp_path, representations={"dense"}, fingerprint="model-a")
+    fresh = RepresentationShardWriter(tmp_path, representations={"sparse"}, fingerprint="model-b", overwrite=True)
     assert fresh.completed_docs() == 0
 
 
 def test_write_batch_validation(tmp_path):
     data = make_docs(2)
-    w = RepresentationShardWriter(tmp_path, kinds={"dense", "sparse"})
+    w = RepresentationShardWriter(tmp_path, representations={"dense", "sparse"})
     with pytest.raises(ValueError, match="expects"):
         w.write_batch(data[0], data[1], dense=data[2])
     with pytest.raises(ValueError, match="whitespace"):
@@ -237,7 +239,7 @@ def test_sparse_output_indexes_and_searches_in_anserini(tmp_path):
 
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    w = RepresentationShardWriter(tmp_path / "out", kinds={"sparse"}, chunk_size=2)
+    w = RepresentationShardWriter(tmp_path / "out", representations={"sparse"}, chunk_size=2)
     w.write_batch(["a", "b", "c"], ["alpha doc", "beta doc", "检索 doc"],
                   sparse=[{"alpha": 50, "doc": 3}, {"beta": 40, "doc": 3}, {"检索": 30, "doc": 3}])
     w.finalize()

@@ -40,7 +40,7 @@ class ModelSpec:
 
 
 def resolve_path(name_or_path: str | os.PathLike) -> Path:
-    from diffret_pyserini.models import resolve_model_path
+    from diffret_pyserini.packaged_models import resolve_model_path
 
     return Path(resolve_model_path(str(name_or_path)))
 
@@ -94,7 +94,7 @@ def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> Model
                          base_path=base_path, adapter_path=(path / adapter) if adapter else None,
                          slot_token=meta.get("slot_token"), read_offset=int(meta.get("read_offset", 0)),
                          settings=dict(meta.get("settings") or {}))
-    from diffret_pyserini.models import packaged_settings
+    from diffret_pyserini.packaged_models import packaged_settings
 
     config = read_hf_config(path)
     if kind is not None and kind not in KINDS:
@@ -168,7 +168,7 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from diffret_pyserini.models import set_offline_env
+    from diffret_pyserini.packaged_models import set_offline_env
 
     set_offline_env()
     hf_logging.set_verbosity_error()

@@ -348,7 +348,7 @@ def one_pass_systems(opts: BenchOptions) -> list[SystemSpec]:
 
 def encoder_for(backbone, opts: BenchOptions, k: int):
     """DiffRetEncoder with K slots for both roles and the benchmark's text lengths (model defaults kept)."""
-    from diffret_pyserini.encoding import DiffRetEncoder, EncoderSettings
+    from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
 
     saved = dict(getattr(getattr(backbone, "spec", None), "settings", {}) or {})
     saved.update(kq=k, kp=k, passage_max_length=opts.doc_tokens, query_max_length=opts.query_tokens)

@@ -27,7 +27,7 @@ import torch
 from diffret_pyserini import representations as R
 from diffret_pyserini.bench.common import (BenchOptions, Cell, SystemSpec, encoder_for, log, one_pass_systems,
                                            paired_ratio, passages_of_tokens, resolve_device, run_interleaved, sync)
-from diffret_pyserini.encoding import REPRESENTATIONS
+from diffret_pyserini.encoder import REPRESENTATIONS
 from diffret_pyserini.prompts import PromptBuilder
 
 TARGET_BODY_RATIO = 1.05  # ours <= 1.05 x (body + LM head at the K slots)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from diffret_pyserini.writers import atomic_path, atomic_write_json
+from diffret_pyserini.atomic import atomic_path, atomic_write_json
 
 
 # ------------------------------------------------------------------------------------------------ formatting

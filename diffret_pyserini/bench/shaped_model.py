@@ -54,7 +54,7 @@ def build(code: Path, like: str, out: Path, seed: int = 0) -> Path:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from diffret_pyserini.backbones.load import slot_token_id
-    from diffret_pyserini.models import resolve_model_path
+    from diffret_pyserini.packaged_models import resolve_model_path
 
     like_dir = Path(resolve_model_path(like))
     code_config = json.loads((code / "config.json").read_text())
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
-    from diffret_pyserini.models import set_offline_env
+    from diffret_pyserini.packaged_models import set_offline_env
 
     set_offline_env()
     try:

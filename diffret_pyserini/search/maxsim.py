@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import faiss
 import numpy as np
 
-from diffret_pyserini.fusion import maxsim_segments
+from diffret_pyserini.maxsim_scoring import maxsim_segments
 
 __all__ = ["MultiVectorSearcher", "load_store", "auto_index_spec"]
 
@@ -47,7 +47,7 @@ def _dense_result_types():
 
 def load_store(store_dir: str | os.PathLike, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
     """Read a multi-vector store: (vectors [N, H] (memmap), offsets int64 [n+1], docids, meta); validated."""
-    from diffret_pyserini.writers import MultiVectorStore
+    from diffret_pyserini.multivector_store import MultiVectorStore
 
     store = MultiVectorStore.load(store_dir, mmap=mmap)
     return store.vectors, store.offsets, store.docids, store.meta

@@ -18,7 +18,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from diffret_pyserini.cli import run_dataclass_cli
-    from diffret_pyserini.models import set_offline_env
+    from diffret_pyserini.packaged_models import set_offline_env
     from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
     from diffret_pyserini.train.trainer import train
 

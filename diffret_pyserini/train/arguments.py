@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from diffret_pyserini.arguments import EncoderOverrides, ModelLoadArguments
 
 
 @dataclass
-class ModelArguments:
-    model: str = field(default="splade-tiny", metadata={
-        "help": "base model folder or packaged name (any backbone kind), or a folder saved by this trainer"})
-    kind: str | None = field(default=None, metadata={
-        "help": "backbone kind: dream, llada, masked, bidirectional or causal (default: read off the model)"})
-    slot_token: str | None = field(default=None, metadata={"help": "token placed in the K slots (decoders)"})
+class ModelArguments(EncoderOverrides, ModelLoadArguments):
+    """The shared model and encoder flags (arguments.py), plus how the model is made trainable."""
+
     full_finetune: bool = field(default=False, metadata={
         "help": "train every weight (small models) and save full weights; default: LoRA adapters only"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -21,22 +21,7 @@ class ModelArguments:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward"})
     dropout: bool = field(default=True, metadata={
         "help": "keep the base model's dropout; false zeroes it (short CPU runs: ~2x faster forward)"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (default: on GPU only)"})
-    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
-    # Encoder settings (None: the model's own, e.g. softplus sparse weights for splade-tiny).
-    kq: int | None = field(default=None, metadata={"help": "query slots K (causal: generation cap N)"})
-    kp: int | None = field(default=None, metadata={"help": "passage slots K (causal: generation cap N)"})
-    query_max_length: int | None = field(default=None, metadata={"help": "query text tokens (default 64)"})
-    passage_max_length: int | None = field(default=None, metadata={"help": "passage text tokens (default 256)"})
-    top_n: int | None = field(default=None, metadata={"help": "sparse top-N per slot (default 128)"})
-    sparse_activation: str | None = field(default=None, metadata={"help": "relu or softplus"})
-    content_filter: bool | None = field(default=None, metadata={"help": "sparse: only the text's content words"})
-
-    def settings(self) -> dict:
-        """The EncoderSettings overrides given on the command line."""
-        keys = ("kq", "kp", "query_max_length", "passage_max_length", "top_n", "sparse_activation",
-                "content_filter")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+    bf16: Optional[bool] = field(default=None, metadata={"help": "bf16 autocast (default: on GPU only)"})
 
 
 @dataclass
@@ -55,7 +40,7 @@ class DataArguments:
 @dataclass
 class TrainingArguments:
     output_dir: str = field(default="", metadata={"help": "where the model folder and checkpoints go"})
-    loss_single: float = field(default=1.0, metadata={"help": "weight of InfoNCE on single dense vectors"})
+    loss_dense: float = field(default=1.0, metadata={"help": "weight of InfoNCE on dense (single-vector) scores"})
     loss_multi: float = field(default=1.0, metadata={"help": "weight of InfoNCE on multi-vector MaxSim"})
     loss_sparse: float = field(default=1.0, metadata={"help": "weight of InfoNCE on sparse dot products"})
     loss_flops: float = field(default=0.0, metadata={"help": "weight of the FLOPS sparsity regulariser"})

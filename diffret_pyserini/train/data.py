@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from diffret_pyserini.datasets import DatasetError, Document, _corpus_files, _iter_lines, _json_object
+from diffret_pyserini.datasets import (DatasetError, Document, _corpus_files, _iter_lines, _json_object,
+                                       normalize_text)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def read_examples(path: str | os.PathLike) -> list[Example]:
             if not positives:
                 raise DatasetError(f, "no positive passage", line=lineno, field="positive_passages")
             qid = str(obj.get("query_id", obj.get("_id", f"{f.name}:{lineno}")))
-            examples.append(Example(qid, " ".join(query.split()), positives, _passages(f, lineno, obj,
+            examples.append(Example(qid, normalize_text(query), positives, _passages(f, lineno, obj,
                                                                                        "negative_passages")))
     if not examples:
         raise DatasetError(path, "no training examples")
@@ -79,7 +80,7 @@ def read_examples(path: str | os.PathLike) -> list[Example]:
 
 def write_examples(examples: list[Example], path: str | os.PathLike) -> Path:
     """Write examples as Tevatron jsonl, atomically."""
-    from diffret_pyserini.writers import atomic_write
+    from diffret_pyserini.atomic import atomic_write
 
     with atomic_write(path) as out:
         for ex in examples:

@@ -13,6 +13,7 @@ checkpoint. Training runs as `python -m diffret_pyserini.train` in a child proce
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from diffret_pyserini.datasets import resolve_dataset
 from diffret_pyserini.fingerprint import fingerprint, path_digest
-from diffret_pyserini.writers import atomic_write_json
+from diffret_pyserini.indexing import dataset_key
+from diffret_pyserini.atomic import atomic_write_json
 
 BASE_MODEL = "splade-tiny"
 FOLDER = "splade-tiny-ft"
@@ -35,18 +37,17 @@ MINE = {"titles": dict(negatives=4, min_words=20)}
 # what moved the numbers most (2e-4 left dense near zero-shot); more steps (200) or more negatives did not help.
 TRAIN = dict(full_finetune=True, kq=4, kp=8, dropout=False, train_passage_max_length=128, train_group_size=3,
              per_device_train_batch_size=32, learning_rate=1e-3, warmup_ratio=0.1, max_steps=120,
-             loss_single=1.0, loss_multi=1.0, loss_sparse=1.0, loss_flops=0.0, temperature=0.01,
+             loss_dense=1.0, loss_multi=1.0, loss_sparse=1.0, loss_flops=0.0, temperature=0.01,
              sparse_temperature=0.3, seed=42, save_steps=20)
 
 
-def log(message: str) -> None:
-    print(f"[finetune] {message}", flush=True)
+log = logging.getLogger("diffret_pyserini.finetune")  # shown as [finetune]
 
 
 def recipe(base_model: str) -> dict:
     """Training arguments for a base model: the tuned recipe for SPLADE-tiny; LoRA (r=16, alpha=64) for
     anything else, which is too big to fine-tune fully on a CPU."""
-    from diffret_pyserini.models import resolve_model_path
+    from diffret_pyserini.packaged_models import resolve_model_path
 
     if resolve_model_path(base_model) == resolve_model_path(BASE_MODEL):
         return dict(TRAIN)
@@ -72,13 +73,13 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     `<indexes>/<dataset>/bm25` (built if missing), where `indexes` defaults to the folder two levels above
     `out_root`, else `indexes`. A second call with the same inputs returns at once; `force` trains again.
     """
-    from diffret_pyserini.models import resolve_model_path
+    from diffret_pyserini.packaged_models import resolve_model_path
     from diffret_pyserini.train.mine import MineArguments, mine
 
     dataset = resolve_dataset(dataset_dir_or_name)
     if indexes is None:
         indexes = Path(out_root).parent.parent if out_root is not None else Path("indexes")
-    root = Path(out_root) if out_root is not None else Path(indexes) / dataset.name / "finetuned"
+    root = Path(out_root) if out_root is not None else Path(indexes) / dataset_key(dataset) / "finetuned"
     name = Path(base_model).name if Path(base_model).is_dir() else str(base_model)
     out = root / (FOLDER if name == BASE_MODEL else f"{name}-ft")
     corpus = path_digest(dataset.corpus_path)
@@ -88,7 +89,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
     same = stamp.get("fingerprint") == fp and not force
     if same and stamp.get("done") and (out / "diffret_config.json").is_file():
-        log(f"up to date: {out}")
+        log.info(f"up to date: {out}")
         return out
     if not same:
         shutil.rmtree(out, ignore_errors=True)
@@ -100,13 +101,13 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     for source, extra in MINE.items():
         target = train_dir / f"{source}.jsonl"
         if not target.is_file():
-            log(f"mining {source} pseudo-queries with BM25 negatives ...")
+            log.info(f"mining {source} pseudo-queries with BM25 negatives ...")
             mine(MineArguments(dataset=str(dataset_dir_or_name), output=str(target), source=source,
                                indexes=str(indexes), **extra))
     resume = same and any(out.glob("checkpoint-*"))
     cmd = train_command(base_model, train_dir, out, resume, threads)
     atomic_write_json(stamp_path, {"fingerprint": fp, "done": False, "command": cmd})
-    log(("resuming" if resume else "training") + f" {out} ...")
+    log.info(("resuming" if resume else "training") + f" {out} ...")
     # PASSIVE: idle OpenMP threads sleep instead of spinning; on a busy 2-core machine spinning threads made
     # small matrix products ~40x slower.
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}

@@ -71,7 +71,7 @@ def flops(weights: torch.Tensor) -> torch.Tensor:
 class LossWeights:
     """Weights of the terms of the total loss; a zero weight means that representation is not computed."""
 
-    single: float = 1.0
+    dense: float = 1.0
     multi: float = 1.0
     sparse: float = 1.0
     flops: float = 0.0
@@ -81,18 +81,18 @@ class LossWeights:
 
 def combined_loss(q: dict[str, torch.Tensor], p: dict[str, torch.Tensor], w: LossWeights,
                   ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of InfoNCE on single / multi / sparse scores (+ FLOPS on the sparse weights).
+    """Weighted sum of InfoNCE on dense / multi / sparse scores (+ FLOPS on the sparse weights).
 
-    `q` and `p` hold 'single' [B,H], 'multi' [B,K,H] with 'valid' [B,K], 'sparse' [B,V] where present.
+    `q` and `p` hold 'dense' [B,H], 'multi' [B,K,H] with 'valid' [B,K], 'sparse' [B,V] where present.
     Returns the loss and its parts as floats (for logging).
     """
     anchor = next(iter(q.values()))
     targets = group_targets(anchor.shape[0], next(iter(p.values())).shape[0], anchor.device)
     total = anchor.new_zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}
-    if w.single:
-        loss = info_nce(dense_scores(q["single"], p["single"]), targets, w.temperature)
-        total, parts["single"] = total + w.single * loss, loss.item()
+    if w.dense:
+        loss = info_nce(dense_scores(q["dense"], p["dense"]), targets, w.temperature)
+        total, parts["dense"] = total + w.dense * loss, loss.item()
     if w.multi:
         scores = maxsim_scores(q["multi"], p["multi"], q.get("valid"), p.get("valid"))
         loss = info_nce(scores, targets, w.temperature)

@@ -20,7 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diffret_pyserini.datasets import DatasetError, iter_corpus, load_qrels, load_queries, resolve_dataset
+from diffret_pyserini.datasets import (DatasetError, iter_corpus, load_qrels, load_queries, normalize_text,
+                                       resolve_dataset)
 from diffret_pyserini.train.data import Example, Passage, write_examples
 
 SOURCES = ("qrels", "titles", "sentences")
@@ -79,7 +80,7 @@ def is_prose(sentence: str, min_words: int = 6, max_words: int = 40) -> bool:
 
 
 def title_key(title: str) -> str:
-    return " ".join(title.lower().split())
+    return normalize_text(title.lower())
 
 
 def has_title_queries(corpus: str | Path, min_words: int, enough: int) -> bool:
@@ -104,14 +105,14 @@ def pseudo_queries(corpus: str | Path, source: str, min_words: int, seed: int) -
             continue
         if source == "titles":
             if len(doc.title.split()) >= 2:
-                seeds.append(Seed(doc.docid, " ".join(doc.title.split()), [Passage(doc.docid, "", doc.text)],
+                seeds.append(Seed(doc.docid, normalize_text(doc.title), [Passage(doc.docid, "", doc.text)],
                                   {doc.docid}))
         else:
             sentences = [s for s in _SENTENCE.split(doc.text) if is_prose(s)]
             if sentences:
                 pick = rng.choice(sentences)
-                rest = " ".join(doc.text.replace(pick, " ").split())
-                seeds.append(Seed(doc.docid, " ".join(pick.split()), [Passage(doc.docid, doc.title, rest)],
+                rest = normalize_text(doc.text.replace(pick, " "))
+                seeds.append(Seed(doc.docid, normalize_text(pick), [Passage(doc.docid, doc.title, rest)],
                                   {doc.docid}))
     for s in seeds:  # a duplicated title ("Glossary of ...") names several right answers: none is a negative
         s.exclude |= by_title.get(title_key(s.query), set()) if source == "titles" else set()
@@ -135,7 +136,7 @@ def qrels_queries(dataset_dir: str | Path, split: str) -> list[Seed]:
 
 def mine(args: MineArguments) -> Path:
     """Mine BM25 negatives for every seed query and write the Tevatron jsonl; returns its path."""
-    from diffret_pyserini.pipeline import PipelineArguments, bm25_stage
+    from diffret_pyserini.indexing import bm25_index, dataset_key
 
     if args.source not in SOURCES:
         raise ValueError(f"--source must be one of {SOURCES}, got {args.source!r}")
@@ -153,8 +154,7 @@ def mine(args: MineArguments) -> Path:
         seeds = sorted(random.Random(args.seed).sample(seeds, args.max_queries), key=lambda s: s.qid)
     if not seeds:
         raise DatasetError(dataset.corpus_path, f"no training queries from source {args.source!r}")
-    index = bm25_stage(dataset, Path(args.indexes) / dataset.name / "bm25",
-                       PipelineArguments(dataset=args.dataset, threads=args.threads))
+    index = bm25_index(dataset, Path(args.indexes) / dataset_key(dataset) / "bm25", args.threads)
     from pyserini.search.lucene import LuceneSearcher
 
     searcher = LuceneSearcher(str(index))

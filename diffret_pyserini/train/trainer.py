@@ -8,6 +8,7 @@ reaches the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -24,8 +25,10 @@ from diffret_pyserini.backbones.load import DIFFRET_CONFIG
 from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments, to_json
 from diffret_pyserini.train.data import GroupBatches, read_examples
 from diffret_pyserini.train.loss import LossWeights, combined_loss
-from diffret_pyserini.train.model import TrainableEncoder, build_encoder
-from diffret_pyserini.writers import atomic_write_json
+from diffret_pyserini.train.trainable_encoder import TrainableEncoder, build_encoder
+from diffret_pyserini.atomic import atomic_write_json
+
+log = logging.getLogger("diffret_pyserini.train")
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Arguments that may change between a run and its resume without changing what is learned.
@@ -130,7 +133,7 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
         raise ValueError("--output_dir: missing")
     out = Path(args.output_dir)
     if prepare_output(out, args):
-        print(f"{out}: already trained (trainer_state.json); nothing to resume")
+        log.info(f"{out}: already trained (trainer_state.json); nothing to resume")
         return out
     train_data = Path(data_args.train_data)
     if not data_args.train_data:
@@ -152,12 +155,14 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
                             lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
                             lora_dropout=model_args.lora_dropout, lora_target_modules=model_args.lora_target_modules,
                             gradient_checkpointing=model_args.gradient_checkpointing, bf16=model_args.bf16,
-                            slot_token=model_args.slot_token, dropout=model_args.dropout)
+                            slot_token=model_args.slot_token, dropout=model_args.dropout,
+                            dtype=None if model_args.dtype == "auto" else model_args.dtype,
+                            trust_remote_code=model_args.trust_remote_code)
     encoder.max_lengths = {"query": data_args.train_query_max_length,
                            "passage": data_args.train_passage_max_length}
-    weights = LossWeights(args.loss_single, args.loss_multi, args.loss_sparse, args.loss_flops, args.temperature,
+    weights = LossWeights(args.loss_dense, args.loss_multi, args.loss_sparse, args.loss_flops, args.temperature,
                           args.sparse_temperature)
-    want = [name for name, w in (("single", weights.single), ("multi", weights.multi),
+    want = [name for name, w in (("dense", weights.dense), ("multi", weights.multi),
                                  ("sparse", weights.sparse or weights.flops)) if w]
     if not want:
         raise ValueError("every loss weight is zero: nothing to train")

@@ -22,8 +22,8 @@ from torch import nn
 from diffret_pyserini import representations as R
 from diffret_pyserini.backbones import Backbone, load_backbone
 from diffret_pyserini.backbones.load import DIFFRET_CONFIG
-from diffret_pyserini.encoding import DiffRetEncoder, EncoderSettings
-from diffret_pyserini.writers import atomic_write_json
+from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
+from diffret_pyserini.atomic import atomic_write_json
 
 
 class TrainableEncoder(nn.Module):
@@ -49,7 +49,7 @@ class TrainableEncoder(nn.Module):
 
     def encode(self, texts: Sequence[str], role: str, want: Sequence[str],
                columns: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Differentiable 'single' [B,H], 'multi' [B,K,H] + 'valid' [B,K], 'sparse' [B,C] (float, unquantised).
+        """Differentiable 'dense' [B,H], 'multi' [B,K,H] + 'valid' [B,K], 'sparse' [B,C] (float, unquantised).
 
         For 'sparse', `columns`/`allowed` come from `DiffRetEncoder.content_columns` (see `forward`).
         """
@@ -57,8 +57,8 @@ class TrainableEncoder(nn.Module):
         with self.autocast():
             states = self.backbone.read_slots(batch)
             out: dict[str, torch.Tensor] = {"valid": states.valid}
-            if "single" in want:
-                out["single"] = R.dense_single(states.hidden, states.valid)
+            if "dense" in want:
+                out["dense"] = R.dense_single(states.hidden, states.valid)
             if "multi" in want:
                 out["multi"] = R.dense_multi(states.hidden, states.valid)
             if "sparse" in want:
@@ -134,7 +134,7 @@ def build_encoder(model: str, settings: dict, kind: str | None = None, device: s
                   full_finetune: bool = False, lora_r: int = 16, lora_alpha: int = 64, lora_dropout: float = 0.05,
                   lora_target_modules: str = "all-linear", gradient_checkpointing: bool = False,
                   bf16: bool | None = None, slot_token: str | None = None, dropout: bool = True,
-                  ) -> TrainableEncoder:
+                  dtype: str | None = None, trust_remote_code: bool = False) -> TrainableEncoder:
     """Load `model` as a Backbone and make it trainable (LoRA by default, all weights with `full_finetune`).
 
     `settings` override the model's own encoder settings (a packaged model's, or a fine-tuned folder's).
@@ -149,8 +149,10 @@ def build_encoder(model: str, settings: dict, kind: str | None = None, device: s
                          f"({json.loads((spec.path / DIFFRET_CONFIG).read_text()).get('base_model')})")
     dev = default_device(device)
     bf16 = dev.type == "cuda" if bf16 is None else bf16
-    dtype = torch.bfloat16 if (bf16 and not full_finetune) else torch.float32
-    backbone = load_backbone(model, kind=kind, device=str(dev), dtype=dtype, slot_token=slot_token)
+    if dtype is None:
+        dtype = torch.bfloat16 if (bf16 and not full_finetune) else torch.float32
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
+    backbone = load_backbone(model, kind=kind, device=str(dev), dtype=dtype, slot_token=slot_token, **remote)
     merged = {**spec.settings, **{k: v for k, v in settings.items() if v is not None}}
     encoder = TrainableEncoder(backbone, EncoderSettings.from_dict(merged),
                                autocast_dtype=torch.bfloat16 if bf16 else None)

@@ -1,11 +1,11 @@
 """The DiffRetriever encoder: texts -> dense single, dense multi and sparse vectors from ONE backbone call.
 
-Wires prompts -> backbone -> representations; the Pyserini-facing classes (pyserini_encoders.py) and the CLIs
-sit on top of it.
+Wires prompts -> backbone -> representations; the Pyserini-facing classes (pyserini_encoders.py), the encoding
+jobs (encode_jobs.py) and training sit on top of it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 import numpy as np
@@ -14,25 +14,36 @@ import torch
 from diffret_pyserini import representations as R
 from diffret_pyserini.backbones.base import Backbone
 from diffret_pyserini.prompts import PromptBuilder, load_templates
+from diffret_pyserini.representations import REPRESENTATIONS
 
-REPRESENTATIONS = ("dense", "multi", "sparse")
+__all__ = ["REPRESENTATIONS", "EncoderSettings", "EncodedBatch", "DiffRetEncoder"]
+
+
+def _setting(default, help: str, **metadata):
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass
 class EncoderSettings:
-    """How texts become vectors. Kq and Kp are independent; max lengths bound the TEXT tokens only."""
+    """How texts become vectors. Kq and Kp are independent; max lengths bound the TEXT tokens only.
 
-    kq: int = 4
-    kp: int = 16
-    query_max_length: int = 64
-    passage_max_length: int = 256
-    top_n: int | None = 128           # per-slot top-N vocabulary entries kept before max-pooling over K
-    scale: float = 100.0              # sparse weights -> ints: round(w * scale)
-    content_filter: bool = True       # keep only content tokens of the input text (reference behaviour)
-    sparse_activation: str = "relu"   # log(1 + act(logits)): 'relu' (reference) or 'softplus' (see representations)
-    prompts: str | None = None        # JSON file overriding the prompt templates
-    chat_template: bool | None = None # None: use the tokenizer's chat template when it has one
-    style: str = "auto"               # 'single' / 'multi' wording, or 'auto' (single when K == 1)
+    The one declaration of the encoder settings: every CLI's flags (arguments.EncoderOverrides), the
+    Pyserini spec keys (`NAME?kp=16`) and a trained folder's diffret_config.json are derived from these fields.
+    """
+
+    kq: int = _setting(4, "query slots K (causal: generation cap N)")
+    kp: int = _setting(16, "passage slots K (causal: generation cap N)")
+    query_max_length: int = _setting(64, "query TEXT tokens (prompt and slots extra)")
+    passage_max_length: int = _setting(256, "passage TEXT tokens (prompt and slots extra)")
+    top_n: int | None = _setting(128, "sparse: vocabulary entries kept per slot before max-pooling over K")
+    scale: float = _setting(100.0, "sparse: weights become ints as round(w * scale)")
+    content_filter: bool = _setting(True, "sparse: keep only content tokens of the input text (reference)")
+    sparse_activation: str = _setting("relu", "sparse: log(1 + act(logits)), act relu (reference) or softplus",
+                                      choices=list(R.SPARSE_ACTIVATIONS))
+    prompts: str | None = _setting(None, "JSON file overriding the prompt templates")
+    chat_template: bool | None = _setting(None, "use the tokenizer's chat template (default: when it has one)")
+    style: str = _setting("auto", "prompt wording: single, multi, or auto (single when K == 1)",
+                          choices=["auto", "single", "multi"])
 
     @classmethod
     def from_dict(cls, data: dict) -> "EncoderSettings":
