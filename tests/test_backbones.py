@@ -15,10 +15,12 @@ TEXTS = ["the cat sat on the mat", "retrieval of passages with diffusion models 
 ONE_PASS = [("dream", None), ("llada", None), ("qwen2", "bidirectional"), ("llama", "bidirectional"),
             ("bert", None)]
 ALL_KINDS = ONE_PASS + [("qwen2", "causal"), ("llama", "causal")]
+SHIPS_CODE = ("dream", "llada")  # their checkpoints run their own model code: only with trust_remote_code
 
 
-def load(tiny_model_dirs, name, kind):
-    return load_backbone(tiny_model_dirs[name], kind=kind, device="cpu")
+def load(tiny_model_dirs, name, kind, **kwargs):
+    return load_backbone(tiny_model_dirs[name], kind=kind, device="cpu", trust_remote_code=name in SHIPS_CODE,
+                         **kwargs)
 
 
 @pytest.mark.parametrize("name,kind", ONE_PASS)
@@ -89,7 +91,7 @@ def test_read_offset_is_the_read_position_relative_to_the_slot(tiny_model_dirs, 
     enc = DiffRetEncoder(bb, EncoderSettings(kp=3))
     batch = enc.builder("passage").build(["a text"])
     at_slots = bb.read_slots(batch).hidden
-    shifted = load_backbone(tiny_model_dirs[name], kind=kind, device="cpu", read_offset=-1).read_slots(batch).hidden
+    shifted = load(tiny_model_dirs, name, kind, read_offset=-1).read_slots(batch).hidden
     # the offset moves the read window one column left: the 2nd and 3rd shifted reads are the 1st and 2nd slots
     torch.testing.assert_close(shifted[:, 1:], at_slots[:, :-1], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(shifted[:, 0], at_slots[:, 0])
@@ -137,7 +139,7 @@ def test_mask_ids_come_from_the_checkpoint_config(tiny_model_dirs, tmp_path):
     del config["mask_token_id"]
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config.json: mask_token_id: missing"):
-        load_backbone(broken, device="cpu")
+        load_backbone(broken, device="cpu", trust_remote_code=True)
 
 
 def test_unknown_kind_and_non_model_folder_give_clear_errors(tiny_model_dirs, tmp_path):

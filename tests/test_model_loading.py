@@ -1,0 +1,147 @@
+"""Loading refuses to run a model's own code unless it is trusted, and says so in one clear line."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tiny_models
+from diffret_pyserini.backbones import ModelLoadError, load_backbone
+from diffret_pyserini.backbones.load import DIFFRET_CONFIG
+
+TRUST_HINT = "pass --trust-remote-code (trust_remote_code=True) to run it"
+
+
+def copy_model(tiny_model_dirs, name: str, dest: Path) -> Path:
+    shutil.copytree(tiny_model_dirs[name], dest)
+    return dest
+
+
+def plant(py_file: Path, marker: Path) -> None:
+    """Append a line that leaves `marker` behind when the module is imported."""
+    with py_file.open("a", encoding="utf-8") as f:
+        f.write(f"\nimport pathlib as _p; _p.Path({str(marker)!r}).write_text('imported')\n")
+
+
+def assert_one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+# --- model code runs only when trusted ---------------------------------------------------------------------
+
+LOAD_TWICE = """
+import json, sys
+from pathlib import Path
+from diffret_pyserini.backbones import ModelLoadError, load_backbone
+folder, markers = sys.argv[1], [Path(m) for m in sys.argv[2:]]
+result = {}
+try:
+    load_backbone(folder, device="cpu")
+    result["untrusted"] = "loaded"
+except ModelLoadError as err:
+    result["untrusted"] = str(err)
+result["imported_untrusted"] = [m.exists() for m in markers]
+backbone = load_backbone(folder, device="cpu", trust_remote_code=True)
+result["trusted"] = backbone.kind
+result["imported_trusted"] = [m.exists() for m in markers]
+print(json.dumps(result))
+"""
+
+
+def test_planted_dream_code_runs_only_with_trust_remote_code(tiny_model_dirs, tmp_path):
+    """A fresh process with an empty module cache: no import of the folder's code without the flag."""
+    folder = copy_model(tiny_model_dirs, "dream", tmp_path / "dream-planted")
+    markers = [tmp_path / "modeling-imported", tmp_path / "configuration-imported"]
+    plant(folder / "modeling_dream.py", markers[0])
+    plant(folder / "configuration_dream.py", markers[1])
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(tiny_models.REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", LOAD_TWICE, str(folder), *map(str, markers)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["untrusted"] == (f"{folder}: loading it would run Python code shipped with the model "
+                                   f"(configuration_dream.py, modeling_dream.py); {TRUST_HINT}")
+    assert result["imported_untrusted"] == [False, False]
+    assert result["trusted"] == "dream"
+    assert result["imported_trusted"] == [True, True]
+    assert (tmp_path / "modules" / "transformers_modules").is_dir()  # the cache we pointed at was the one used
+
+
+@pytest.mark.parametrize("name,files", [("dream", "configuration_dream.py, modeling_dream.py"),
+                                        ("llada", "configuration_llada.py, modeling_llada.py")])
+def test_diffusion_lms_need_trust_remote_code(tiny_model_dirs, name, files):
+    folder = tiny_model_dirs[name]
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(folder, device="cpu")
+    assert assert_one_line(err) == (f"{folder}: loading it would run Python code shipped with the model "
+                                    f"({files}); {TRUST_HINT}")
+    assert load_backbone(folder, device="cpu", trust_remote_code=True).kind == name
+
+
+def test_any_config_with_auto_map_to_its_own_code_needs_trust(tiny_model_dirs, tmp_path):
+    folder = copy_model(tiny_model_dirs, "qwen2", tmp_path / "custom-arch")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="my_custom_arch", auto_map={"AutoConfig": "configuration_custom.CustomConfig",
+                                                         "AutoModelForCausalLM": "modeling_custom.CustomLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    for name in ("configuration_custom.py", "modeling_custom.py"):
+        plant(folder / name, tmp_path / f"{name}.imported")
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(folder, kind="causal", device="cpu")
+    assert assert_one_line(err) == (f"{folder}: loading it would run Python code shipped with the model "
+                                    f"(configuration_custom.py, modeling_custom.py); {TRUST_HINT}")
+    assert not list(tmp_path.glob("*.imported"))
+
+
+def test_auto_map_beside_a_native_architecture_loads_without_running_it(tiny_model_dirs, tmp_path):
+    """transformers uses its own Qwen2 code then (as it does untrusted), so no flag is needed and nothing runs."""
+    folder = copy_model(tiny_model_dirs, "qwen2", tmp_path / "qwen2-with-auto-map")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_extra.ExtraLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    plant(folder / "modeling_extra.py", tmp_path / "extra.imported")
+    assert load_backbone(folder, device="cpu").kind == "bidirectional"
+    assert not (tmp_path / "extra.imported").exists()
+
+
+def test_tokenizer_with_its_own_code_needs_trust(tiny_model_dirs, tmp_path):
+    folder = copy_model(tiny_model_dirs, "qwen2", tmp_path / "custom-tokenizer")
+    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tok_config.update(tokenizer_class="MyTokenizer", auto_map={"AutoTokenizer": ["tokenization_my.MyTokenizer",
+                                                                                   None]})
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    plant(folder / "tokenization_my.py", tmp_path / "tokenizer.imported")
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(folder, device="cpu")
+    assert assert_one_line(err) == (f"{folder}: loading it would run Python code shipped with the model "
+                                    f"(tokenization_my.py); {TRUST_HINT}")
+    assert not (tmp_path / "tokenizer.imported").exists()
+
+
+def test_our_folder_over_a_dream_base_needs_trust(tiny_model_dirs, tmp_path):
+    base = tiny_model_dirs["dream"]
+    ours = tmp_path / "finetuned"
+    ours.mkdir()
+    (ours / DIFFRET_CONFIG).write_text(json.dumps({"base_model": str(base), "kind": "dream"}))
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(ours, device="cpu")
+    assert assert_one_line(err) == (f"{ours}: loading it would run Python code shipped with the model "
+                                    f"({base / 'configuration_dream.py'}, {base / 'modeling_dream.py'}); "
+                                    f"{TRUST_HINT}")
+    assert load_backbone(ours, device="cpu", trust_remote_code=True).kind == "dream"
+
+
+def test_refusal_is_a_value_error_so_clis_print_one_line(tiny_model_dirs):
+    from diffret_pyserini.cli import USER_ERRORS
+
+    with pytest.raises(USER_ERRORS):
+        load_backbone(tiny_model_dirs["dream"], device="cpu")
+
