@@ -1,4 +1,4 @@
-"""Loading refuses to run a model's own code unless it is trusted, and says so in one clear line."""
+"""Loading refuses to run a model's own code unless trusted, and every bad folder is one clear line."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,10 @@ from diffret_pyserini.backbones import ModelLoadError, load_backbone
 from diffret_pyserini.backbones.load import DIFFRET_CONFIG
 
 TRUST_HINT = "pass --trust-remote-code (trust_remote_code=True) to run it"
+NO_WEIGHTS = "no model weights (model.safetensors, pytorch_model.bin or a sharded *.index.json)"
+NO_TOKENIZER = "no tokenizer files (tokenizer.json, vocab.txt, vocab.json or a sentencepiece *.model)"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "chat_template.jinja")
 
 
 def copy_model(tiny_model_dirs, name: str, dest: Path) -> Path:
@@ -144,4 +148,100 @@ def test_refusal_is_a_value_error_so_clis_print_one_line(tiny_model_dirs):
 
     with pytest.raises(USER_ERRORS):
         load_backbone(tiny_model_dirs["dream"], device="cpu")
+
+
+# --- broken folders ----------------------------------------------------------------------------------------
+
+def test_folder_with_only_config_json(tiny_model_dirs, tmp_path):
+    folder = tmp_path / "only-config"
+    folder.mkdir()
+    shutil.copy(tiny_model_dirs["qwen2"] / "config.json", folder / "config.json")
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(folder, device="cpu")
+    assert assert_one_line(err) == f"{folder}: {NO_WEIGHTS}; {NO_TOKENIZER}"
+
+
+@pytest.mark.parametrize("name", ["qwen2", "bert"])
+def test_folder_without_weights(tiny_model_dirs, tmp_path, name):
+    folder = copy_model(tiny_model_dirs, name, tmp_path / f"{name}-no-weights")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(folder, device="cpu")
+    assert assert_one_line(err) == f"{folder}: {NO_WEIGHTS}"
+
+
+@pytest.mark.parametrize("damage,detail", [
+    ("truncate", "incomplete metadata, file not fully covered"),
+    ("garbage", "header too large"),
+    ("empty", "header too small"),
+])
+def test_corrupt_or_truncated_safetensors(tiny_model_dirs, tmp_path, damage, detail):
+    folder = copy_model(tiny_model_dirs, "qwen2", tmp_path / f"qwen2-{damage}")
+    weights = folder / "model.safetensors"
+    if damage == "truncate":
+        with weights.open("r+b") as f:
+            f.truncate(weights.stat().st_size // 2)
+    else:
+        weights.write_bytes(b"" if damage == "empty" else b"this is not a safetensors file\n" * 4)
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(folder, device="cpu")
+    message = assert_one_line(err)
+    assert message.startswith(f"{folder}: model.safetensors is corrupt or truncated (")
+    assert detail in message
+
+
+def test_sharded_index_naming_a_missing_shard(tiny_model_dirs, tmp_path):
+    folder = copy_model(tiny_model_dirs, "qwen2", tmp_path / "qwen2-sharded")
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model-00001-of-00002.safetensors"), framework="pt") as f:
+        names = list(f.keys())
+    weight_map = {n: f"model-0000{1 + i % 2}-of-00002.safetensors" for i, n in enumerate(names)}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(folder, device="cpu")
+    assert assert_one_line(err) == (f"{folder}: model.safetensors.index.json names missing shard(s) "
+                                    "model-00002-of-00002.safetensors")
+
+
+@pytest.mark.parametrize("name", ["qwen2", "bert"])
+def test_folder_without_tokenizer_files(tiny_model_dirs, tmp_path, name):
+    folder = copy_model(tiny_model_dirs, name, tmp_path / f"{name}-no-tokenizer")
+    for file in TOKENIZER_FILES:
+        (folder / file).unlink(missing_ok=True)
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(folder, device="cpu")
+    assert assert_one_line(err) == f"{folder}: {NO_TOKENIZER}"
+
+
+def test_tokenizer_files_that_do_not_load(tiny_model_dirs, tmp_path):
+    folder = copy_model(tiny_model_dirs, "qwen2", tmp_path / "qwen2-bad-tokenizer")
+    (folder / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(folder, device="cpu")
+    assert assert_one_line(err).startswith(f"{folder}: the tokenizer does not load: ")
+
+
+def test_our_folder_naming_a_missing_adapter(tiny_model_dirs, tmp_path):
+    ours = tmp_path / "lora"
+    ours.mkdir()
+    (ours / DIFFRET_CONFIG).write_text(json.dumps({"base_model": str(tiny_model_dirs["bert"]),
+                                                   "adapter": "adapter"}))
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(ours, device="cpu")
+    assert assert_one_line(err) == f"{ours / 'adapter'}: the adapter folder is missing"
+    (ours / "adapter").mkdir()
+    with pytest.raises(ModelLoadError) as err:
+        load_backbone(ours, device="cpu")
+    assert assert_one_line(err) == (f"{ours / 'adapter'}: no adapter_config.json; no adapter weights "
+                                    "(adapter_model.safetensors or adapter_model.bin)")
+
+
+def test_unknown_kind_in_our_config(tiny_model_dirs, tmp_path):
+    ours = tmp_path / "odd-kind"
+    ours.mkdir()
+    (ours / DIFFRET_CONFIG).write_text(json.dumps({"base_model": str(tiny_model_dirs["bert"]), "kind": "sideways"}))
+    with pytest.raises(ModelLoadError, match=r"diffret_config.json: kind: 'sideways' is not one of \("):
+        load_backbone(ours, device="cpu")
 

@@ -3,6 +3,8 @@
 - Remote code: a folder whose config maps its classes to Python files it ships (`auto_map`), or a Dream/LLaDA
   kind, runs that Python when loaded. Without `trust_remote_code=True` that is refused here, before
   transformers imports any of it.
+- Files: weights that are missing or whose safetensors header is unreadable (truncated, not a safetensors
+  file), a sharded index naming absent shards, no tokenizer files, an adapter folder without its files.
 """
 from __future__ import annotations
 
@@ -12,6 +14,11 @@ from pathlib import Path
 # Kinds whose checkpoints ship their own model code (Dream, LLaDA): always gated, whatever their config says.
 REMOTE_CODE_KINDS = ("dream", "llada")
 TRUST_HINT = "pass --trust-remote-code (trust_remote_code=True) to run it"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+# Files that carry a vocabulary; tokenizer_config.json alone does not.
+TOKENIZER_FILE_PATTERNS = ("tokenizer.json", "vocab.*", "*.model", "*.tiktoken")
 MAX_MESSAGE = 300
 
 
@@ -99,4 +106,76 @@ def require_trust(model: Path, kind: str, folders: list[Path], trust_remote_code
     what = ", ".join(dict.fromkeys(found)) if found else "its model code"
     raise ModelLoadError(f"{model}: loading it would run Python code shipped with the model ({what}); "
                          f"{TRUST_HINT}")
+
+
+# ------------------------------------------------------------------------------------------------ files
+def _safetensors_problem(path: Path) -> str | None:
+    """None when the header reads; otherwise what is wrong (safe_open checks the header covers the file)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            return None
+    except Exception as err:  # SafetensorError is not exported under a stable name across versions
+        return f"{path.name} is corrupt or truncated ({one_line(err)})"
+
+
+def weights_problems(folder: Path) -> list[str]:
+    """What is wrong with the model weights in `folder` ([] when they look loadable)."""
+    present = [name for name in WEIGHT_FILES if (folder / name).is_file()]
+    if not present:
+        return ["no model weights (model.safetensors, pytorch_model.bin or a sharded *.index.json)"]
+    problems = []
+    for name in present:
+        if name.endswith(".index.json"):
+            index = read_json(folder / name)
+            weight_map = index.get("weight_map")
+            if not isinstance(weight_map, dict):
+                problems.append(f"{name}: weight_map: missing")
+                continue
+            shards = sorted(set(map(str, weight_map.values())))
+            missing = [s for s in shards if not (folder / s).is_file()]
+            if missing:
+                problems.append(f"{name} names missing shard(s) {', '.join(missing)}")
+            problems += [p for s in shards if s.endswith(".safetensors") and s not in missing
+                         for p in [_safetensors_problem(folder / s)] if p]
+        elif name.endswith(".safetensors"):
+            problem = _safetensors_problem(folder / name)
+            if problem:
+                problems.append(problem)
+    return problems
+
+
+def tokenizer_problems(folder: Path) -> list[str]:
+    """What is wrong with the tokenizer files in `folder` ([] when some vocabulary file is there)."""
+    # A tokenizer with its own code may keep its vocabulary anywhere; its loader reports what it misses.
+    if read_json(folder / "tokenizer_config.json").get("auto_map"):
+        return []
+    if any(any(folder.glob(pattern)) for pattern in TOKENIZER_FILE_PATTERNS):
+        return []
+    return ["no tokenizer files (tokenizer.json, vocab.txt, vocab.json or a sentencepiece *.model)"]
+
+
+def adapter_problems(folder: Path) -> list[str]:
+    """What is wrong with a LoRA adapter folder ([] when its config and weights are there)."""
+    if not folder.is_dir():
+        return ["the adapter folder is missing"]
+    problems = [] if (folder / "adapter_config.json").is_file() else ["no adapter_config.json"]
+    weights = [name for name in ADAPTER_WEIGHT_FILES if (folder / name).is_file()]
+    if not weights:
+        problems.append("no adapter weights (adapter_model.safetensors or adapter_model.bin)")
+    elif weights[0].endswith(".safetensors"):
+        problems += [p for p in [_safetensors_problem(folder / weights[0])] if p]
+    return problems
+
+
+def require_files(weights: Path, tokenizer: Path, adapter: Path | None) -> None:
+    """One ModelLoadError listing every problem found, grouped by folder, or nothing."""
+    found = {weights: weights_problems(weights)}
+    found[tokenizer] = found.get(tokenizer, []) + tokenizer_problems(tokenizer)
+    if adapter is not None:
+        found[adapter] = found.get(adapter, []) + adapter_problems(adapter)
+    parts = [f"{folder}: {'; '.join(problems)}" for folder, problems in found.items() if problems]
+    if parts:
+        raise ModelLoadError(" | ".join(parts))
 

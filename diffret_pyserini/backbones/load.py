@@ -5,7 +5,7 @@ adapter or full weights (written by `diffret_pyserini.train`), naming the base m
 encoder settings it was trained with.
 
 Python code shipped with a model (Dream, LLaDA, any config with `auto_map`) runs only with
-`trust_remote_code=True`.
+`trust_remote_code=True`; every folder problem found before or during loading is one `ModelLoadError` line.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from diffret_pyserini.backbones.base import Backbone
 from diffret_pyserini.backbones.bidirectional import (BidirectionalDecoderBackbone, DreamBackbone, LLaDABackbone,
                                                       MaskedLMBackbone)
 from diffret_pyserini.backbones.causal import CausalBackbone
-from diffret_pyserini.backbones.checks import ModelLoadError, read_json, require_trust
+from diffret_pyserini.backbones.checks import ModelLoadError
+from diffret_pyserini.backbones.checks import one_line, read_json, require_files, require_trust
 
 DIFFRET_CONFIG = "diffret_config.json"
 KINDS = ("dream", "llada", "masked", "bidirectional", "causal")
@@ -74,6 +75,8 @@ def detect_kind(config: dict, prefer_causal: bool = False) -> str:
 
 def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> ModelSpec:
     """Resolve a name/folder and read our config if present; `kind` overrides what the folder says."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown backbone kind {kind!r}; expected one of {KINDS}")
     path = resolve_path(name_or_path)
     ours = path / DIFFRET_CONFIG
     if ours.is_file():
@@ -88,6 +91,8 @@ def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> Model
         else:  # an absolute folder or a packaged model name
             base_path = resolve_path(base)
         adapter = meta.get("adapter")
+        if meta.get("kind") is not None and meta["kind"] not in KINDS:
+            raise ModelLoadError(f"{ours}: kind: {meta['kind']!r} is not one of {KINDS}")
         return ModelSpec(path=path, kind=kind or meta.get("kind") or detect_kind(read_hf_config(base_path)),
                          base_path=base_path, adapter_path=(path / adapter) if adapter else None,
                          slot_token=meta.get("slot_token"), read_offset=int(meta.get("read_offset", 0)),
@@ -95,8 +100,6 @@ def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> Model
     from diffret_pyserini.models import packaged_settings
 
     config = read_hf_config(path)
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown backbone kind {kind!r}; expected one of {KINDS}")
     return ModelSpec(path=path, kind=kind or detect_kind(config), base_path=path,
                      settings=packaged_settings(name_or_path))
 
@@ -169,7 +172,8 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
 
     `trust_remote_code` (as in transformers) lets a folder's own Python run: Dream and LLaDA checkpoints and
     any config with `auto_map` need it, and without it raise ModelLoadError before any of that code is
-    imported.
+    imported. Every folder problem (missing or corrupt weights, no tokenizer, ...) is a one-line
+    ModelLoadError naming the folder.
     """
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -184,13 +188,26 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
     tokenizer_path = spec.path if (spec.path / "tokenizer_config.json").is_file() else spec.base_path
     weights = spec.path if (spec.path / "config.json").is_file() and spec.adapter_path is None else spec.base_path
     require_trust(spec.path, spec.kind, [weights, tokenizer_path], trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True,
-                                              trust_remote_code=trust_remote_code)
-    model = load_model(spec.kind, weights, torch_dtype, trust_remote_code)
+    require_files(weights, tokenizer_path, spec.adapter_path)
+    # Past the checks above, what a broken folder raises depends on the library that hits it (tokenizers raises
+    # a bare Exception, safetensors its SafetensorError): any failure here is the folder's, said in one line with
+    # the original chained for a traceback.
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True,
+                                                  trust_remote_code=trust_remote_code)
+    except Exception as err:
+        raise ModelLoadError(f"{tokenizer_path}: the tokenizer does not load: {one_line(err)}") from err
+    try:
+        model = load_model(spec.kind, weights, torch_dtype, trust_remote_code)
+    except Exception as err:
+        raise ModelLoadError(f"{weights}: the {spec.kind} model does not load: {one_line(err)}") from err
     if spec.adapter_path is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, spec.adapter_path).merge_and_unload()
+        try:
+            model = PeftModel.from_pretrained(model, spec.adapter_path).merge_and_unload()
+        except Exception as err:
+            raise ModelLoadError(f"{spec.adapter_path}: the LoRA adapter does not load: {one_line(err)}") from err
     model.to(dev).eval()
     slot_id = slot_token_id(spec.kind, read_hf_config(weights), tokenizer, slot_token or spec.slot_token,
                             weights)
