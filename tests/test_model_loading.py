@@ -1,4 +1,4 @@
-"""Loading refuses to run a model's own code unless trusted, and every bad folder is one clear line."""
+"""Loading refuses to run a model's own code unless trusted, and every bad folder or device is one clear line."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import tiny_models
-from diffret_pyserini.backbones import ModelLoadError, load_backbone
-from diffret_pyserini.backbones.load import DIFFRET_CONFIG
+from diffret_pyserini.backbones import DeviceError, ModelLoadError, load_backbone
+from diffret_pyserini.backbones.load import DIFFRET_CONFIG, default_device
 
 TRUST_HINT = "pass --trust-remote-code (trust_remote_code=True) to run it"
 NO_WEIGHTS = "no model weights (model.safetensors, pytorch_model.bin or a sharded *.index.json)"
@@ -244,4 +245,50 @@ def test_unknown_kind_in_our_config(tiny_model_dirs, tmp_path):
     (ours / DIFFRET_CONFIG).write_text(json.dumps({"base_model": str(tiny_model_dirs["bert"]), "kind": "sideways"}))
     with pytest.raises(ModelLoadError, match=r"diffret_config.json: kind: 'sideways' is not one of \("):
         load_backbone(ours, device="cpu")
+
+
+# --- devices -----------------------------------------------------------------------------------------------
+
+NO_CUDA = ("CUDA is not available on this machine (torch.cuda.is_available() is False); "
+           "use --device cpu or auto")
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("asked", ["cuda", "cuda:0", "CUDA"])
+def test_cuda_without_cuda_is_an_error_not_the_cpu(no_cuda, asked):
+    with pytest.raises(DeviceError) as err:
+        default_device(asked)
+    assert assert_one_line(err) == f"--device {asked}: {NO_CUDA}"
+
+
+@pytest.mark.parametrize("asked", [None, "", "auto", "cpu", " CPU ", torch.device("cpu")])
+def test_auto_and_cpu_give_the_cpu_without_cuda(no_cuda, asked):
+    assert default_device(asked) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("asked", ["gpu", "cuda:x", "cuda:", "cuda:-1", "cpu:0", "tpu"])
+def test_malformed_device_lists_the_allowed_forms(asked):
+    with pytest.raises(DeviceError) as err:
+        default_device(asked)
+    assert assert_one_line(err) == (f"--device {asked!r}: not a device; use one of auto, cpu, cuda, "
+                                    "cuda:N (N = 0, 1, ...) or mps")
+
+
+def test_cuda_index_past_the_devices_here(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert default_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(DeviceError) as err:
+        default_device("cuda:2")
+    assert assert_one_line(err) == "--device cuda:2: this machine has 2 CUDA device(s): cuda:0 to cuda:1"
+
+
+def test_load_backbone_checks_the_device_first(no_cuda, tmp_path):
+    """The device error comes before anything is read, even for a folder that is no model."""
+    with pytest.raises(DeviceError, match=r"^--device cuda: CUDA is not available"):
+        load_backbone(tmp_path, device="cuda")
 

@@ -5,11 +5,16 @@
   transformers imports any of it.
 - Files: weights that are missing or whose safetensors header is unreadable (truncated, not a safetensors
   file), a sharded index naming absent shards, no tokenizer files, an adapter folder without its files.
+- Devices: `--device` strings are parsed strictly; asking for CUDA where there is none is an error, not a
+  silent fall-back to the CPU.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+import torch
 
 # Kinds whose checkpoints ship their own model code (Dream, LLaDA): always gated, whatever their config says.
 REMOTE_CODE_KINDS = ("dream", "llada")
@@ -19,11 +24,16 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 # Files that carry a vocabulary; tokenizer_config.json alone does not.
 TOKENIZER_FILE_PATTERNS = ("tokenizer.json", "vocab.*", "*.model", "*.tiktoken")
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
 MAX_MESSAGE = 300
 
 
 class ModelLoadError(ValueError):
     """A model folder that cannot be loaded as asked; the one-line message names the folder and the problem."""
+
+
+class DeviceError(ValueError):
+    """A `--device` value that is malformed or names hardware this machine lacks (one-line message)."""
 
 
 def one_line(err: BaseException) -> str:
@@ -179,3 +189,28 @@ def require_files(weights: Path, tokenizer: Path, adapter: Path | None) -> None:
     if parts:
         raise ModelLoadError(" | ".join(parts))
 
+
+# ------------------------------------------------------------------------------------------------ devices
+def parse_device(device: str | torch.device | None = None) -> torch.device:
+    """'auto' (or None/''): CUDA when present, else CPU. Anything asked for by name must exist here."""
+    text = str(device).strip().lower() if device is not None else "auto"
+    if text in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match:
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: CUDA is not available on this machine "
+                              "(torch.cuda.is_available() is False); use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if match.group(1) is not None and int(match.group(1)) >= count:
+            raise DeviceError(f"--device {device}: this machine has {count} CUDA device(s): "
+                              f"cuda:0 to cuda:{count - 1}")
+        return torch.device(text)
+    if text == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceError(f"--device {device}: MPS is not available on this machine; use --device cpu or auto")
+        return torch.device("mps")
+    raise DeviceError(f"--device {device!r}: not a device; use one of {DEVICE_FORMS}")

@@ -19,8 +19,8 @@ from diffret_pyserini.backbones.base import Backbone
 from diffret_pyserini.backbones.bidirectional import (BidirectionalDecoderBackbone, DreamBackbone, LLaDABackbone,
                                                       MaskedLMBackbone)
 from diffret_pyserini.backbones.causal import CausalBackbone
-from diffret_pyserini.backbones.checks import ModelLoadError
-from diffret_pyserini.backbones.checks import one_line, read_json, require_files, require_trust
+from diffret_pyserini.backbones.checks import DeviceError, ModelLoadError  # noqa: F401 (callers catch them here)
+from diffret_pyserini.backbones.checks import one_line, parse_device, read_json, require_files, require_trust
 
 DIFFRET_CONFIG = "diffret_config.json"
 KINDS = ("dream", "llada", "masked", "bidirectional", "causal")
@@ -104,13 +104,9 @@ def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> Model
                      settings=packaged_settings(name_or_path))
 
 
-def default_device(device: str | None = None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        return torch.device("cpu")
-    return dev
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """'auto'/None: CUDA when present, else CPU; a named device must exist here (DeviceError otherwise)."""
+    return parse_device(device)
 
 
 def default_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
@@ -173,7 +169,7 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
     `trust_remote_code` (as in transformers) lets a folder's own Python run: Dream and LLaDA checkpoints and
     any config with `auto_map` need it, and without it raise ModelLoadError before any of that code is
     imported. Every folder problem (missing or corrupt weights, no tokenizer, ...) is a one-line
-    ModelLoadError naming the folder.
+    ModelLoadError naming the folder; a bad `device` is a DeviceError.
     """
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -182,8 +178,8 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
 
     set_offline_env()
     hf_logging.set_verbosity_error()
-    spec = read_spec(name_or_path, kind)
     dev = default_device(device)
+    spec = read_spec(name_or_path, kind)
     torch_dtype = default_dtype(dev, dtype)
     tokenizer_path = spec.path if (spec.path / "tokenizer_config.json").is_file() else spec.base_path
     weights = spec.path if (spec.path / "config.json").is_file() and spec.adapter_path is None else spec.base_path
