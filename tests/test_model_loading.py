@@ -292,3 +292,25 @@ def test_load_backbone_checks_the_device_first(no_cuda, tmp_path):
     with pytest.raises(DeviceError, match=r"^--device cuda: CUDA is not available"):
         load_backbone(tmp_path, device="cuda")
 
+
+# --- the position limit ------------------------------------------------------------------------------------
+
+def test_max_positions_of_splade_tiny():
+    assert load_backbone("splade-tiny", device="cpu").max_positions == 512
+
+
+@pytest.mark.parametrize("name,kind,limit", [("dream", None, 128), ("llada", None, 128),
+                                             ("qwen2", "bidirectional", 512), ("bert", None, 512)])
+def test_max_positions_from_each_config_key(tiny_model_dirs, name, kind, limit):
+    """Dream/Qwen2/BERT say max_position_embeddings, LLaDA max_sequence_length."""
+    backbone = load_backbone(tiny_model_dirs[name], kind=kind, device="cpu",
+                             trust_remote_code=name in tiny_models.NEEDS_FIXTURES)
+    assert backbone.max_positions == limit
+
+
+def test_max_positions_is_none_when_the_config_names_no_limit(tiny_model_dirs):
+    backbone = load_backbone(tiny_model_dirs["qwen2"], device="cpu")
+    backbone.model.config.max_position_embeddings = None
+    assert backbone.max_positions is None
+    backbone.model.config.n_positions = 1024  # GPT-2's name for it
+    assert backbone.max_positions == 1024
