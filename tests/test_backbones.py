@@ -119,13 +119,18 @@ def test_causal_single_reads_the_last_prompt_position(tiny_model_dirs):
 
 
 def test_dream_honours_only_its_4d_mask_and_llada_its_2d_mask(tiny_model_dirs):
-    """Padding is invisible with the masks we pass (checked by batch==single above); a 2D mask to Dream raises."""
+    """Padding is invisible with the masks we pass (checked by batch==single above); a 2D mask to Dream raises:
+    the usual integer padding mask reaches SDPA as is, and a bool one of a batch does not broadcast."""
     bb = load(tiny_model_dirs, "dream", None)
     ids = torch.tensor([[0, 7, 8, 9]])
     mask = torch.tensor([[0, 1, 1, 1]])
     assert bool_key_mask_4d(mask).shape == (1, 1, 4, 4)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match=r"Expected attn_mask dtype to be bool or float or to match query dtype"):
         bb.model(input_ids=ids, attention_mask=mask)
+    with pytest.raises(RuntimeError, match=r"The size of tensor a \(4\) must match the size of tensor b \(2\)"):
+        bb.model(input_ids=ids.repeat(2, 1), attention_mask=mask.repeat(2, 1).bool())
+    with torch.no_grad():  # the 4D mask we build is what Dream takes
+        assert torch.isfinite(bb.model(input_ids=ids, attention_mask=bool_key_mask_4d(mask)).logits).all()
 
 
 def test_mask_ids_come_from_the_checkpoint_config(tiny_model_dirs, tmp_path):
