@@ -15,10 +15,12 @@ TEXTS = ["the cat sat on the mat", "retrieval of passages with diffusion models 
 ONE_PASS = [("dream", None), ("llada", None), ("qwen2", "bidirectional"), ("llama", "bidirectional"),
             ("bert", None)]
 ALL_KINDS = ONE_PASS + [("qwen2", "causal"), ("llama", "causal")]
+SHIPS_CODE = ("dream", "llada")  # their checkpoints run their own model code: only with trust_remote_code
 
 
-def load(tiny_model_dirs, name, kind):
-    return load_backbone(tiny_model_dirs[name], kind=kind, device="cpu")
+def load(tiny_model_dirs, name, kind, **kwargs):
+    return load_backbone(tiny_model_dirs[name], kind=kind, device="cpu", trust_remote_code=name in SHIPS_CODE,
+                         **kwargs)
 
 
 @pytest.mark.parametrize("name,kind", ONE_PASS)
@@ -89,7 +91,7 @@ def test_read_offset_is_the_read_position_relative_to_the_slot(tiny_model_dirs, 
     enc = DiffRetEncoder(bb, EncoderSettings(kp=3))
     batch = enc.builder("passage").build(["a text"])
     at_slots = bb.read_slots(batch).hidden
-    shifted = load_backbone(tiny_model_dirs[name], kind=kind, device="cpu", read_offset=-1).read_slots(batch).hidden
+    shifted = load(tiny_model_dirs, name, kind, read_offset=-1).read_slots(batch).hidden
     # the offset moves the read window one column left: the 2nd and 3rd shifted reads are the 1st and 2nd slots
     torch.testing.assert_close(shifted[:, 1:], at_slots[:, :-1], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(shifted[:, 0], at_slots[:, 0])
@@ -117,13 +119,18 @@ def test_causal_single_reads_the_last_prompt_position(tiny_model_dirs):
 
 
 def test_dream_honours_only_its_4d_mask_and_llada_its_2d_mask(tiny_model_dirs):
-    """Padding is invisible with the masks we pass (checked by batch==single above); a 2D mask to Dream raises."""
+    """Padding is invisible with the masks we pass (checked by batch==single above); a 2D mask to Dream raises:
+    the usual integer padding mask reaches SDPA as is, and a bool one of a batch does not broadcast."""
     bb = load(tiny_model_dirs, "dream", None)
     ids = torch.tensor([[0, 7, 8, 9]])
     mask = torch.tensor([[0, 1, 1, 1]])
     assert bool_key_mask_4d(mask).shape == (1, 1, 4, 4)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match=r"Expected attn_mask dtype to be bool or float or to match query dtype"):
         bb.model(input_ids=ids, attention_mask=mask)
+    with pytest.raises(RuntimeError, match=r"The size of tensor a \(4\) must match the size of tensor b \(2\)"):
+        bb.model(input_ids=ids.repeat(2, 1), attention_mask=mask.repeat(2, 1).bool())
+    with torch.no_grad():  # the 4D mask we build is what Dream takes
+        assert torch.isfinite(bb.model(input_ids=ids, attention_mask=bool_key_mask_4d(mask)).logits).all()
 
 
 def test_mask_ids_come_from_the_checkpoint_config(tiny_model_dirs, tmp_path):
@@ -137,7 +144,7 @@ def test_mask_ids_come_from_the_checkpoint_config(tiny_model_dirs, tmp_path):
     del config["mask_token_id"]
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config.json: mask_token_id: missing"):
-        load_backbone(broken, device="cpu")
+        load_backbone(broken, device="cpu", trust_remote_code=True)
 
 
 def test_unknown_kind_and_non_model_folder_give_clear_errors(tiny_model_dirs, tmp_path):

@@ -180,7 +180,7 @@ def test_shaped_model_runs_the_checkpoint_code_as_its_backbone_kind(tiny_model_d
     out = tmp_path / kind
     assert shaped_main(["--code", str(fixtures / arch), "--like", str(like), "--out", str(out)]) == 0
     assert not out.with_name(out.name + ".tmp").exists()
-    backbone = load_backbone(out, device="cpu")
+    backbone = load_backbone(out, device="cpu", trust_remote_code=True)
     assert backbone.kind == kind and backbone.slot_id == tiny_models.MASK_ID
     encoded = DiffRetEncoder(backbone, EncoderSettings(kp=3)).encode(["time sharing systems"], "passage")
     assert encoded.dense.shape == (1, 64) and encoded.multi.shape[:2] == (1, 3)

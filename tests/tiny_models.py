@@ -4,6 +4,7 @@ Every builder writes a folder that loads through the ordinary ``from_pretrained`
 
 - ``build_dream`` / ``build_llada``: the Dream / LLaDA checkpoint code from ``../shared/fixtures`` (remote code,
   ``trust_remote_code=True``) with random weights; tests skip when that folder is absent (a user's fresh clone).
+  The folders ship that code, so ``load_backbone`` takes them only with ``trust_remote_code=True``.
 - ``build_qwen2`` / ``build_llama``: ``Qwen2ForCausalLM`` / ``LlamaForCausalLM`` (2 layers, hidden 64, vocab 256).
 - ``build_bert_mlm``: ``BertForMaskedLM`` with a tiny WordPiece vocabulary.
 

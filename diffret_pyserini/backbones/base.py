@@ -15,6 +15,9 @@ from torch import nn
 
 from diffret_pyserini.prompts import PromptBatch
 
+# Config keys that hold the position limit: transformers' usual name, GPT-2's, and LLaDA/OLMo's.
+POSITION_LIMIT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+
 
 @dataclass
 class SlotStates:
@@ -61,7 +64,8 @@ class Backbone:
                      DiffRetriever reference, which reads Dream and LLaDA at the mask positions themselves
                      although Dream's own generation shifts logits by one (position i-1 predicts token i);
                      set -1 to read Dream the way its generator does;
-      one_pass:      True when all K positions come from one forward pass (not the autoregressive baseline).
+      one_pass:      True when all K positions come from one forward pass (not the autoregressive baseline);
+      max_positions: the model's position limit from its config (None when unknown).
     """
 
     kind: str = "base"
@@ -95,6 +99,17 @@ class Backbone:
     @property
     def hidden_size(self) -> int:
         return self.decoder.in_features
+
+    @property
+    def max_positions(self) -> int | None:
+        """The most positions the model takes (prompt, text and slots together), from its config; None when the
+        config names no limit. Callers check max lengths against it before encoding."""
+        config = self.model.config
+        for key in POSITION_LIMIT_KEYS:
+            value = getattr(config, key, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
 
     @property
     def pad_id(self) -> int:

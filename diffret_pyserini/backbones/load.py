@@ -3,10 +3,12 @@
 A folder may be a plain Hugging Face checkpoint or one of ours: `diffret_config.json` beside an optional LoRA
 adapter or full weights (written by `diffret_pyserini.train`), naming the base model, the backbone kind and the
 encoder settings it was trained with.
+
+Python code shipped with a model (Dream, LLaDA, any config with `auto_map`) runs only with
+`trust_remote_code=True`; every folder problem found before or during loading is one `ModelLoadError` line.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,8 @@ from diffret_pyserini.backbones.base import Backbone
 from diffret_pyserini.backbones.bidirectional import (BidirectionalDecoderBackbone, DreamBackbone, LLaDABackbone,
                                                       MaskedLMBackbone)
 from diffret_pyserini.backbones.causal import CausalBackbone
+from diffret_pyserini.backbones.checks import DeviceError, ModelLoadError  # noqa: F401 (callers catch them here)
+from diffret_pyserini.backbones.checks import one_line, parse_device, read_json, require_files, require_trust
 
 DIFFRET_CONFIG = "diffret_config.json"
 KINDS = ("dream", "llada", "masked", "bidirectional", "causal")
@@ -46,13 +50,11 @@ def resolve_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def read_hf_config(path: Path) -> dict:
+    """The folder's config.json as a dict; a ModelLoadError when it is missing or not a JSON object."""
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise ValueError(f"{path}: not a model folder (no config.json)")
-    try:
-        return json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_file}:{err.lineno}: invalid JSON: {err.msg}") from None
+        raise ModelLoadError(f"{path}: not a model folder (no config.json)")
+    return read_json(config_file)
 
 
 def detect_kind(config: dict, prefer_causal: bool = False) -> str:
@@ -73,16 +75,15 @@ def detect_kind(config: dict, prefer_causal: bool = False) -> str:
 
 def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> ModelSpec:
     """Resolve a name/folder and read our config if present; `kind` overrides what the folder says."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown backbone kind {kind!r}; expected one of {KINDS}")
     path = resolve_path(name_or_path)
     ours = path / DIFFRET_CONFIG
     if ours.is_file():
-        try:
-            meta = json.loads(ours.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{ours}:{err.lineno}: invalid JSON: {err.msg}") from None
+        meta = read_json(ours)
         base = meta.get("base_model")
         if not base:
-            raise ValueError(f"{ours}: base_model: missing")
+            raise ModelLoadError(f"{ours}: base_model: missing")
         if base == ".":
             base_path = path
         elif (path / base).is_dir():
@@ -90,6 +91,8 @@ def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> Model
         else:  # an absolute folder or a packaged model name
             base_path = resolve_path(base)
         adapter = meta.get("adapter")
+        if meta.get("kind") is not None and meta["kind"] not in KINDS:
+            raise ModelLoadError(f"{ours}: kind: {meta['kind']!r} is not one of {KINDS}")
         return ModelSpec(path=path, kind=kind or meta.get("kind") or detect_kind(read_hf_config(base_path)),
                          base_path=base_path, adapter_path=(path / adapter) if adapter else None,
                          slot_token=meta.get("slot_token"), read_offset=int(meta.get("read_offset", 0)),
@@ -97,19 +100,13 @@ def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> Model
     from diffret_pyserini.packaged_models import packaged_settings
 
     config = read_hf_config(path)
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown backbone kind {kind!r}; expected one of {KINDS}")
     return ModelSpec(path=path, kind=kind or detect_kind(config), base_path=path,
                      settings=packaged_settings(name_or_path))
 
 
-def default_device(device: str | None = None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        return torch.device("cpu")
-    return dev
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """'auto'/None: CUDA when present, else CPU; a named device must exist here (DeviceError otherwise)."""
+    return parse_device(device)
 
 
 def default_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
@@ -131,13 +128,13 @@ def slot_token_id(kind: str, config: dict, tokenizer, slot_token: str | None, wh
     if slot_token is not None:
         ids = tokenizer.convert_tokens_to_ids([slot_token])
         if not ids or ids[0] is None or ids[0] == tokenizer.unk_token_id:
-            raise ValueError(f"{where}: slot_token {slot_token!r} is not in the vocabulary")
+            raise ModelLoadError(f"{where}: slot_token {slot_token!r} is not in the vocabulary")
         return int(ids[0])
     if kind in ("dream", "llada"):
         mask_id = config.get("mask_token_id")
         if mask_id is None:
-            raise ValueError(f"{where}/config.json: mask_token_id: missing; a diffusion LM needs its mask id "
-                             "(Dream 151666, LLaDA 126336)")
+            raise ModelLoadError(f"{where}/config.json: mask_token_id: missing; a diffusion LM needs its mask "
+                                 "id (Dream 151666, LLaDA 126336)")
         return int(mask_id)
     if tokenizer.mask_token_id is not None:
         return int(tokenizer.mask_token_id)
@@ -147,15 +144,17 @@ def slot_token_id(kind: str, config: dict, tokenizer, slot_token: str | None, wh
     for candidate in SLOT_TOKEN_CANDIDATES:
         if candidate in vocab:
             return int(vocab[candidate])
-    raise ValueError(f"{where}: the tokenizer has no mask token; name a reserved token with slot_token=")
+    raise ModelLoadError(f"{where}: the tokenizer has no mask token; name a reserved token with slot_token=")
 
 
-def load_model(kind: str, path: Path, dtype: torch.dtype):
+def load_model(kind: str, path: Path, dtype: torch.dtype, trust_remote_code: bool = False):
+    """The transformers model of `kind` from `path`, offline. `trust_remote_code` as in transformers: without it,
+    transformers refuses a folder that needs its own code (`load_backbone` refuses earlier, in one line)."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
-    common = dict(local_files_only=True, torch_dtype=dtype)
+    common = dict(local_files_only=True, torch_dtype=dtype, trust_remote_code=trust_remote_code)
     if kind in ("dream", "llada"):
-        return AutoModel.from_pretrained(path, trust_remote_code=True, **common)
+        return AutoModel.from_pretrained(path, **common)
     if kind == "masked":
         return AutoModelForMaskedLM.from_pretrained(path, **common)
     return AutoModelForCausalLM.from_pretrained(path, **common)
@@ -163,8 +162,15 @@ def load_model(kind: str, path: Path, dtype: torch.dtype):
 
 def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, device: str | None = None,
                   dtype: str | torch.dtype | None = None, slot_token: str | None = None,
-                  read_offset: int | None = None, stop_early: bool = True) -> Backbone:
-    """Load any supported model as a Backbone, offline. A LoRA adapter in our folder is merged for inference."""
+                  read_offset: int | None = None, stop_early: bool = True,
+                  trust_remote_code: bool = False) -> Backbone:
+    """Load any supported model as a Backbone, offline. A LoRA adapter in our folder is merged for inference.
+
+    `trust_remote_code` (as in transformers) lets a folder's own Python run: Dream and LLaDA checkpoints and
+    any config with `auto_map` need it, and without it raise ModelLoadError before any of that code is
+    imported. Every folder problem (missing or corrupt weights, no tokenizer, ...) is a one-line
+    ModelLoadError naming the folder; a bad `device` is a DeviceError.
+    """
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -172,18 +178,32 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
 
     set_offline_env()
     hf_logging.set_verbosity_error()
-    spec = read_spec(name_or_path, kind)
     dev = default_device(device)
+    spec = read_spec(name_or_path, kind)
     torch_dtype = default_dtype(dev, dtype)
     tokenizer_path = spec.path if (spec.path / "tokenizer_config.json").is_file() else spec.base_path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True,
-                                              trust_remote_code=spec.kind in ("dream", "llada"))
     weights = spec.path if (spec.path / "config.json").is_file() and spec.adapter_path is None else spec.base_path
-    model = load_model(spec.kind, weights, torch_dtype)
+    require_trust(spec.path, spec.kind, [weights, tokenizer_path], trust_remote_code)
+    require_files(weights, tokenizer_path, spec.adapter_path)
+    # Past the checks above, what a broken folder raises depends on the library that hits it (tokenizers raises
+    # a bare Exception, safetensors its SafetensorError): any failure here is the folder's, said in one line with
+    # the original chained for a traceback.
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True,
+                                                  trust_remote_code=trust_remote_code)
+    except Exception as err:
+        raise ModelLoadError(f"{tokenizer_path}: the tokenizer does not load: {one_line(err)}") from err
+    try:
+        model = load_model(spec.kind, weights, torch_dtype, trust_remote_code)
+    except Exception as err:
+        raise ModelLoadError(f"{weights}: the {spec.kind} model does not load: {one_line(err)}") from err
     if spec.adapter_path is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, spec.adapter_path).merge_and_unload()
+        try:
+            model = PeftModel.from_pretrained(model, spec.adapter_path).merge_and_unload()
+        except Exception as err:
+            raise ModelLoadError(f"{spec.adapter_path}: the LoRA adapter does not load: {one_line(err)}") from err
     model.to(dev).eval()
     slot_id = slot_token_id(spec.kind, read_hf_config(weights), tokenizer, slot_token or spec.slot_token,
                             weights)

@@ -297,14 +297,18 @@ def passages_of_tokens(tokenizer, n: int, tokens: int) -> list[str]:
 _BACKBONES: dict[tuple, Any] = {}
 
 
-def load_cached(model: str, kind: str | None, device: str, dtype: str, stop_early: bool = True):
-    """A backbone per (model, kind, device, dtype, stop_early), loaded once per process."""
+def load_cached(model: str, kind: str | None, device: str, dtype: str, stop_early: bool = True,
+                trust_remote_code: bool = False):
+    """A backbone per (model, kind, device, dtype, stop_early, trust_remote_code), loaded once per process.
+
+    `trust_remote_code` lets a Dream/LLaDA folder's own code run (see `load_backbone`)."""
     from diffret_pyserini.backbones import load_backbone
 
-    key = (model, kind, device, dtype, stop_early)
+    key = (model, kind, device, dtype, stop_early, trust_remote_code)
     if key not in _BACKBONES:
         log(f"loading {model} ({kind or 'kind from config'}) on {device}")
-        _BACKBONES[key] = load_backbone(model, kind=kind, device=device, dtype=dtype, stop_early=stop_early)
+        _BACKBONES[key] = load_backbone(model, kind=kind, device=device, dtype=dtype, stop_early=stop_early,
+                                        trust_remote_code=trust_remote_code)
     return _BACKBONES[key]
 
 

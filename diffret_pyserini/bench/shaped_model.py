@@ -11,6 +11,9 @@ hidden size, layers, heads, feed-forward width and vocabulary of `--like` (a Hug
 packaged name), whose tokenizer OUT takes. The mask id is the slot token our bidirectional backbone would pick
 in that tokenizer. The weights are random: the folder measures cost (the same matrix products as trained
 weights of that shape), never effectiveness. OUT is written to a temp folder and renamed when complete.
+
+Naming a folder with `--code` is the consent to run its Python here (the model is built from it). OUT ships
+that code too, so loading it runs it: `load_backbone(OUT, trust_remote_code=True)` (`--trust-remote-code`).
 """
 from __future__ import annotations
 
