@@ -45,6 +45,7 @@ class BenchOptions:
     min_sample_s: float = 0.5             # a sample repeats a call until it lasts this long
     device: str = "auto"
     dtype: str = "auto"
+    trust_remote_code: bool = False      # let Dream/LLaDA folders (--models) run their own code
     threads: int = 2
     out: str = "runs/bench"
     sizes: tuple[int, ...] = (1000, 10000, 100000)
@@ -333,8 +334,9 @@ class SystemSpec:
     def backbone(self, opts: BenchOptions):
         if self.method == "promptreps-ar":
             # stop_early=False: the baseline really makes K steps instead of stopping at the closing quote.
-            return load_cached(self.model, "causal", opts.device, opts.dtype, stop_early=False)
-        return load_cached(self.model, self.kind, opts.device, opts.dtype)
+            return load_cached(self.model, "causal", opts.device, opts.dtype, stop_early=False,
+                               trust_remote_code=opts.trust_remote_code)
+        return load_cached(self.model, self.kind, opts.device, opts.dtype, trust_remote_code=opts.trust_remote_code)
 
 
 def one_pass_systems(opts: BenchOptions) -> list[SystemSpec]:

@@ -22,6 +22,8 @@ def encoder_spec(spec: SystemSpec, opts: BenchOptions) -> str:
         query += f"&kind={spec.kind}"
     if opts.dtype != "auto":
         query += f"&dtype={opts.dtype}"
+    if opts.trust_remote_code:
+        query += "&trust_remote_code=true"
     return f"{spec.model}?{query}"
 
 
