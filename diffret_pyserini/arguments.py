@@ -14,7 +14,8 @@ from typing import Optional
 from diffret_pyserini.backbones.load import KINDS
 from diffret_pyserini.encoder import EncoderSettings
 
-__all__ = ["ModelLoadArguments", "EncoderOverrides", "EncodingArguments", "DTYPES", "DEVICE_HELP"]
+__all__ = ["ModelLoadArguments", "EncoderOverrides", "EncodingArguments", "ArgumentError", "check_at_least",
+           "check_choice", "DTYPES", "DEVICE_HELP"]
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (a GPU when there is one)"
@@ -36,6 +37,13 @@ class ModelLoadArguments:
     trust_remote_code: bool = field(default=False, metadata={
         "help": "allow a model folder's own Python code to run (Dream and LLaDA checkpoints ship theirs), "
                 "as in transformers"})
+
+    def check_model_load(self) -> None:
+        """Fail fast on a bad --device (a malformed one, or cuda without CUDA) or --dtype, before any work."""
+        from diffret_pyserini.backbones.load import default_device
+
+        default_device(self.device)
+        check_choice("dtype", self.dtype, DTYPES)
 
     def load_options(self) -> dict:
         """Keyword arguments for `encoder_spec.get_encoder` / `load_backbone` (defaults left out)."""
@@ -63,10 +71,16 @@ def _settings(self) -> dict:
     return {f.name: getattr(self, f.name) for f in fields(EncoderSettings) if getattr(self, f.name) is not None}
 
 
+def _check_settings(self) -> None:
+    """The overrides checked by EncoderSettings itself (one rule per setting, declared there)."""
+    EncoderSettings(**self.settings())
+
+
 # Derived, not declared: a new EncoderSettings field becomes a flag of every CLI and a spec key at once.
 EncoderOverrides = make_dataclass(
     "EncoderOverrides", [_optional_setting(f) for f in fields(EncoderSettings)],
-    namespace={"settings": _settings, "__doc__": "EncoderSettings fields as optional overrides."})
+    namespace={"settings": _settings, "check_settings": _check_settings,
+               "__doc__": "EncoderSettings fields as optional overrides."})
 EncoderOverrides.__module__ = __name__
 
 
@@ -75,3 +89,21 @@ class EncodingArguments:
     """How a corpus goes through the encoder."""
 
     batch_size: int = field(default=32, metadata={"help": "texts per forward pass"})
+
+    def check_encoding(self) -> None:
+        check_at_least("batch_size", self.batch_size, 1)
+
+
+def check_at_least(name: str, value, low: int) -> None:
+    """One line naming the flag when `value` is not an integer >= `low`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ArgumentError(f"--{name} {value!r}: must be an integer >= {low}")
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ArgumentError(f"--{name} {value!r}: must be one of {', '.join(map(str, choices))}")
+
+
+class ArgumentError(ValueError):
+    """A bad flag value, in one line naming the flag and what is allowed."""

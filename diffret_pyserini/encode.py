@@ -20,7 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from diffret_pyserini.arguments import EncoderOverrides, EncodingArguments, ModelLoadArguments
+from diffret_pyserini.arguments import (ArgumentError, EncoderOverrides, EncodingArguments, ModelLoadArguments,
+                                        check_at_least)
 from diffret_pyserini.cli import configure_logging, guarded, pop_debug
 from diffret_pyserini.encoder import REPRESENTATIONS
 
@@ -101,13 +102,35 @@ def make_encoder(args: EncoderCommand):
     return get_encoder(args.model, device=args.device, **load, **args.settings())
 
 
+def validate(args: dict) -> None:
+    """Every flag checked before the model loads or a document is read."""
+    inp, out, enc = args["input"], args["output"], args["encoder"]
+    enc.check_model_load()
+    enc.check_settings()
+    enc.check_encoding()
+    if enc.max_length is not None:
+        check_at_least("max_length", enc.max_length, 1)
+    check_at_least("chunk-size", out.chunk_size, 1)
+    check_at_least("shard-num", inp.shard_num, 1)
+    if not 0 <= inp.shard_id < inp.shard_num:
+        raise ArgumentError(f"--shard-id {inp.shard_id}: must be in [0, {inp.shard_num - 1}] (--shard-num "
+                            f"{inp.shard_num})")
+
+
 def run(args: dict) -> dict:
     """Encode what `args` (from `parse_args`) names; returns {output name: path}."""
+    from dataclasses import replace
+
     from diffret_pyserini.datasets import load_queries
     from diffret_pyserini.encode_jobs import encode_corpus, encode_queries
+    from diffret_pyserini.encoder import DiffRetEncoder
 
+    validate(args)
     inp, out, enc = args["input"], args["output"], args["encoder"]
     encoder = make_encoder(enc)
+    role_length = "query_max_length" if inp.topics else "passage_max_length"
+    checked = replace(encoder.settings, **{role_length: enc.max_length}) if enc.max_length else encoder.settings
+    DiffRetEncoder(encoder.backbone, checked).check_lengths()
     if inp.topics:
         return encode_queries(encoder, load_queries(inp.topics), out.embeddings, out.representations,
                               enc.batch_size)

@@ -16,7 +16,20 @@ from diffret_pyserini.backbones.base import Backbone
 from diffret_pyserini.prompts import PromptBuilder, load_templates
 from diffret_pyserini.representations import REPRESENTATIONS
 
-__all__ = ["REPRESENTATIONS", "EncoderSettings", "EncodedBatch", "DiffRetEncoder"]
+__all__ = ["REPRESENTATIONS", "EncoderSettings", "EncodedBatch", "DiffRetEncoder", "SettingError"]
+
+
+class SettingError(ValueError):
+    """A bad encoder setting, in one line naming the flag (`--kq 0: must be an integer >= 1`)."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(name: str, value, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise SettingError(f"--{name} {value!r}: {allowed}")
 
 
 def _setting(default, help: str, **metadata):
@@ -44,6 +57,20 @@ class EncoderSettings:
     chat_template: bool | None = _setting(None, "use the tokenizer's chat template (default: when it has one)")
     style: str = _setting("auto", "prompt wording: single, multi, or auto (single when K == 1)",
                           choices=["auto", "single", "multi"])
+
+    def __post_init__(self) -> None:
+        """Every setting checked where it is declared, so a bad value fails on construction, before any work,
+        whether it came from a flag, a spec string or a saved diffret_config.json."""
+        for name in ("kq", "kp", "query_max_length", "passage_max_length"):
+            _require(name, getattr(self, name), _is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                     "must be an integer >= 1")
+        _require("top_n", self.top_n, self.top_n is None or (_is_int(self.top_n) and self.top_n >= 1),
+                 "must be an integer >= 1 (or None: keep every vocabulary entry)")
+        _require("scale", self.scale, isinstance(self.scale, (int, float)) and self.scale > 0, "must be > 0")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                _require(f.name, getattr(self, f.name), False, f"must be one of {', '.join(choices)}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "EncoderSettings":
@@ -100,6 +127,21 @@ class DiffRetEncoder:
                 self.backbone.tokenizer, self.templates[role][style], k, self.backbone.slot_id, max_length,
                 self.backbone.pad_id, self.settings.chat_template, with_slots=self.backbone.one_pass)
         return self._builders[key]
+
+    def check_lengths(self) -> None:
+        """Raise SettingError when a role's longest prompt (template + max text + K slots, or + K generated
+        tokens on a causal backbone) exceeds the model's position limit: found before encoding, not as a
+        tensor-size error in the middle of a corpus."""
+        limit = self.backbone.max_positions
+        if limit is None:
+            return
+        for role, flag in (("query", "query_max_length"), ("passage", "passage_max_length")):
+            k, text = self.k_for(role), self.max_length_for(role)
+            prompt = int(self.builder(role).build([""]).input_ids.shape[1])  # template (+ slots), empty text
+            total = prompt + text + (0 if self.backbone.one_pass else k)
+            if total > limit:
+                _require(flag, text, False, f"the prompt ({prompt} tokens with {k} slots) plus {text} text tokens "
+                         f"is {total} positions, over the model's limit of {limit}")
 
     @property
     def terms(self) -> R.TermVocabulary:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from diffret_pyserini.arguments import EncoderOverrides, EncodingArguments, ModelLoadArguments
+from diffret_pyserini.arguments import (ArgumentError, EncoderOverrides, EncodingArguments, ModelLoadArguments,
+                                        check_at_least, check_choice)
 from diffret_pyserini.systems import SYSTEMS
 
 FINETUNE_CHOICES = ("auto", "yes", "no")
@@ -29,3 +30,19 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
                 "report it beside the zero-shot systems: 'auto' (the embedded default model on a corpus with "
                 "titles), 'yes', 'no'. Trained once, cached by content.", "choices": list(FINETUNE_CHOICES)})
     force: bool = field(default=False, metadata={"help": "redo every stage"})
+
+    def validate(self) -> None:
+        """Every flag checked before any index or encoding work; one line naming the flag on the first bad one."""
+        self.check_model_load()
+        self.check_settings()
+        self.check_encoding()
+        check_at_least("hits", self.hits, 1)
+        check_at_least("threads", self.threads, 1)
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
+            raise ArgumentError(f"--alpha {self.alpha!r}: must be a number in [0, 1] (the sparse seat's weight)")
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if unknown:
+            raise ArgumentError(f"--systems: unknown system {unknown[0]!r}; choose from {SYSTEMS}")
+        if not self.systems:
+            raise ArgumentError(f"--systems: none given; choose from {SYSTEMS}")
+        check_choice("finetune", self.finetune, FINETUNE_CHOICES)

@@ -119,12 +119,15 @@ def wants_finetune(args: PipelineArguments, dataset) -> bool:
 
 def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     """Run every stage; returns {system: {metric: value}} (fine-tuned systems prefixed 'ft-')."""
+    from diffret_pyserini.encoder_spec import get_encoder
     from diffret_pyserini.evaluation import format_table, write_report
 
+    args.validate()  # every flag, then every input file, then the model: all before any index or encoding
     dataset = resolve_dataset(args.dataset)
     for warning in check_dataset(dataset):
         log.warning(f"warning: {warning}")
     topics = {qid: normalize_text(text) for qid, text in load_queries(dataset.queries_path).items()}
+    get_encoder(args.model, device=args.device, **args.load_options(), **args.settings()).check_lengths()
     key = dataset_key(dataset)
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)
     models = [("", args.model)]

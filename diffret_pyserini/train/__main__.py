@@ -22,9 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
     from diffret_pyserini.train.trainer import train
 
+    def validate(model_args: ModelArguments, *_) -> None:
+        model_args.check_model_load()
+        model_args.check_settings()
+
     set_offline_env()
     return run_dataclass_cli((ModelArguments, DataArguments, TrainingArguments), train,
-                             "python -m diffret_pyserini.train", __doc__, argv, print_result=True)
+                             "python -m diffret_pyserini.train", __doc__, argv, print_result=True,
+                             validate=validate)
 
 if __name__ == "__main__":
     sys.exit(main())
