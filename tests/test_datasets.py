@@ -201,6 +201,48 @@ def test_qrels_formats_and_errors(tmp_path):
     expect_error(lambda: load_qrels(empty), empty, None, None, "no judgements")
 
 
+@pytest.mark.parametrize("grade, words", [
+    ("1.5", "'1.5' is not an integer"), ("x", "'x' is not an integer"), ("1e3", "'1e3' is not an integer"),
+    ("1_0", "'1_0' is not an integer"), ("\u0661", "is not an integer"),  # int() would take both of these
+    ("99999999999", "out of range"),
+])
+def test_qrels_grades_must_be_integers(tmp_path, grade, words):
+    path = write_lines(tmp_path / "qrels.tsv", ["q1\td1\t1", f"q1\td2\t{grade}"])
+    expect_error(lambda: load_qrels(path), path, 2, "relevance", words)
+
+
+def test_qrels_bom_crlf_header_rules(tmp_path):
+    want = {"q1": {"d1": 1, "d2": 0}, "q2": {"d1": -1}}
+    body = ["q1\td1\t1", "q1\td2\t0", "", "q2\td1\t-1"]
+    for name, head in (("plain", []), ("header", ["query-id\tcorpus-id\tscore"])):
+        for bom in (b"", b"\xef\xbb\xbf"):
+            for eol in (b"\n", b"\r\n"):
+                path = tmp_path / f"{name}-{len(bom)}-{len(eol)}.tsv"
+                path.write_bytes(bom + b"".join(x.encode() + eol for x in head + body))
+                assert load_qrels(path) == want, path.name
+    # a qid that merely looks like a header word is data when its grade is a number
+    assert load_qrels(write_lines(tmp_path / "q.tsv", ["query d1 1"])) == {"query": {"d1": 1}}
+    late = write_lines(tmp_path / "late.tsv", ["q1\td1\t1", "query-id\tcorpus-id\tscore"])
+    expect_error(lambda: load_qrels(late), late, 2, "relevance", "'score' is not an integer")
+    glued = write_lines(tmp_path / "glued.tsv", ["q1\td1\t1", "\ufeffq2\td1\t1"])
+    expect_error(lambda: load_qrels(glued), glued, 2, None, "byte-order mark")
+
+
+def test_check_dataset_raises_what_evaluation_would(tmp_path):
+    d = tmp_path / "ds"
+    (d / "qrels").mkdir(parents=True)
+    write_lines(d / "corpus.jsonl", [doc("d1"), doc("d2")])
+    write_lines(d / "queries.jsonl", [json.dumps({"_id": "1", "text": "a"})])
+    qrels = write_lines(d / "qrels" / "test.tsv", ["1\td1\t1", "1\td2\t0.5"])
+    expect_error(lambda: check_dataset(resolve_dataset(d)), qrels, 2, "relevance", "'0.5' is not an integer")
+    write_lines(qrels, ["1\td1\t1", "1 0 d2 1"])
+    expect_error(lambda: check_dataset(resolve_dataset(d)), qrels, 2, None, "expected 3 columns")
+    # without qrels the corpus is still read in full: a bad last line fails here, not at indexing
+    qrels.unlink()
+    corpus = write_lines(d / "corpus.jsonl", [doc("d1"), '{"_id": "d2"}'])
+    expect_error(lambda: check_dataset(resolve_dataset(d)), corpus, 2, "text", "missing text field")
+
+
 # -- datasets ----------------------------------------------------------------------------------------------
 def test_packaged_cacm():
     ds = resolve_dataset("cacm")
