@@ -363,14 +363,49 @@ def _examples(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
 
 
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def _id_key(ident: str) -> str:
+    """An id as compared when looking for format mismatches: case folded, numbers without leading zeros."""
+    return _NUMBER.sub(lambda m: m.group().lstrip("0") or "0", ident.casefold())
+
+
+def _format_matches(missing: list[str], docids: set[str]) -> dict[str, str]:
+    """``{missing id: corpus id}`` for missing ids that equal a corpus id up to zero padding and case (the
+    smallest such corpus id, so the message is stable)."""
+    wanted: dict[str, list[str]] = {}
+    for m in missing:
+        wanted.setdefault(_id_key(m), []).append(m)
+    found: dict[str, str] = {}
+    for d in docids:  # normalising the corpus ids costs a pass over them, only paid when ids are missing
+        key = _id_key(d)
+        if key in wanted and (key not in found or d < found[key]):
+            found[key] = d
+    return {m: found[_id_key(m)] for m in missing if _id_key(m) in found}
+
+
+def _missing_docids_warning(qrels_path: Path, missing: list[str], docids: set[str]) -> str:
+    msg = f"{qrels_path}: {len(missing)} judged docids are not in the corpus ({_examples(missing)})"
+    matches = _format_matches(missing, docids)
+    if not matches:
+        return msg + "; they can never be retrieved"
+    pairs = _examples([f"{m} -> {d}" for m, d in matches.items()], 3)
+    msg += f"; {len(matches)} of them match corpus ids after zero padding/case ({pairs})"
+    if 2 * len(matches) > len(missing):
+        return msg + ": likely an id format mismatch"
+    return msg + "; the others can never be retrieved"
+
+
 def check_dataset(dataset: Dataset) -> list[str]:
     """Consistency warnings (not errors); raises DatasetError on any unreadable or malformed file.
 
     Run it before any indexing: it reads the queries, the qrels and the whole corpus with the very readers
     that indexing, search and evaluation use, so a bad file fails here, not after hours of encoding (the
-    corpus is streamed, only its ids are kept). Warns about qrels docids absent from the corpus, queries
-    without qrels (searched, but trec_eval leaves them out of averages), qrels for unknown queries, and
-    all-digit query ids with leading zeros (Pyserini's ``--topics`` reader turns "007" into 7).
+    corpus is streamed, only its ids are kept). Warns about qrels docids absent from the corpus (saying when
+    they match corpus ids up to zero padding or case: an id format mismatch), queries without qrels
+    (searched, but trec_eval leaves them out of averages), qrels for unknown queries, and all-digit query
+    ids with leading zeros (Pyserini's ``--topics`` reader turns "007" into 7).
     """
     warnings: list[str] = []
     queries = load_queries(dataset.queries_path)
@@ -386,8 +421,7 @@ def check_dataset(dataset: Dataset) -> list[str]:
         return warnings
     missing_docs = sorted({d for judged in qrels.values() for d in judged if d not in docids})
     if missing_docs:
-        warnings.append(f"{dataset.qrels_path}: {len(missing_docs)} judged docids are not in the corpus "
-                        f"({_examples(missing_docs)}); they can never be retrieved")
+        warnings.append(_missing_docids_warning(dataset.qrels_path, missing_docs, docids))
     unjudged = [q for q in queries if q not in qrels]
     if unjudged:
         warnings.append(f"{dataset.queries_path}: {len(unjudged)} of {len(queries)} queries have no qrels "
