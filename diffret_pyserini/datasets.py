@@ -263,33 +263,55 @@ def load_queries(path: str | os.PathLike) -> dict[str, str]:
 
 
 _QRELS_HEADERS = {"query-id", "query_id", "qid", "query"}
+_GRADE = re.compile(r"[+-]?[0-9]+")  # ASCII only: int() would also take "1_0" or Arabic-Indic digits
+_MAX_GRADE = 2**31 - 1
+
+
+def _grade(path: Path, lineno: int, rel: str) -> int:
+    if not _GRADE.fullmatch(rel):
+        raise DatasetError(path, f"relevance {rel!r} is not an integer", line=lineno, field="relevance")
+    value = int(rel)
+    if abs(value) > _MAX_GRADE:  # trec_eval parses grades with C's atol: beyond that the value is undefined
+        raise DatasetError(path, f"relevance {rel} is out of range", line=lineno, field="relevance")
+    return value
 
 
 def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """``{qid: {docid: relevance}}`` from BEIR TSV (``query-id corpus-id score``, header optional) or TREC
-    qrels (``qid iter docid rel``). The column count is fixed by the first data line."""
+    qrels (``qid iter docid rel``), in file order (qids by first appearance, docids in line order).
+
+    This is the only qrels reader: :func:`check_dataset` and ``evaluation.convert_qrels`` (what trec_eval
+    reads) both use it, so a file is either rejected up front or evaluated exactly as validated. A UTF-8 BOM,
+    blank lines, CRLF and a gzip suffix are accepted. The header, if any, must be the first non-blank line.
+    The column count is fixed by the first data line. Grades must be integers; a negative grade means judged
+    non-relevant, exactly like 0 (``convert_qrels`` writes it as 0). Repeated identical judgements are kept
+    once; conflicting ones are an error.
+    """
     p = Path(path)
     if not p.is_file():
         raise DatasetError(p, "no such file")
     qrels: dict[str, dict[str, int]] = {}
     ncols = None
+    first = True
     for lineno, line in enumerate(_read_text(p).split("\n"), 1):
         cols = line.split()
         if not cols:
             continue
-        if ncols is None and cols[0].lower() in _QRELS_HEADERS:
-            continue  # BEIR header
+        if "\ufeff" in line:
+            # A BOM past the start (concatenated files) would glue itself to an id: a phantom query or document.
+            raise DatasetError(p, "byte-order mark (U+FEFF) inside the file; were files concatenated?",
+                               line=lineno)
+        header = first and cols[0].lower() in _QRELS_HEADERS and not _GRADE.fullmatch(cols[-1])
+        first = False
+        if header:
+            continue
         if ncols is None:
             if len(cols) not in (3, 4):
                 raise DatasetError(p, f"expected 3 (BEIR) or 4 (TREC) columns, found {len(cols)}", line=lineno)
             ncols = len(cols)
         elif len(cols) != ncols:
             raise DatasetError(p, f"expected {ncols} columns like the first line, found {len(cols)}", line=lineno)
-        qid, docid, rel = cols[0], cols[-2], cols[-1]
-        try:
-            value = int(rel)
-        except ValueError:
-            raise DatasetError(p, f"relevance {rel!r} is not an integer", line=lineno, field="relevance") from None
+        qid, docid, value = cols[0], cols[-2], _grade(p, lineno, cols[-1])
         judged = qrels.setdefault(qid, {})
         if judged.get(docid, value) != value:
             raise DatasetError(p, f"conflicting judgements for ({qid}, {docid})", line=lineno, field="relevance")
@@ -344,12 +366,49 @@ def _examples(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
 
 
-def check_dataset(dataset: Dataset) -> list[str]:
-    """Consistency warnings (not errors); raises DatasetError on unreadable files or an empty queries file.
+_NUMBER = re.compile(r"[0-9]+")
 
-    Reads the whole corpus once (streaming, ids only kept). Warns about qrels docids absent from the corpus,
-    queries without qrels (searched, but trec_eval leaves them out of averages), qrels for unknown queries,
-    and all-digit query ids with leading zeros (Pyserini's ``--topics`` reader turns "007" into 7).
+
+def _id_key(ident: str) -> str:
+    """An id as compared when looking for format mismatches: case folded, numbers without leading zeros."""
+    return _NUMBER.sub(lambda m: m.group().lstrip("0") or "0", ident.casefold())
+
+
+def _format_matches(missing: list[str], docids: set[str]) -> dict[str, str]:
+    """``{missing id: corpus id}`` for missing ids that equal a corpus id up to zero padding and case (the
+    smallest such corpus id, so the message is stable)."""
+    wanted: dict[str, list[str]] = {}
+    for m in missing:
+        wanted.setdefault(_id_key(m), []).append(m)
+    found: dict[str, str] = {}
+    for d in docids:  # normalising the corpus ids costs a pass over them, only paid when ids are missing
+        key = _id_key(d)
+        if key in wanted and (key not in found or d < found[key]):
+            found[key] = d
+    return {m: found[_id_key(m)] for m in missing if _id_key(m) in found}
+
+
+def _missing_docids_warning(qrels_path: Path, missing: list[str], docids: set[str]) -> str:
+    msg = f"{qrels_path}: {len(missing)} judged docids are not in the corpus ({_examples(missing)})"
+    matches = _format_matches(missing, docids)
+    if not matches:
+        return msg + "; they can never be retrieved"
+    pairs = _examples([f"{m} -> {d}" for m, d in matches.items()], 3)
+    msg += f"; {len(matches)} of them match corpus ids after zero padding/case ({pairs})"
+    if 2 * len(matches) > len(missing):
+        return msg + ": likely an id format mismatch"
+    return msg + "; the others can never be retrieved"
+
+
+def check_dataset(dataset: Dataset) -> list[str]:
+    """Consistency warnings (not errors); raises DatasetError on any unreadable or malformed file.
+
+    Run it before any indexing: it reads the queries, the qrels and the whole corpus with the very readers
+    that indexing, search and evaluation use, so a bad file fails here, not after hours of encoding (the
+    corpus is streamed, only its ids are kept). Warns about qrels docids absent from the corpus (saying when
+    they match corpus ids up to zero padding or case: an id format mismatch), queries without qrels
+    (searched, but trec_eval leaves them out of averages), qrels for unknown queries, and all-digit query
+    ids with leading zeros (Pyserini's ``--topics`` reader turns "007" into 7).
     """
     warnings: list[str] = []
     queries = load_queries(dataset.queries_path)
@@ -358,15 +417,14 @@ def check_dataset(dataset: Dataset) -> list[str]:
         warnings.append(f"{dataset.queries_path}: {len(padded)} query ids are digits with leading zeros "
                         f"({_examples(padded)}); Pyserini's --topics reader turns them into integers, so run "
                         "files would not match the qrels; search through the Python API instead")
-    if dataset.qrels_path is None:
+    qrels = None if dataset.qrels_path is None else load_qrels(dataset.qrels_path)  # before the long read
+    docids = {doc.docid for doc in iter_corpus(dataset.corpus_path)}
+    if qrels is None:
         warnings.append(f"{dataset.name}: no qrels file; runs can be made but not evaluated")
         return warnings
-    qrels = load_qrels(dataset.qrels_path)
-    docids = {doc.docid for doc in iter_corpus(dataset.corpus_path)}
     missing_docs = sorted({d for judged in qrels.values() for d in judged if d not in docids})
     if missing_docs:
-        warnings.append(f"{dataset.qrels_path}: {len(missing_docs)} judged docids are not in the corpus "
-                        f"({_examples(missing_docs)}); they can never be retrieved")
+        warnings.append(_missing_docids_warning(dataset.qrels_path, missing_docs, docids))
     unjudged = [q for q in queries if q not in qrels]
     if unjudged:
         warnings.append(f"{dataset.queries_path}: {len(unjudged)} of {len(queries)} queries have no qrels "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from diffret_pyserini.atomic import atomic_write_bytes, atomic_write_text
+from diffret_pyserini.datasets import load_qrels
 
 __all__ = [
     "DEFAULT_METRICS", "evaluate_run", "display_name", "convert_qrels", "write_metrics", "read_metrics",
@@ -61,32 +62,17 @@ def _merge_cutoffs(metrics: Sequence[str]) -> list[str]:
 
 
 def convert_qrels(qrels_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """Write ``qrels_path`` as TREC qrels (``qid 0 docid rel``) to ``out_path``.
+    """Write ``qrels_path`` as TREC qrels (``qid 0 docid rel``) to ``out_path``, atomically.
 
-    Accepts BEIR TSV (``query-id corpus-id score``, header optional) and TREC qrels (4 columns, copied as-is).
+    Reads with :func:`diffret_pyserini.datasets.load_qrels`, the reader ``check_dataset`` validates with, so
+    BOM, blank lines, CRLF, header and grade rules are the same everywhere; problems raise its one-line
+    ``DatasetError``. Judgements come out in file order (qids by first appearance, then their docids).
+    A negative grade is written as 0: to trec_eval a negative value means "pooled but unjudged" (bpref,
+    infAP), while our qrels rule is that it is judged non-relevant, like 0.
     """
-    lines = []
-    with open(qrels_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) == 4:
-                lines.append(" ".join(parts) + "\n")
-            elif len(parts) == 3:
-                qid, docid, rel = parts
-                try:
-                    rel_value = int(float(rel))
-                except ValueError:
-                    if lineno == 1:  # BEIR header "query-id corpus-id score"
-                        continue
-                    raise ValueError(f"{qrels_path}:{lineno}: relevance {rel!r} is not a number") from None
-                lines.append(f"{qid} 0 {docid} {rel_value}\n")
-            else:
-                raise ValueError(f"{qrels_path}:{lineno}: expected 3 (BEIR) or 4 (TREC) fields, got {len(parts)}")
-    if not lines:
-        raise ValueError(f"{qrels_path}: no judgements")
-    Path(out_path).write_text("".join(lines), encoding="utf-8")
+    qrels = load_qrels(qrels_path)
+    lines = [f"{qid} 0 {docid} {max(rel, 0)}\n" for qid, judged in qrels.items() for docid, rel in judged.items()]
+    atomic_write_text(out_path, "".join(lines))
     return Path(out_path)
 
 

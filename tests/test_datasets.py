@@ -201,6 +201,48 @@ def test_qrels_formats_and_errors(tmp_path):
     expect_error(lambda: load_qrels(empty), empty, None, None, "no judgements")
 
 
+@pytest.mark.parametrize("grade, words", [
+    ("1.5", "'1.5' is not an integer"), ("x", "'x' is not an integer"), ("1e3", "'1e3' is not an integer"),
+    ("1_0", "'1_0' is not an integer"), ("\u0661", "is not an integer"),  # int() would take both of these
+    ("99999999999", "out of range"),
+])
+def test_qrels_grades_must_be_integers(tmp_path, grade, words):
+    path = write_lines(tmp_path / "qrels.tsv", ["q1\td1\t1", f"q1\td2\t{grade}"])
+    expect_error(lambda: load_qrels(path), path, 2, "relevance", words)
+
+
+def test_qrels_bom_crlf_header_rules(tmp_path):
+    want = {"q1": {"d1": 1, "d2": 0}, "q2": {"d1": -1}}
+    body = ["q1\td1\t1", "q1\td2\t0", "", "q2\td1\t-1"]
+    for name, head in (("plain", []), ("header", ["query-id\tcorpus-id\tscore"])):
+        for bom in (b"", b"\xef\xbb\xbf"):
+            for eol in (b"\n", b"\r\n"):
+                path = tmp_path / f"{name}-{len(bom)}-{len(eol)}.tsv"
+                path.write_bytes(bom + b"".join(x.encode() + eol for x in head + body))
+                assert load_qrels(path) == want, path.name
+    # a qid that merely looks like a header word is data when its grade is a number
+    assert load_qrels(write_lines(tmp_path / "q.tsv", ["query d1 1"])) == {"query": {"d1": 1}}
+    late = write_lines(tmp_path / "late.tsv", ["q1\td1\t1", "query-id\tcorpus-id\tscore"])
+    expect_error(lambda: load_qrels(late), late, 2, "relevance", "'score' is not an integer")
+    glued = write_lines(tmp_path / "glued.tsv", ["q1\td1\t1", "\ufeffq2\td1\t1"])
+    expect_error(lambda: load_qrels(glued), glued, 2, None, "byte-order mark")
+
+
+def test_check_dataset_raises_what_evaluation_would(tmp_path):
+    d = tmp_path / "ds"
+    (d / "qrels").mkdir(parents=True)
+    write_lines(d / "corpus.jsonl", [doc("d1"), doc("d2")])
+    write_lines(d / "queries.jsonl", [json.dumps({"_id": "1", "text": "a"})])
+    qrels = write_lines(d / "qrels" / "test.tsv", ["1\td1\t1", "1\td2\t0.5"])
+    expect_error(lambda: check_dataset(resolve_dataset(d)), qrels, 2, "relevance", "'0.5' is not an integer")
+    write_lines(qrels, ["1\td1\t1", "1 0 d2 1"])
+    expect_error(lambda: check_dataset(resolve_dataset(d)), qrels, 2, None, "expected 3 columns")
+    # without qrels the corpus is still read in full: a bad last line fails here, not at indexing
+    qrels.unlink()
+    corpus = write_lines(d / "corpus.jsonl", [doc("d1"), '{"_id": "d2"}'])
+    expect_error(lambda: check_dataset(resolve_dataset(d)), corpus, 2, "text", "missing text field")
+
+
 # -- datasets ----------------------------------------------------------------------------------------------
 def test_packaged_cacm():
     ds = resolve_dataset("cacm")
@@ -213,12 +255,46 @@ def test_packaged_cacm():
     qrels = load_qrels(ds.qrels_path)
     assert len(qrels) == 52 and sum(len(v) for v in qrels.values()) == 796
     warnings = check_dataset(ds)
-    # Inherited from Anserini's qrels.cacm.txt: corpus ids are zero-padded (CACM-0046) but 55 judgements
-    # name unpadded ids (CACM-46), so 46 distinct judged docs can never be retrieved. Kept as shipped so
-    # figures stay comparable with Anserini's regression; check_dataset reports it.
-    assert len(warnings) == 2
-    assert "46 judged docids are not in the corpus (CACM-115, CACM-117" in warnings[0]
-    assert "12 of 64 queries have no qrels" in warnings[1] and "trec_eval ignores them" in warnings[1]
+    # Since 0e883dc the packaged qrels pad the 55 judgements that Anserini's qrels.cacm.txt names without zero
+    # padding (CACM-46 for the corpus's CACM-0046): every judged id is a corpus id, so no missing-docid warning.
+    corpus_ids = {d.docid for d in docs}
+    assert all(docid in corpus_ids for judged in qrels.values() for docid in judged)
+    assert not any("judged docids" in w for w in warnings), warnings
+    assert len(warnings) == 1
+    assert "12 of 64 queries have no qrels" in warnings[0] and "trec_eval ignores them" in warnings[0]
+
+
+@pytest.mark.skipif(not CACM_ORIGINAL.is_dir(), reason="CACM original files absent")
+def test_cacm_original_qrels_flag_the_padding_mismatch():
+    packaged = resolve_dataset("cacm")
+    ds = Dataset("cacm-anserini-qrels", packaged.corpus_path, packaged.queries_path,
+                 CACM_ORIGINAL / "qrels.cacm.txt")
+    w = [x for x in check_dataset(ds) if "judged docids" in x]
+    assert len(w) == 1 and "\n" not in w[0]
+    # Anserini's file: 55 judgements name 46 distinct unpadded ids, all of them padded in the corpus
+    assert "46 judged docids are not in the corpus (CACM-115, CACM-117" in w[0]
+    assert "46 of them match corpus ids after zero padding/case (CACM-115 -> CACM-0115" in w[0]
+    assert w[0].endswith(": likely an id format mismatch")
+
+
+def test_check_dataset_names_id_format_mismatch(tmp_path):
+    d = tmp_path / "planted"
+    (d / "qrels").mkdir(parents=True)
+    write_lines(d / "corpus.jsonl", [doc(f"DOC-{i:04d}") for i in range(1, 30)] + [doc("Alpha-7")])
+    write_lines(d / "queries.jsonl", [json.dumps({"_id": "1", "text": "a"})])
+    # 7 missing: 5 match up to padding/case (DOC-12 and DOC-012 both), DOC-46 and ghost-1 match nothing
+    judged = ["DOC-3", "DOC-46", "doc-0007", "DOC-12", "DOC-012", "alpha-07", "ghost-1", "DOC-0001", "Alpha-7"]
+    write_lines(d / "qrels" / "test.tsv", [f"1\t{x}\t1" for x in judged])
+    w = check_dataset(resolve_dataset(d))
+    assert len(w) == 1 and "\n" not in w[0]
+    assert w[0] == (f"{d / 'qrels' / 'test.tsv'}: 7 judged docids are not in the corpus (DOC-012, DOC-12, DOC-3, "
+                    "DOC-46, alpha-07, ...); 5 of them match corpus ids after zero padding/case (DOC-012 -> "
+                    "DOC-0012, DOC-12 -> DOC-0012, DOC-3 -> DOC-0003, ...): likely an id format mismatch")
+    # a minority of matches is still named, without calling it a format mismatch
+    write_lines(d / "qrels" / "test.tsv", ["1\tDOC-3\t1", "1\tx1\t1", "1\tx2\t1", "1\tx3\t1"])
+    w = check_dataset(resolve_dataset(d))
+    assert w[0].endswith("4 judged docids are not in the corpus (DOC-3, x1, x2, x3); 1 of them match corpus ids "
+                         "after zero padding/case (DOC-3 -> DOC-0003); the others can never be retrieved")
 
 
 def test_resolve_layouts_and_check(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from diffret_pyserini.datasets import DatasetError, load_qrels
 from diffret_pyserini.evaluation import (
     convert_qrels, display_name, evaluate_run, format_table, plot_metrics, read_metrics, write_metrics,
 )
@@ -51,6 +52,69 @@ def test_convert_beir_qrels(tmp_path):
     assert convert_qrels(tmp_path / "q.tsv", tmp_path / "out").read_text() == "1 0 D1 1\n1 0 D2 0\n"
     (tmp_path / "t.txt").write_text("1 0 D1 2\n")
     assert convert_qrels(tmp_path / "t.txt", tmp_path / "out2").read_text() == "1 0 D1 2\n"
+
+
+def test_convert_qrels_uses_load_qrels(tmp_path):
+    # file order kept: qids by first appearance, then their docids; duplicates once; TREC iter column -> 0
+    (tmp_path / "t.txt").write_bytes(b"\xef\xbb\xbfq2 Q0 d5 1\r\nq1 0 d1 1\r\n\r\nq2 0 d3 0\r\nq2 0 d5 1\r\n")
+    out = convert_qrels(tmp_path / "t.txt", tmp_path / "sub" / "qrels.txt")
+    assert out.read_text() == "q2 0 d5 1\nq2 0 d3 0\nq1 0 d1 1\n"
+    assert [p.name for p in out.parent.iterdir()] == ["qrels.txt"]  # written atomically, no temp left
+    # the same one-line errors as load_qrels (check_dataset), not a second set of rules
+    for i, (content, words) in enumerate([("q1\td1\t1.5\n", "'1.5' is not an integer"),
+                                          ("q1\td1\t1\nq1\td2\tx\n", "'x' is not an integer"),
+                                          ("q1\td1\t1\nq1 d2\n", "expected 3 columns")]):
+        bad = tmp_path / f"bad{i}.tsv"
+        bad.write_text(content)
+        with pytest.raises(DatasetError) as info:
+            convert_qrels(bad, tmp_path / "never.txt")
+        with pytest.raises(DatasetError) as again:
+            load_qrels(bad)
+        assert str(info.value) == str(again.value) and words in str(info.value)
+        assert str(info.value).startswith(f"{bad}:{info.value.line}: ")
+    assert not (tmp_path / "never.txt").exists()
+
+
+# q1 judged {d1: 1, d3: 2, d2: 0}, q2 judged {d9: 1}. q1's first judgement is the one a BOM used to steal.
+JUDGEMENTS = [("q1", "d1", "1"), ("q1", "d3", "2"), ("q1", "d2", "0"), ("q2", "d9", "1")]
+QRELS_FORMATS = {
+    "beir-no-header": [f"{q}\t{d}\t{r}" for q, d, r in JUDGEMENTS],
+    "beir-header": ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{r}" for q, d, r in JUDGEMENTS],
+    "trec": [f"{q} 0 {d} {r}" for q, d, r in JUDGEMENTS],
+}
+METRICS = ("ndcg_cut.10", "map", "recall.100", "P.5", "bpref")
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    return write_trec_run({"q1": [("d1", 3.0), ("d2", 2.0), ("d3", 1.0)], "q2": [("d8", 1.0)]},
+                          tmp_path_factory.mktemp("run") / "run.txt")
+
+
+@pytest.mark.parametrize("fmt", list(QRELS_FORMATS))
+def test_bom_and_crlf_do_not_change_metrics(tmp_path, small_run, fmt):
+    lines = QRELS_FORMATS[fmt]
+    variants = {"plain": ("\n", b""), "bom": ("\n", b"\xef\xbb\xbf"), "crlf": ("\r\n", b""),
+                "bom+crlf": ("\r\n", b"\xef\xbb\xbf")}
+    got = {}
+    for name, (eol, bom) in variants.items():
+        path = tmp_path / f"qrels-{name}.txt"
+        path.write_bytes(bom + "".join(line + eol for line in lines).encode())
+        got[name] = evaluate_run(path, small_run, metrics=METRICS)  # real trec_eval, no mocks
+    assert got["bom"] == got["plain"] and got["crlf"] == got["plain"] and got["bom+crlf"] == got["plain"]
+    # and right, not just equal: AP(q1) = (1/1 + 2/3) / 2, q2 retrieves nothing relevant (a phantom "\ufeffq1"
+    # query would have added a third query to the average and taken d1 from q1)
+    assert got["plain"]["MAP"] == pytest.approx((1 + 2 / 3) / 2 / 2, abs=1e-4)
+    assert got["plain"]["R@100"] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_negative_grade_is_judged_non_relevant(tmp_path, small_run):
+    zero, minus = tmp_path / "zero.tsv", tmp_path / "minus.tsv"
+    zero.write_text("".join(f"{q}\t{d}\t{r}\n" for q, d, r in JUDGEMENTS))
+    minus.write_text(zero.read_text().replace("q1\td2\t0", "q1\td2\t-1"))
+    assert load_qrels(minus)["q1"]["d2"] == -1
+    # bpref included: fed a raw -1, trec_eval would count d2 as unjudged there (0.5 instead of 0.25)
+    assert evaluate_run(minus, small_run, metrics=METRICS) == evaluate_run(zero, small_run, metrics=METRICS)
 
 
 def test_evaluate_run_by_hand(tmp_path):
