@@ -7,15 +7,18 @@ subclasses the parts it needs, so `--kq` means the same thing, with the same hel
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import typing
 from dataclasses import dataclass, field, fields, make_dataclass
+from pathlib import Path
 from typing import Optional
 
 from diffret_pyserini.backbones.load import KINDS
 from diffret_pyserini.encoder import EncoderSettings
 
 __all__ = ["ModelLoadArguments", "EncoderOverrides", "EncodingArguments", "ArgumentError", "check_at_least",
-           "check_choice", "DTYPES", "DEVICE_HELP"]
+           "check_choice", "check_writable", "DTYPES", "DEVICE_HELP"]
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_HELP = "cpu, cuda, cuda:N or auto (a GPU when there is one)"
@@ -98,6 +101,20 @@ def check_at_least(name: str, value, low: int) -> None:
     """One line naming the flag when `value` is not an integer >= `low`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ArgumentError(f"--{name} {value!r}: must be an integer >= {low}")
+
+
+def check_writable(name: str, folder: str | os.PathLike) -> None:
+    """One line naming the flag when `folder` cannot be created or written (found before the work, not after)."""
+    path = Path(folder).resolve()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ArgumentError(f"--{name} {folder}: {existing} is not a folder")
+    try:  # a real probe: os.access says yes to root even where a write fails (read-only or immutable)
+        fd, probe = tempfile.mkstemp(prefix=".diffret-write-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ArgumentError(f"--{name} {folder}: cannot write in {existing} ({err.strerror})") from None
 
 
 def check_choice(name: str, value, choices) -> None:

@@ -6,6 +6,7 @@ DIFFRET_DEBUG=1) re-raises so the traceback shows. Anything else is a bug and ke
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import subprocess
@@ -49,6 +50,27 @@ class _ShortNameFormatter(logging.Formatter):
         return super().format(record)
 
 
+class OneLineErrors:
+    """Mixin for argparse parsers: a bad flag is `error: ...` in one line with exit 2, not a usage screen."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (--help lists the flags)\n")
+
+
+class OneLineArgumentParser(OneLineErrors, argparse.ArgumentParser):
+    """argparse.ArgumentParser with one-line errors."""
+
+
+def dataclass_parser(dataclass_types: Sequence[type], **kwargs):
+    """transformers.HfArgumentParser over `dataclass_types`, with one-line errors."""
+    from transformers import HfArgumentParser
+
+    class Parser(OneLineErrors, HfArgumentParser):
+        pass
+
+    return Parser(list(dataclass_types), **kwargs)
+
+
 def pop_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
     """`argv` without `--debug`, and whether tracebacks were asked for (flag or DIFFRET_DEBUG)."""
     rest = [a for a in argv if a != "--debug"]
@@ -74,11 +96,8 @@ def run_dataclass_cli(dataclass_types: Sequence[type], run: Callable[..., Any], 
                       validate: Callable[..., None] | None = None) -> int:
     """Parse `argv` into `dataclass_types` with HfArgumentParser, call `validate(*parsed)` then `run(*parsed)`
     inside the error boundary; 0 on success, 2 on a user error. `print_result` prints what `run` returns."""
-    from transformers import HfArgumentParser
-
     args, debug = pop_debug(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(list(dataclass_types), description=description)
-    parser.prog = prog
+    parser = dataclass_parser(dataclass_types, description=description, prog=prog)
     parsed = parser.parse_args_into_dataclasses(args=args)
     configure_logging()
 

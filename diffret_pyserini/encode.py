@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from diffret_pyserini.arguments import (ArgumentError, EncoderOverrides, EncodingArguments, ModelLoadArguments,
-                                        check_at_least)
-from diffret_pyserini.cli import configure_logging, guarded, pop_debug
+                                        check_at_least, check_writable)
+from diffret_pyserini.cli import OneLineArgumentParser, configure_logging, dataclass_parser, guarded, pop_debug
 from diffret_pyserini.encoder import REPRESENTATIONS
 
 
@@ -37,10 +37,8 @@ class EncoderCommand(EncodingArguments, EncoderOverrides, ModelLoadArguments):
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and one parser per sub-command (input, output, encoder)."""
-    from transformers import HfArgumentParser
-
-    parser = argparse.ArgumentParser(prog="python -m diffret_pyserini.encode", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m diffret_pyserini.encode", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(title="sub-commands")
     inp = commands.add_parser("input", help="what to encode")
     inp.add_argument("--corpus", help="jsonl file or folder of jsonl files (BEIR or Pyserini fields)")
@@ -58,7 +56,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     out.add_argument("--overwrite", action="store_true", help="discard earlier work made with other settings")
     out.add_argument("--chunk-size", type=int, default=1024,
                      help="documents per committed chunk: a killed run loses at most this many (default 1024)")
-    enc = HfArgumentParser(EncoderCommand, prog="python -m diffret_pyserini.encode encoder")
+    enc = dataclass_parser([EncoderCommand], prog="python -m diffret_pyserini.encode encoder")
     enc.add_argument("--no-content-filter", dest="content_filter", action="store_false", default=None,
                      help="same as --content_filter false")
     commands.add_parser("encoder", help="which model and settings (the flags every CLI of ours shares); "
@@ -111,6 +109,7 @@ def validate(args: dict) -> None:
     if enc.max_length is not None:
         check_at_least("max_length", enc.max_length, 1)
     check_at_least("chunk-size", out.chunk_size, 1)
+    check_writable("embeddings", out.embeddings)
     check_at_least("shard-num", inp.shard_num, 1)
     if not 0 <= inp.shard_id < inp.shard_num:
         raise ArgumentError(f"--shard-id {inp.shard_id}: must be in [0, {inp.shard_num - 1}] (--shard-num "

@@ -9,6 +9,11 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# File digests are cached per user (fingerprint.py); tests keep theirs in a throwaway folder.
+if "DIFFRET_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["DIFFRET_CACHE_DIR"] = tempfile.mkdtemp(prefix="diffret-test-cache-")
 
 import pytest  # noqa: E402
 

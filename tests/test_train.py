@@ -105,6 +105,16 @@ def test_full_weights_folder_layout(bert_run):
     assert not list(out.glob("checkpoint-*"))  # removed after the final save
 
 
+class PlantedCode:
+    """Unpickling this creates a marker file: stands for code planted in a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
 def test_resume_reaches_the_same_weights(tiny_model_dirs, tmp_path):
     docs, queries = synthetic(32, seed=2)
     data = write_train(tmp_path / "train.jsonl", docs, queries)
@@ -119,6 +129,14 @@ def test_resume_reaches_the_same_weights(tiny_model_dirs, tmp_path):
         run_train(tiny_model_dirs["bert"], data, tmp_path / "b", **kwargs)
     with pytest.raises(ValueError, match="other arguments"):
         run_train(tiny_model_dirs["bert"], data, tmp_path / "b", resume=True, **{**kwargs, "learning_rate": 1.0})
+    state_pt = resumed / "checkpoint-3" / "state.pt"
+    genuine = state_pt.read_bytes()
+    marker = tmp_path / "planted-code-ran"
+    torch.save({**torch.load(state_pt, weights_only=True), "planted": PlantedCode(marker)}, state_pt)
+    with pytest.raises(RuntimeError, match="not a checkpoint this trainer wrote"):
+        run_train(tiny_model_dirs["bert"], data, tmp_path / "b", resume=True, **kwargs)
+    assert not marker.exists()  # refused before anything in the pickle ran
+    state_pt.write_bytes(genuine)
     run_train(tiny_model_dirs["bert"], data, tmp_path / "b", resume=True, **kwargs)
     from safetensors.torch import load_file
 

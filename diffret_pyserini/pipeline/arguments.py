@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from diffret_pyserini.arguments import (ArgumentError, EncoderOverrides, EncodingArguments, ModelLoadArguments,
-                                        check_at_least, check_choice)
+                                        check_at_least, check_choice, check_writable)
 from diffret_pyserini.systems import SYSTEMS
 
 FINETUNE_CHOICES = ("auto", "yes", "no")
@@ -46,3 +46,5 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
         if not self.systems:
             raise ArgumentError(f"--systems: none given; choose from {SYSTEMS}")
         check_choice("finetune", self.finetune, FINETUNE_CHOICES)
+        check_writable("indexes", self.indexes)
+        check_writable("runs", self.runs)

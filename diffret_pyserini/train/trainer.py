@@ -43,7 +43,10 @@ def set_seed(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state in types `torch.load(weights_only=True)` accepts (no numpy arrays, nothing pickled)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                    cached), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -51,10 +54,23 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint_state(path: Path) -> dict:
+    """A checkpoint's state.pt as data only (`weights_only=True`): unpickling arbitrary objects from a folder
+    would run whatever code it names."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise RuntimeError(f"{path}: not a checkpoint this trainer wrote; it holds objects that would run code "
+                           f"when unpickled, refused ({str(err).splitlines()[0]})") from None
 
 
 def trainable_state(encoder: TrainableEncoder) -> dict[str, torch.Tensor]:
@@ -178,7 +194,7 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
     step, history, window = 0, [], []  # window: losses since the last log line
     found = checkpoints(out)
     if args.resume and found:
-        state = torch.load(found[-1][1] / "state.pt", weights_only=False)
+        state = load_checkpoint_state(found[-1][1] / "state.pt")
         changed = _changed(state["args"], args_json)
         if changed:
             raise ValueError(f"{found[-1][1]}: was made with other arguments ({'; '.join(changed)})")
