@@ -12,6 +12,18 @@ from typing import Any, Iterable, Mapping
 __all__ = ["min_max_normalize", "center_normalize", "fuse", "fuse_pyserini", "sort_scores", "as_score_dict"]
 
 
+def _rescale(scores: Mapping[str, float], degenerate: float, centre: bool) -> dict[str, float]:
+    """``(s - origin) / (max - min)`` with origin min (or the midpoint); `degenerate` when max == min."""
+    if not scores:
+        return {}
+    values = [float(v) for v in scores.values()]
+    lo, hi = min(values), max(values)
+    if not hi > lo:
+        return dict.fromkeys(scores, degenerate)
+    origin = (lo + hi) / 2.0 if centre else lo
+    return {d: (float(s) - origin) / (hi - lo) for d, s in scores.items()}
+
+
 def min_max_normalize(scores: Mapping[str, float]) -> dict[str, float]:
     """Per-query min-max normalisation ``(s - min) / (max - min)`` into [0, 1].
 
@@ -19,14 +31,7 @@ def min_max_normalize(scores: Mapping[str, float]) -> dict[str, float]:
     all map to 1.0 (each is the best the side has, and 1.0 keeps them above documents missing on that side,
     which fusion scores 0). An empty mapping returns an empty dict.
     """
-    if not scores:
-        return {}
-    values = [float(v) for v in scores.values()]
-    lo, hi = min(values), max(values)
-    if not hi > lo:
-        return {d: 1.0 for d in scores}
-    span = hi - lo
-    return {d: (float(s) - lo) / span for d, s in scores.items()}
+    return _rescale(scores, 1.0, centre=False)
 
 
 def center_normalize(scores: Mapping[str, float]) -> dict[str, float]:
@@ -35,14 +40,7 @@ def center_normalize(scores: Mapping[str, float]) -> dict[str, float]:
     When ``max == min`` (one hit, or equal scores) every score maps to 0.0, the centre of the range: Pyserini
     raises ZeroDivisionError there (or yields NaN for numpy scores).
     """
-    if not scores:
-        return {}
-    values = [float(v) for v in scores.values()]
-    lo, hi = min(values), max(values)
-    if not hi > lo:
-        return {d: 0.0 for d in scores}
-    mid, span = (lo + hi) / 2.0, hi - lo
-    return {d: (float(s) - mid) / span for d, s in scores.items()}
+    return _rescale(scores, 0.0, centre=True)
 
 
 def as_score_dict(hits: Mapping[str, float] | Iterable[Any]) -> dict[str, float]:

@@ -59,8 +59,12 @@ def test_planted_doc_ranks_first(random_store):
 def test_hits_are_pyserini_dense_results(random_store):
     from pyserini.search.faiss import DenseSearchResult
 
-    hits = MultiVectorSearcher(random_store[0], exact=True).search(random_store[1], k=3)
+    store, query, per_doc = random_store
+    hits = MultiVectorSearcher(store, exact=True).search(query, k=3)
     assert all(isinstance(h, DenseSearchResult) for h in hits)
+    assert hits[0].docid == "doc123"  # the planted document, with its MaxSim score computed by hand
+    for h in hits:
+        assert h.score == pytest.approx(maxsim(query, per_doc[int(h.docid[3:])]), abs=1e-2)
 
 
 def test_exact_scores_are_maxsim(random_store):
