@@ -140,3 +140,30 @@ def test_two_pipelines_on_the_same_folders_both_succeed_with_the_same_outputs(tm
     index_root = tmp_path / "indexes" / key
     assert not [p for p in index_root.rglob("*") if ".tmp-" in p.name]  # no temp left behind
     assert (index_root / "bm25" / "index.log").stat().st_size > 0  # the indexer's log, whole
+
+
+class JavaException(Exception):
+    """Stands for jnius.JavaException (Pyserini's JVM errors), matched by name: jnius is not imported for it."""
+
+
+@pytest.mark.parametrize("error", [JavaException("java.io.IOException: no segments* file found\n\tat org..."),
+                                   RuntimeError("trec_eval on run.trec failed (exit 1)"),
+                                   PermissionError(13, "Permission denied")])
+def test_the_error_boundary_prints_expected_failures_in_one_line(capsys, error):
+    from diffret_pyserini.cli import guarded
+
+    def fail():
+        raise error
+
+    assert guarded(fail) == (2, None)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    with pytest.raises(type(error)):  # --debug: the traceback, not the line
+        guarded(fail, debug=True)
+
+
+def test_the_error_boundary_keeps_the_traceback_of_a_bug():
+    from diffret_pyserini.cli import guarded
+
+    with pytest.raises(TypeError):
+        guarded(lambda: len(None))
