@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +45,17 @@ def write_train(path: Path, docs: list[str], queries: list[str], negatives: int 
 
 
 def run_train(model: Path, data: Path, out: Path, **overrides) -> Path:
-    m = ModelArguments(model=str(model), full_finetune=True, device="cpu", **SETTINGS)
-    d = DataArguments(train_data=str(data), train_group_size=2)
-    m.dropout = False
+    m = dict(model=str(model), full_finetune=True, device="cpu", dropout=False, **SETTINGS)
+    d = dict(train_data=str(data), train_group_size=2)
     # One thread: tiny matrices gain nothing from two, and OpenMP threads spin badly on a busy 2-core machine.
-    t = TrainingArguments(output_dir=str(out), per_device_train_batch_size=8, max_steps=200, learning_rate=3e-3,
-                          warmup_ratio=0.0, logging_steps=20, save_steps=0, seed=1, threads=1)
+    t = dict(output_dir=str(out), per_device_train_batch_size=8, max_steps=200, learning_rate=3e-3,
+             warmup_ratio=0.0, logging_steps=20, save_steps=0, seed=1, threads=1)
     for key, value in overrides.items():
-        target = next(x for x in (m, d, t) if hasattr(x, key))
-        setattr(target, key, value)
-    return train(m, d, t)
+        target = next(x for x, cls in ((m, ModelArguments), (d, DataArguments), (t, TrainingArguments))
+                      if key in {f.name for f in fields(cls)})
+        target[key] = value
+    # Built after the overrides: transformers.TrainingArguments derives fields in __post_init__.
+    return train(ModelArguments(**m), DataArguments(**d), TrainingArguments(**t))
 
 
 def mrr(encoder: DiffRetEncoder, docs: list[str], queries: list[str], representation: str) -> float:
@@ -122,14 +124,16 @@ def test_resume_reaches_the_same_weights(tiny_model_dirs, tmp_path):
     straight = run_train(tiny_model_dirs["bert"], data, tmp_path / "a", **kwargs)
     # Run b keeps its step-3 checkpoint; delete its final model to stand in for a run killed after step 3.
     resumed = run_train(tiny_model_dirs["bert"], data, tmp_path / "b", save_steps=3, keep_checkpoints=True, **kwargs)
-    assert (resumed / "checkpoint-3" / "state.pt").is_file()
+    assert (resumed / "checkpoint-3" / "trainable.safetensors").is_file()
+    assert (resumed / "checkpoint-3" / "trainer_state.json").is_file()  # transformers.Trainer's checkpoint
+    assert not (resumed / "checkpoint-6").exists()  # the final step is the model folder, not a checkpoint
     for name in ("diffret_config.json", "model.safetensors", "trainer_state.json"):
         (resumed / name).unlink()
     with pytest.raises(ValueError, match="checkpoints"):
         run_train(tiny_model_dirs["bert"], data, tmp_path / "b", **kwargs)
     with pytest.raises(ValueError, match="other arguments"):
         run_train(tiny_model_dirs["bert"], data, tmp_path / "b", resume=True, **{**kwargs, "learning_rate": 1.0})
-    state_pt = resumed / "checkpoint-3" / "state.pt"
+    state_pt = resumed / "checkpoint-3" / "optimizer.pt"
     genuine = state_pt.read_bytes()
     marker = tmp_path / "planted-code-ran"
     torch.save({**torch.load(state_pt, weights_only=True), "planted": PlantedCode(marker)}, state_pt)
