@@ -10,9 +10,11 @@ logging_steps 10); --save_steps 0 means no checkpoints.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+import torch
 import transformers
 
 from diffret_pyserini.arguments import EncoderOverrides, ModelLoadArguments
@@ -78,6 +80,10 @@ class TrainingArguments(transformers.TrainingArguments):
     def __post_init__(self):
         if self.save_steps == 0:  # ours: 0 means never (Hugging Face's spelling is --save_strategy no)
             self.save_strategy = "no"
+        if not self.use_cpu and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Without use_cpu, accelerate gives CPU processes under torchrun DistributedType.NO: no DDP, every
+            # process would update its own copy from its own half of the gradient.
+            self.use_cpu = True
         super().__post_init__()
 
 

@@ -29,7 +29,7 @@ from diffret_pyserini.atomic import atomic_write_json
 BASE_MODEL = "splade-tiny"
 FOLDER = "splade-tiny-ft"
 STAMP = "finetune.json"
-VERSION = 1  # bump when the recipe's code changes what it learns
+VERSION = 2  # 2: transformers.Trainer engine. Bump when the recipe's code changes what it learns
 # Pseudo-query sources and their BM25 hard negatives (see mine.MineArguments).
 MINE = {"titles": dict(negatives=4, min_words=20)}
 # Arguments of `python -m diffret_pyserini.train` (see train/arguments.py). Measured on CACM (2,004 title

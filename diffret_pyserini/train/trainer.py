@@ -199,6 +199,7 @@ class ContrastiveTrainer(transformers.Trainer):
                     os.fsync(handle.fileno())
             shutil.rmtree(out / name, ignore_errors=True)
             os.replace(staged, out / name)
+            shutil.rmtree(out / STAGING, ignore_errors=True)
             for _, old in checkpoints(out)[:-max(self.args.save_total_limit or 0, 1)]:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
@@ -306,6 +307,10 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
         raise ValueError("--train_data: missing")
     if args.n_gpu > 1:
         raise ValueError("several GPUs in one process: launch with torchrun or accelerate launch (one per GPU)")
+    if args.world_size > 1 and args.parallel_mode != transformers.training_args.ParallelMode.DISTRIBUTED:
+        raise ValueError(f"{args.world_size} processes but no distributed data parallel (pass --use_cpu on CPU)")
+    if model_args.device == "cpu" and args.device.type != "cpu":
+        raise ValueError("--device cpu: pass --use_cpu too (transformers places the model)")
     out = Path(args.output_dir)
     main = args.process_index == 0
     if prepare_output(out, args, main):
