@@ -294,3 +294,32 @@ def test_finetuned_default_trains_once_and_then_returns_the_cached_folder(tiny_m
     monkeypatch.setitem(default.TRAIN, "max_steps", 3)  # another recipe: trained again
     default.finetuned_default(data, root, base_model=str(tiny_model_dirs["bert"]))
     assert json.loads((root / "bert-ft.finetune.json").read_text())["fingerprint"] != stamp["fingerprint"]
+
+
+def test_training_forward_is_the_inference_forward(tiny_model_dirs):
+    """TrainableEncoder and DiffRetEncoder.encode run one `represent`; the batch's shared sparse column space
+    gives each text the very term weights its own columns give at inference."""
+    from diffret_pyserini import representations as R
+    from diffret_pyserini.train.trainable_encoder import build_encoder
+
+    docs, queries = synthetic(6, seed=8)
+    m = build_encoder(str(tiny_model_dirs["bert"]), SETTINGS, device="cpu", full_finetune=True, dropout=False)
+    m.eval()
+    with torch.no_grad():
+        q, p = m(queries, docs, ["dense", "multi", "sparse"])
+        columns, _ = m.encoder.content_columns(queries + docs)
+    enc = m.encoder.encode(docs, "passage")
+    assert np.array_equal(p["dense"].numpy(), enc.dense) and np.array_equal(p["multi"].numpy(), enc.multi)
+    terms = R.to_term_dicts(R.quantize(p["sparse"], m.settings.scale), m.encoder.terms.id_to_term,
+                            columns.expand(len(docs), -1))
+    assert terms == enc.sparse and any(enc.sparse)
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tiny_model_dirs, tmp_path):
+    docs, queries = synthetic(32, seed=9)
+    data = write_train(tmp_path / "train.jsonl", docs, queries)
+    out = run_train(tiny_model_dirs["bert"], data, tmp_path / "acc", max_steps=3, per_device_train_batch_size=4,
+                    gradient_accumulation_steps=2, logging_steps=1)
+    history = read_history(out)
+    assert [h["step"] for h in history] == [1, 2, 3]  # optimiser steps, each the mean of 2 micro-batches
+    assert json.loads((out / "trainer_state.json").read_text())["steps"] == 3

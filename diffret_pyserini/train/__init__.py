@@ -5,6 +5,7 @@
 - mine.py       BM25 hard negatives (qrels, title or sentence pseudo-queries) -> Tevatron jsonl
 - loss.py       InfoNCE on single / multi (MaxSim) / sparse scores, FLOPS regulariser (pure functions)
 - trainable_encoder.py the trainable encoder (the inference code path with gradients), LoRA, saving
-- trainer.py    the loop: checkpoints, resume, progress
+- trainer.py    a transformers.Trainer subclass: our batches and loss, atomic checkpoints, resume, progress
+- distributed.py in-batch negatives across processes (gather with the local slice differentiable)
 - default.py    the cached fine-tune of the embedded default model on a collection's own pseudo-queries
 """
