@@ -150,25 +150,67 @@ class DiffRetEncoder:
         return self._terms
 
     # ------------------------------------------------------------------ encoding
+    def represent(self, texts: Sequence[str], role: str, want: Sequence[str] = REPRESENTATIONS,
+                  k: int | None = None, max_length: int | None = None, columns: torch.Tensor | None = None,
+                  allowed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """THE forward of the encoder, shared by inference (`encode`) and training (train.TrainableEncoder):
+        prompts -> Backbone.read_slots -> 'dense' [B,H], 'multi' [B,K,H] + 'valid' [B,K] and 'sparse' [B,C]
+        (float weights before quantisation), as tensors that keep their graph when grads are on.
+
+        Sparse weights are computed for vocabulary `columns` with per-text `allowed` masks (training passes
+        one column space for a whole batch, `content_columns`); without them, each text's own candidates
+        (`row_columns`, what `encode` uses). Columns only select which logits are computed: a text's weight for
+        a term is the same in any column space that allows that term for that text."""
+        states = self.read(texts, role, k, max_length)
+        out = self.dense_tensors(states, want)
+        if "sparse" in want:
+            if allowed is None:
+                columns, allowed = self.row_columns(texts, states.features.device)
+            out["sparse"] = self.sparse_weights(states.features, states.valid, columns, allowed)
+        return out
+
+    def read(self, texts: Sequence[str], role: str, k: int | None = None, max_length: int | None = None):
+        """Prompts built and the backbone run once: the slot states every representation is read from."""
+        return self.backbone.read_slots(self.builder(role, k, max_length).build(list(texts)))
+
+    @staticmethod
+    def dense_tensors(states, want: Sequence[str]) -> dict[str, torch.Tensor]:
+        """'valid', and 'dense' / 'multi' where wanted, from slot states."""
+        out: dict[str, torch.Tensor] = {"valid": states.valid}
+        if "dense" in want:
+            out["dense"] = R.dense_single(states.hidden, states.valid)
+        if "multi" in want:
+            out["multi"] = R.dense_multi(states.hidden, states.valid)
+        return out
+
+    def sparse_weights(self, features: torch.Tensor, valid: torch.Tensor, columns: torch.Tensor | None,
+                       allowed: torch.Tensor) -> torch.Tensor:
+        """[B,C] float sparse weights over `columns`: log(1 + act(logits)) per slot, top-N, max over valid slots."""
+        if columns is not None and columns.shape[-1] == 0:
+            return features.new_zeros((features.shape[0], 0))
+        logits = self.backbone.vocab_logits(features, columns)
+        weights = R.sparse_slot_weights(logits, self.settings.sparse_activation)
+        return R.pool_sparse(weights, allowed, valid, self.settings.top_n)
+
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], role: str = "passage", want: Sequence[str] = REPRESENTATIONS,
                k: int | None = None, max_length: int | None = None) -> EncodedBatch:
-        """Encode `texts` once and return the representations named in `want`."""
+        """Encode `texts` once and return the representations named in `want`: `represent`'s tensors as numpy,
+        sparse weights quantised into {term: int}."""
         unknown = set(want) - set(REPRESENTATIONS)
         if unknown:
             raise ValueError(f"unknown representations {sorted(unknown)}; expected {REPRESENTATIONS}")
         texts = [t if isinstance(t, str) else "" for t in texts]
-        batch = self.builder(role, k, max_length).build(texts)
-        states = self.backbone.read_slots(batch)
-        valid = states.valid
+        states = self.read(texts, role, k, max_length)
+        reps = self.dense_tensors(states, want)
         dense = multi = multi_valid = sparse = None
         if "dense" in want:
-            dense = R.dense_single(states.hidden, valid).cpu().numpy().astype(np.float32)
+            dense = reps["dense"].cpu().numpy().astype(np.float32)
         if "multi" in want:
-            multi = R.dense_multi(states.hidden, valid).cpu().numpy().astype(np.float32)
-            multi_valid = valid.cpu().numpy()
+            multi = reps["multi"].cpu().numpy().astype(np.float32)
+            multi_valid = reps["valid"].cpu().numpy()
         if "sparse" in want:
-            sparse = self.sparse_vectors(texts, states.features, valid)
+            sparse = self.sparse_vectors(texts, states.features, states.valid)
         return EncodedBatch(dense, multi, multi_valid, sparse)
 
     def _candidate_ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -221,11 +263,9 @@ class DiffRetEncoder:
 
     def sparse_vectors(self, texts: Sequence[str], features: torch.Tensor, valid: torch.Tensor) -> list[dict]:
         """Sparse {term: int} per text; logits only for each text's own candidate vocabulary columns."""
-        s = self.settings
         columns, allowed = self.row_columns(texts, features.device)
         if columns is not None and columns.shape[-1] == 0:
             return [{} for _ in texts]
-        logits = self.backbone.vocab_logits(features, columns)
-        pooled = R.pool_sparse(R.sparse_slot_weights(logits, s.sparse_activation), allowed, valid, s.top_n)
-        return R.to_term_dicts(R.quantize(pooled, s.scale).cpu(), self.terms.id_to_term,
+        pooled = self.sparse_weights(features, valid, columns, allowed)
+        return R.to_term_dicts(R.quantize(pooled, self.settings.scale).cpu(), self.terms.id_to_term,
                                None if columns is None else columns.cpu())

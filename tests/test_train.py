@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +45,17 @@ def write_train(path: Path, docs: list[str], queries: list[str], negatives: int 
 
 
 def run_train(model: Path, data: Path, out: Path, **overrides) -> Path:
-    m = ModelArguments(model=str(model), full_finetune=True, device="cpu", **SETTINGS)
-    d = DataArguments(train_data=str(data), train_group_size=2)
-    m.dropout = False
+    m = dict(model=str(model), full_finetune=True, device="cpu", dropout=False, **SETTINGS)
+    d = dict(train_data=str(data), train_group_size=2)
     # One thread: tiny matrices gain nothing from two, and OpenMP threads spin badly on a busy 2-core machine.
-    t = TrainingArguments(output_dir=str(out), per_device_train_batch_size=8, max_steps=200, learning_rate=3e-3,
-                          warmup_ratio=0.0, logging_steps=20, save_steps=0, seed=1, threads=1)
+    t = dict(output_dir=str(out), per_device_train_batch_size=8, max_steps=200, learning_rate=3e-3,
+             warmup_ratio=0.0, logging_steps=20, save_steps=0, seed=1, threads=1)
     for key, value in overrides.items():
-        target = next(x for x in (m, d, t) if hasattr(x, key))
-        setattr(target, key, value)
-    return train(m, d, t)
+        target = next(x for x, cls in ((m, ModelArguments), (d, DataArguments), (t, TrainingArguments))
+                      if key in {f.name for f in fields(cls)})
+        target[key] = value
+    # Built after the overrides: transformers.TrainingArguments derives fields in __post_init__.
+    return train(ModelArguments(**m), DataArguments(**d), TrainingArguments(**t))
 
 
 def mrr(encoder: DiffRetEncoder, docs: list[str], queries: list[str], representation: str) -> float:
@@ -122,14 +124,16 @@ def test_resume_reaches_the_same_weights(tiny_model_dirs, tmp_path):
     straight = run_train(tiny_model_dirs["bert"], data, tmp_path / "a", **kwargs)
     # Run b keeps its step-3 checkpoint; delete its final model to stand in for a run killed after step 3.
     resumed = run_train(tiny_model_dirs["bert"], data, tmp_path / "b", save_steps=3, keep_checkpoints=True, **kwargs)
-    assert (resumed / "checkpoint-3" / "state.pt").is_file()
+    assert (resumed / "checkpoint-3" / "trainable.safetensors").is_file()
+    assert (resumed / "checkpoint-3" / "trainer_state.json").is_file()  # transformers.Trainer's checkpoint
+    assert not (resumed / "checkpoint-6").exists()  # the final step is the model folder, not a checkpoint
     for name in ("diffret_config.json", "model.safetensors", "trainer_state.json"):
         (resumed / name).unlink()
     with pytest.raises(ValueError, match="checkpoints"):
         run_train(tiny_model_dirs["bert"], data, tmp_path / "b", **kwargs)
     with pytest.raises(ValueError, match="other arguments"):
         run_train(tiny_model_dirs["bert"], data, tmp_path / "b", resume=True, **{**kwargs, "learning_rate": 1.0})
-    state_pt = resumed / "checkpoint-3" / "state.pt"
+    state_pt = resumed / "checkpoint-3" / "optimizer.pt"
     genuine = state_pt.read_bytes()
     marker = tmp_path / "planted-code-ran"
     torch.save({**torch.load(state_pt, weights_only=True), "planted": PlantedCode(marker)}, state_pt)
@@ -290,3 +294,32 @@ def test_finetuned_default_trains_once_and_then_returns_the_cached_folder(tiny_m
     monkeypatch.setitem(default.TRAIN, "max_steps", 3)  # another recipe: trained again
     default.finetuned_default(data, root, base_model=str(tiny_model_dirs["bert"]))
     assert json.loads((root / "bert-ft.finetune.json").read_text())["fingerprint"] != stamp["fingerprint"]
+
+
+def test_training_forward_is_the_inference_forward(tiny_model_dirs):
+    """TrainableEncoder and DiffRetEncoder.encode run one `represent`; the batch's shared sparse column space
+    gives each text the very term weights its own columns give at inference."""
+    from diffret_pyserini import representations as R
+    from diffret_pyserini.train.trainable_encoder import build_encoder
+
+    docs, queries = synthetic(6, seed=8)
+    m = build_encoder(str(tiny_model_dirs["bert"]), SETTINGS, device="cpu", full_finetune=True, dropout=False)
+    m.eval()
+    with torch.no_grad():
+        q, p = m(queries, docs, ["dense", "multi", "sparse"])
+        columns, _ = m.encoder.content_columns(queries + docs)
+    enc = m.encoder.encode(docs, "passage")
+    assert np.array_equal(p["dense"].numpy(), enc.dense) and np.array_equal(p["multi"].numpy(), enc.multi)
+    terms = R.to_term_dicts(R.quantize(p["sparse"], m.settings.scale), m.encoder.terms.id_to_term,
+                            columns.expand(len(docs), -1))
+    assert terms == enc.sparse and any(enc.sparse)
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tiny_model_dirs, tmp_path):
+    docs, queries = synthetic(32, seed=9)
+    data = write_train(tmp_path / "train.jsonl", docs, queries)
+    out = run_train(tiny_model_dirs["bert"], data, tmp_path / "acc", max_steps=3, per_device_train_batch_size=4,
+                    gradient_accumulation_steps=2, logging_steps=1)
+    history = read_history(out)
+    assert [h["step"] for h in history] == [1, 2, 3]  # optimiser steps, each the mean of 2 micro-batches
+    assert json.loads((out / "trainer_state.json").read_text())["steps"] == 3

@@ -3,13 +3,16 @@
     python -m diffret_pyserini.train --model splade-tiny --train_data train.jsonl --output_dir out/ \\
         --full_finetune --kq 4 --kp 8 --loss_flops 1e-3 --max_steps 200
 
-    python -m diffret_pyserini.train --model DREAM_FOLDER --train_data BEIR_DIR --output_dir out/ \\
-        --lora_r 16 --lora_alpha 64 --gradient_checkpointing --train_group_size 16
+    torchrun --nproc_per_node 4 -m diffret_pyserini.train --model DREAM_FOLDER --trust_remote_code \\
+        --train_data BEIR_DIR --output_dir out/ --lora_r 16 --lora_alpha 64 --gradient_checkpointing --bf16 \\
+        --train_group_size 16 --deepspeed configs/deepspeed_zero2.json
 
 `--train_data` is a Tevatron jsonl (see `python -m diffret_pyserini.train.mine` to make one with BM25 hard
 negatives) or a BEIR folder with qrels/train.tsv. OUTPUT then holds `diffret_config.json` plus the LoRA adapter
 (`adapter/`) or full weights, and works as `--model`/`--encoder` for diffret_pyserini.pipeline,
-diffret_pyserini.encode and pyserini.encode. `--resume` continues from the newest OUTPUT/checkpoint-N.
+diffret_pyserini.encode and pyserini.encode. `--resume` continues from the newest complete OUTPUT/checkpoint-N.
+Every transformers.TrainingArguments flag works (--gradient_accumulation_steps, --deepspeed, --bf16,
+--report_to, --save_total_limit, ...); under torchrun / accelerate launch in-batch negatives span all processes.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffret_pyserini.cli import run_dataclass_cli
+    from diffret_pyserini.cli import guarded, one_line, pop_debug, run_dataclass_cli
     from diffret_pyserini.packaged_models import set_offline_env
     from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
     from diffret_pyserini.train.trainer import train
@@ -27,9 +30,19 @@ def main(argv: list[str] | None = None) -> int:
         model_args.check_settings()
 
     set_offline_env()
-    return run_dataclass_cli((ModelArguments, DataArguments, TrainingArguments), train,
-                             "python -m diffret_pyserini.train", __doc__, argv, print_result=True,
-                             validate=validate)
+    # transformers checks its flags while parsing (TrainingArguments.__post_init__, e.g. --deepspeed without
+    # DeepSpeed installed): those are user errors too, one line like the rest.
+    debug = pop_debug(sys.argv[1:] if argv is None else argv)[1]
+    try:
+        code, result = guarded(lambda: run_dataclass_cli(
+            (ModelArguments, DataArguments, TrainingArguments), train, "python -m diffret_pyserini.train",
+            __doc__, argv, print_result=True, validate=validate), debug)
+    except ImportError as err:  # a flag needing a package that is not installed (--deepspeed, --report_to wandb)
+        if debug:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return code if code else result
 
 if __name__ == "__main__":
     sys.exit(main())

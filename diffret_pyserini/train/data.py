@@ -138,3 +138,53 @@ class GroupBatches:
             groups = [self.group(i, epoch) for i in ids]
             size = min(len(g) for g in groups)  # equal groups, so query i's positive sits at i * size
             yield Batch([self.examples[i].query for i in ids], [p for g in groups for p in g[:size]])
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """Example indices of every batch of one epoch (the order `epoch` yields them in)."""
+        order = list(range(len(self.examples)))
+        random.Random(f"{self.seed}:{epoch}:order").shuffle(order)
+        return [order[b * self.batch_size:(b + 1) * self.batch_size] for b in range(len(self))]
+
+
+class RankBatchSampler:
+    """A torch batch sampler over GroupBatches for one of `world` processes: global batch b (of world x B
+    queries, exactly what one process with batch world x B draws) is split in `world` contiguous slices and
+    process `rank` gets slice `rank`. Gathering the slices in rank order (trainer.gather) rebuilds the global
+    batch, so N processes see the same in-batch negatives as one. Items are (epoch, example index)."""
+
+    def __init__(self, batches: GroupBatches, rank: int = 0, world: int = 1):
+        if batches.batch_size % world:
+            raise ValueError(f"global batch {batches.batch_size} does not split over {world} processes")
+        self.batches, self.rank, self.world, self.epoch = batches, rank, world, 0
+        self.local = batches.batch_size // world
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for ids in self.batches.global_batches(self.epoch):
+            yield [(self.epoch, i) for i in ids[self.rank * self.local:(self.rank + 1) * self.local]]
+
+
+class GroupDataset:
+    """Map-style dataset for torch's DataLoader: (epoch, example index) -> (query, its group of passages)."""
+
+    def __init__(self, batches: GroupBatches):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches.examples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[str, list[str]]:
+        epoch, index = key
+        return self.batches.examples[index].query, self.batches.group(index, epoch)
+
+
+def collate_groups(items: list[tuple[str, list[str]]], group_size: int | None = None) -> dict[str, list[str]]:
+    """{'queries', 'passages'} in Tevatron's layout (query i's group at passages[i*G:(i+1)*G], positive first),
+    groups cut to the shortest so positives sit at i * G (`group_size` fixes G across processes)."""
+    size = min([len(g) for _, g in items] + ([group_size] if group_size else []))
+    return {"queries": [q for q, _ in items], "passages": [p for _, g in items for p in g[:size]]}

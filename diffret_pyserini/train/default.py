@@ -5,10 +5,11 @@
     python -m diffret_pyserini.train.default --dataset cacm     # the same from the shell
 
 No topics or judgements of the collection are read: queries are the corpus's own document titles (the
-positive is the document's text without its title; `mine.py`), negatives come from BM25 over the corpus. The folder is reused while its fingerprint (corpus
-digest, base model digest, mining and training arguments) matches; an interrupted run resumes from its last
-checkpoint. Training runs as `python -m diffret_pyserini.train` in a child process (the command is logged in
-<model>-ft.finetune.json beside the folder), so its thread settings cannot disturb the caller.
+positive is the document's text without its title; `mine.py`), negatives come from BM25 over the corpus. The
+folder is reused while its fingerprint (corpus digest, base model digest, mining and training arguments)
+matches; an interrupted run resumes from its last checkpoint. Training runs as `python -m diffret_pyserini.train`
+in a child process (the command is logged in <model>-ft.finetune.json beside the folder), so its thread settings
+cannot disturb the caller.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from diffret_pyserini.atomic import atomic_write_json
 BASE_MODEL = "splade-tiny"
 FOLDER = "splade-tiny-ft"
 STAMP = "finetune.json"
-VERSION = 1  # bump when the recipe's code changes what it learns
+VERSION = 2  # 2: transformers.Trainer engine. Bump when the recipe's code changes what it learns
 # Pseudo-query sources and their BM25 hard negatives (see mine.MineArguments).
 MINE = {"titles": dict(negatives=4, min_words=20)}
 # Arguments of `python -m diffret_pyserini.train` (see train/arguments.py). Measured on CACM (2,004 title

@@ -1,8 +1,7 @@
 """The trainable encoder: the inference code path (prompts -> Backbone.read_slots -> representations), with grads.
 
-`DiffRetEncoder.encode` runs under inference_mode and returns numpy; training needs the same tensors with their
-graph, so this module calls the very functions `encode` calls (`PromptBuilder.build`, `Backbone.read_slots`,
-`Backbone.vocab_logits`, `representations.*`, `DiffRetEncoder.content_columns`) and stops before quantisation.
+`DiffRetEncoder.encode` runs `DiffRetEncoder.represent` under inference_mode, then quantises; training calls
+that same `represent` with grads on (one forward, not a copy), over one sparse column space per batch.
 
 Causal backbones (the AR PromptReps baseline) train through the same path: vector 0 is the hidden state at the
 end of the prompt; with K > 1 the K-1 greedy tokens are generated without gradient and treated as constants,
@@ -19,7 +18,6 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from diffret_pyserini import representations as R
 from diffret_pyserini.backbones import Backbone, load_backbone
 from diffret_pyserini.backbones.load import DIFFRET_CONFIG
 from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
@@ -49,34 +47,33 @@ class TrainableEncoder(nn.Module):
 
     def encode(self, texts: Sequence[str], role: str, want: Sequence[str],
                columns: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Differentiable 'dense' [B,H], 'multi' [B,K,H] + 'valid' [B,K], 'sparse' [B,C] (float, unquantised).
+        """Differentiable 'dense' [B,H], 'multi' [B,K,H] + 'valid' [B,K], 'sparse' [B,C] (float, unquantised):
+        `DiffRetEncoder.represent`, the very forward inference runs, with the training-time text caps.
 
         For 'sparse', `columns`/`allowed` come from `DiffRetEncoder.content_columns` (see `forward`).
         """
-        batch = self.encoder.builder(role, max_length=self.max_lengths.get(role)).build(list(texts))
         with self.autocast():
-            states = self.backbone.read_slots(batch)
-            out: dict[str, torch.Tensor] = {"valid": states.valid}
-            if "dense" in want:
-                out["dense"] = R.dense_single(states.hidden, states.valid)
-            if "multi" in want:
-                out["multi"] = R.dense_multi(states.hidden, states.valid)
-            if "sparse" in want:
-                logits = self.backbone.vocab_logits(states.features, columns)
-                weights = R.sparse_slot_weights(logits, self.settings.sparse_activation)
-                out["sparse"] = R.pool_sparse(weights, allowed, states.valid, self.settings.top_n)
-        return out
+            return self.encoder.represent(list(texts), role, want, max_length=self.max_lengths.get(role),
+                                          columns=columns, allowed=allowed)
 
     def forward(self, queries: Sequence[str], passages: Sequence[str], want: Sequence[str],
-                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Encode a training batch; sparse vectors of queries and passages share one column space."""
+                others: Sequence[str] = ()) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Encode a training batch; sparse vectors of queries and passages share one column space: the
+        candidates of these texts and of `others` (the other processes' texts, so every process scores in the
+        column space one process would use for the whole global batch)."""
         columns = allowed = None
         if "sparse" in want:
-            columns, allowed = self.encoder.content_columns(list(queries) + list(passages))
-        nq = len(queries)
+            columns, allowed = self.encoder.content_columns(list(queries) + list(passages) + list(others))
+        nq, n = len(queries), len(queries) + len(passages)
         q = self.encode(queries, "query", want, columns, None if allowed is None else allowed[:nq])
-        p = self.encode(passages, "passage", want, columns, None if allowed is None else allowed[nq:])
+        p = self.encode(passages, "passage", want, columns, None if allowed is None else allowed[nq:n])
         return q, p
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """What transformers.Trainer calls for --gradient_checkpointing; non-reentrant, which needs no input
+        that requires grad (frozen embeddings under LoRA)."""
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     # ------------------------------------------------------------------ saving
     def save(self, out_dir: str | Path, base_model: str, extra: dict | None = None) -> Path:
@@ -157,8 +154,7 @@ def build_encoder(model: str, settings: dict, kind: str | None = None, device: s
     encoder = TrainableEncoder(backbone, EncoderSettings.from_dict(merged),
                                autocast_dtype=torch.bfloat16 if bf16 else None)
     if gradient_checkpointing:
-        # Non-reentrant checkpointing needs no input that requires grad (frozen embeddings under LoRA).
-        backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        encoder.gradient_checkpointing_enable()
     if not dropout:
         disable_dropout(backbone.model)
     if not full_finetune:

@@ -1,9 +1,15 @@
-"""The training loop: AdamW + linear warm-up/decay, tqdm with the loss, atomic checkpoints, exact resume.
+"""Training on transformers.Trainer: our loss, our batches, atomic checkpoints, exact resume, the tqdm loss bar.
 
-A checkpoint `OUTPUT/checkpoint-N/state.pt` holds the trainable weights, optimiser, scheduler, step and every RNG
-state; it is written to a temporary folder and renamed, so a crash never leaves a half checkpoint. Batches are
-drawn from (seed, epoch, position) alone (see data.GroupBatches), so a resumed run sees the same batches and
-reaches the same weights as an uninterrupted one.
+`ContrastiveTrainer` overrides what is ours and nothing else: the data (GroupBatches split over processes by
+data.RankBatchSampler), `compute_loss` (InfoNCE on single / multi / sparse + FLOPS, with the representations of
+every process gathered so N processes train like one with N times the batch), checkpoint files (trainable
+weights as safetensors, RNG state without pickled objects) and the history/progress bar. Optimiser, schedule,
+gradient accumulation, mixed precision, DDP and DeepSpeed are transformers' and accelerate's.
+
+A checkpoint is written whole into OUTPUT/.staging/checkpoint-N and renamed to OUTPUT/checkpoint-N only when
+every process has finished writing, so a kill, even mid-save, never leaves a `checkpoint-N` that looks complete
+(a stale .staging is removed on the next start). Batches are drawn from (seed, epoch, position) alone
+(data.GroupBatches), so a resumed run sees the same batches and reaches the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -19,21 +25,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from tqdm import tqdm
 
+from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.backbones.load import DIFFRET_CONFIG
-from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments, to_json
-from diffret_pyserini.train.data import GroupBatches, read_examples
+from diffret_pyserini.train.arguments import (RESUME_FREE, DataArguments, ModelArguments, TrainingArguments,
+                                              to_json)
+from diffret_pyserini.train.data import GroupBatches, GroupDataset, RankBatchSampler, collate_groups, read_examples
+from diffret_pyserini.train.distributed import gather, gather_texts, world
 from diffret_pyserini.train.loss import LossWeights, combined_loss
 from diffret_pyserini.train.trainable_encoder import TrainableEncoder, build_encoder
-from diffret_pyserini.atomic import atomic_write_json
 
 log = logging.getLogger("diffret_pyserini.train")
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# Arguments that may change between a run and its resume without changing what is learned.
-RESUME_FREE = {"resume", "overwrite_output_dir", "save_steps", "save_total_limit", "logging_steps",
-               "keep_checkpoints", "threads", "device"}
+STAGING = ".staging"
+WEIGHTS = "trainable.safetensors"  # the trainable parameters (all of them, or the LoRA adapters)
+OURS = "diffret_train.json"        # arguments, loss history and the unlogged window, per checkpoint
+PICKLED = (".pt", ".pth", ".bin")
 
 
 def set_seed(seed: int) -> None:
@@ -62,7 +72,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def load_checkpoint_state(path: Path) -> dict:
-    """A checkpoint's state.pt as data only (`weights_only=True`): unpickling arbitrary objects from a folder
+    """A checkpoint's torch file as data only (`weights_only=True`): unpickling arbitrary objects from a folder
     would run whatever code it names."""
     import pickle
 
@@ -73,37 +83,155 @@ def load_checkpoint_state(path: Path) -> dict:
                            f"when unpickled, refused ({str(err).splitlines()[0]})") from None
 
 
-def trainable_state(encoder: TrainableEncoder) -> dict[str, torch.Tensor]:
-    return {name: p.detach().cpu().clone() for name, p in encoder.model.named_parameters() if p.requires_grad}
+def check_checkpoint(folder: Path) -> dict:
+    """Refuse a checkpoint before transformers reads it: every torch file in it must load as plain data (what
+    we and transformers write: optimizer, scheduler, our RNG state). Returns our OURS record."""
+    for f in sorted(folder.iterdir()):
+        if f.suffix in PICKLED and f.is_file():
+            load_checkpoint_state(f)
+    return json.loads((folder / OURS).read_text())
 
 
 def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints, oldest first."""
+    """Complete checkpoints, oldest first (a checkpoint-N folder exists only once complete: see _save_checkpoint)."""
     found = []
     for p in output_dir.glob("checkpoint-*"):
         m = CHECKPOINT.match(p.name)
-        if m and (p / "state.pt").is_file():
+        if m and (p / OURS).is_file() and (p / "trainer_state.json").is_file():
             found.append((int(m.group(1)), p))
     return sorted(found)
 
 
-def save_checkpoint(output_dir: Path, step: int, encoder: TrainableEncoder, optimizer, scheduler,
-                    history: list[dict], window: list[float], args_json: dict, keep: int) -> Path:
-    final = output_dir / f"checkpoint-{step}"
-    tmp = output_dir / f".checkpoint-{step}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {"step": step, "weights": trainable_state(encoder), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history, "window": window, "args": args_json}
-    with open(tmp / "state.pt", "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for _, old in checkpoints(output_dir)[:-max(keep, 1)]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+class _DataLoader(torch.utils.data.DataLoader):
+    """Trainer calls `set_epoch` on its dataloader each epoch; the epoch decides the batches."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+
+class ContrastiveTrainer(transformers.Trainer):
+    """transformers.Trainer with our groups as batches and InfoNCE (+ FLOPS) over every process's batch."""
+
+    def __init__(self, encoder: TrainableEncoder, args: TrainingArguments, batches: GroupBatches, group_size: int,
+                 weights: LossWeights, args_json: dict):
+        super().__init__(model=encoder, args=args)
+        self.encoder, self.batches, self.group_size = encoder, batches, group_size
+        self.weights, self.args_json = weights, args_json
+        self.want = [name for name, w in (("dense", weights.dense), ("multi", weights.multi),
+                                          ("sparse", weights.sparse or weights.flops)) if w]
+        self.history: list[dict] = []
+        self.window: list[float] = []     # step losses since the last history entry
+        self._micro: list[dict] = []      # loss parts of this optimiser step's micro-batches
+        self._recorded = -1
+        self.bar: tqdm | None = None
+        self._staging: Path | None = None
+        for printer in (transformers.trainer_callback.ProgressCallback, transformers.trainer_callback.PrinterCallback):
+            self.remove_callback(printer)  # our bar shows the loss; history goes to trainer_state.json
+
+    # ------------------------------------------------------------------ data and loss
+    def get_train_dataloader(self) -> _DataLoader:
+        sampler = RankBatchSampler(self.batches, self.args.process_index, self.args.world_size)
+        return _DataLoader(GroupDataset(self.batches), batch_sampler=sampler, num_workers=0,
+                           collate_fn=lambda items: collate_groups(items, self.group_size))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        queries, passages = inputs["queries"], inputs["passages"]
+        others: list[str] = []
+        if world() > 1 and "sparse" in self.want:
+            # One sparse column space for the global batch: what a single process would score in.
+            others = gather_texts(list(queries) + list(passages))
+        q, p = model(queries, passages, self.want, others)
+        if world() > 1:
+            q, p = {k: gather(v) for k, v in q.items()}, {k: gather(v) for k, v in p.items()}
+        loss, parts = combined_loss(q, p, self.weights)
+        if model.training:
+            self._micro.append(parts)
+        return (loss, (q, p)) if return_outputs else loss
+
+    # ------------------------------------------------------------------ history and progress
+    def _record_step(self) -> None:
+        step = self.state.global_step
+        if step == self._recorded or not self._micro:
+            return
+        self._recorded = step
+        parts = {k: sum(m[k] for m in self._micro) / len(self._micro) for k in self._micro[0]}
+        self._micro = []
+        self.window.append(parts["loss"])
+        epoch = max(math.ceil(self.state.epoch or 0) - 1, 0)
+        if self.bar is None:
+            self.bar = tqdm(total=self.state.max_steps, initial=step - 1, desc="train", unit="step",
+                            disable=not self.is_world_process_zero())
+        self.bar.update(1)
+        recent = self.window[-10:]
+        self.bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", epoch=epoch)
+        every = max(int(self.args.logging_steps), 1)
+        if step % every == 0 or step >= self.state.max_steps:
+            self.history.append({"step": step, "epoch": epoch, "lr": self.lr_scheduler.get_last_lr()[0],
+                                 **{k: round(v, 5) for k, v in parts.items()},
+                                 "mean_loss": round(sum(self.window) / len(self.window), 5)})
+            self.window = []
+
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        self._record_step()
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_save = False  # the final model is saved as a model folder, not a checkpoint
+        return super()._maybe_log_save_evaluate(*args, **kwargs)
+
+    # ------------------------------------------------------------------ checkpoint files
+    def _get_output_dir(self, trial):
+        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        out = Path(self.args.output_dir)
+        self._staging = out / STAGING
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        name = f"checkpoint-{self.state.global_step}"
+        self.accelerator.wait_for_everyone()  # every process's files are in before it counts as complete
+        if self.is_world_process_zero():
+            staged = out / STAGING / name
+            atomic_write_json(staged / OURS, {"args": self.args_json, "history": self.history,
+                                              "window": self.window})
+            for f in staged.iterdir():  # on disk before the rename makes the checkpoint visible
+                with open(f, "rb") as handle:
+                    os.fsync(handle.fileno())
+            shutil.rmtree(out / name, ignore_errors=True)
+            os.replace(staged, out / name)
+            shutil.rmtree(out / STAGING, ignore_errors=True)
+            for _, old in checkpoints(out)[:-max(self.args.save_total_limit or 0, 1)]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Checkpoint weights: the trainable parameters only (LoRA: the adapters), as safetensors."""
+        from safetensors.torch import save_file
+
+        os.makedirs(output_dir, exist_ok=True)
+        weights = {name: p.detach().cpu().contiguous().clone()
+                   for name, p in self.encoder.model.named_parameters() if p.requires_grad}
+        save_file(weights, os.path.join(output_dir, WEIGHTS))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        from safetensors.torch import load_file
+
+        named = dict(self.encoder.model.named_parameters())
+        with torch.no_grad():
+            for name, value in load_file(os.path.join(resume_from_checkpoint, WEIGHTS)).items():
+                named[name].copy_(value)
+
+    def _rng_file(self, folder) -> str:
+        name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+        return os.path.join(folder, name)
+
+    def _save_rng_state(self, output_dir):
+        os.makedirs(output_dir, exist_ok=True)
+        torch.save(rng_state(), self._rng_file(output_dir))
+
+    def _load_rng_state(self, checkpoint):
+        if checkpoint is not None and os.path.isfile(self._rng_file(checkpoint)):
+            set_rng_state(load_checkpoint_state(Path(self._rng_file(checkpoint))))
 
 
 def _changed(saved: dict, now: dict) -> list[str]:
@@ -115,19 +243,34 @@ def _changed(saved: dict, now: dict) -> list[str]:
     return out
 
 
-def prepare_output(out: Path, args: TrainingArguments) -> bool:
+def prepare_output(out: Path, args: TrainingArguments, main: bool = True) -> bool:
     """Check and make the output folder; True when `--resume` finds the run already finished."""
+    resume = args.resume or bool(args.resume_from_checkpoint)
     finished = (out / DIFFRET_CONFIG).is_file() and (out / "trainer_state.json").is_file() and not checkpoints(out)
-    if args.resume and finished:
+    if resume and finished:
         return True
-    if (out / DIFFRET_CONFIG).is_file() and not (args.overwrite_output_dir or args.resume):
+    if (out / DIFFRET_CONFIG).is_file() and not (args.overwrite_output_dir or resume):
         raise ValueError(f"{out}: already holds a trained model; pass --overwrite_output_dir to replace it")
-    if checkpoints(out) and not args.resume and not args.overwrite_output_dir:
+    if checkpoints(out) and not resume and not args.overwrite_output_dir:
         raise ValueError(f"{out}: holds checkpoints; pass --resume to continue or --overwrite_output_dir")
-    if args.overwrite_output_dir and not args.resume and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        if args.overwrite_output_dir and not resume and out.exists():
+            shutil.rmtree(out)
+        shutil.rmtree(out / STAGING, ignore_errors=True)  # a save that was killed half-way
+        out.mkdir(parents=True, exist_ok=True)
     return False
+
+
+def resume_checkpoint(out: Path, args: TrainingArguments) -> Path | None:
+    """The checkpoint to continue from: --resume_from_checkpoint DIR (or True/last), or with --resume the newest
+    complete one; None to start afresh."""
+    given = args.resume_from_checkpoint
+    if given and given.lower() not in ("true", "last"):
+        if not (Path(given) / OURS).is_file():
+            raise ValueError(f"--resume_from_checkpoint {given}: not a complete checkpoint of this trainer")
+        return Path(given)
+    found = checkpoints(out)
+    return found[-1][1] if found and (args.resume or given) else None
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> Path:
@@ -144,16 +287,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         torch.set_num_threads(threads)
 
 
-def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> Path:
-    if not args.output_dir:
-        raise ValueError("--output_dir: missing")
-    out = Path(args.output_dir)
-    if prepare_output(out, args):
-        log.info(f"{out}: already trained (trainer_state.json); nothing to resume")
-        return out
+def _training_data(data_args: DataArguments, out: Path) -> Path:
     train_data = Path(data_args.train_data)
-    if not data_args.train_data:
-        raise ValueError("--train_data: missing")
     if train_data.is_dir() and (train_data / "qrels" / "train.tsv").is_file():
         from diffret_pyserini.train.mine import MineArguments, mine
 
@@ -161,88 +296,77 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
         if not mined.is_file():
             mine(MineArguments(dataset=str(train_data), output=str(mined), source="qrels",
                                negatives=max(data_args.train_group_size - 1, 1)))
-        train_data = mined
+        return mined
+    return train_data
+
+
+def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> Path:
+    if not args.output_dir:
+        raise ValueError("--output_dir: missing")
+    if not data_args.train_data:
+        raise ValueError("--train_data: missing")
+    if args.n_gpu > 1:
+        raise ValueError("several GPUs in one process: launch with torchrun or accelerate launch (one per GPU)")
+    if args.world_size > 1 and args.parallel_mode != transformers.training_args.ParallelMode.DISTRIBUTED:
+        raise ValueError(f"{args.world_size} processes but no distributed data parallel (pass --use_cpu on CPU)")
+    if model_args.device == "cpu" and args.device.type != "cpu":
+        raise ValueError("--device cpu: pass --use_cpu too (transformers places the model)")
+    out = Path(args.output_dir)
+    main = args.process_index == 0
+    if prepare_output(out, args, main):
+        log.info(f"{out}: already trained (trainer_state.json); nothing to resume")
+        return out
+    train_data = _training_data(data_args, out) if main else None
+    if args.world_size > 1:  # rank 0 may have mined the data; everyone reads the same file
+        torch.distributed.barrier()
+        train_data = _training_data(data_args, out)
     examples = read_examples(train_data)[:data_args.max_examples]
     args_json = to_json(model_args, data_args, args)
 
     set_seed(args.seed)
-    encoder = build_encoder(model_args.model, model_args.settings(), kind=model_args.kind,
-                            device=model_args.device, full_finetune=model_args.full_finetune,
-                            lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
-                            lora_dropout=model_args.lora_dropout, lora_target_modules=model_args.lora_target_modules,
-                            gradient_checkpointing=model_args.gradient_checkpointing, bf16=model_args.bf16,
-                            slot_token=model_args.slot_token, dropout=model_args.dropout,
+    device = str(args.device) if model_args.device == "auto" else model_args.device
+    encoder = build_encoder(model_args.model, model_args.settings(), kind=model_args.kind, device=device,
+                            full_finetune=model_args.full_finetune, lora_r=model_args.lora_r,
+                            lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                            lora_target_modules=model_args.lora_target_modules, gradient_checkpointing=False,
+                            bf16=args.bf16, slot_token=model_args.slot_token, dropout=model_args.dropout,
                             dtype=None if model_args.dtype == "auto" else model_args.dtype,
                             trust_remote_code=model_args.trust_remote_code)
+    encoder.autocast_dtype = None  # mixed precision is the Trainer's (--bf16 / --fp16)
     encoder.max_lengths = {"query": data_args.train_query_max_length,
                            "passage": data_args.train_passage_max_length}
     weights = LossWeights(args.loss_dense, args.loss_multi, args.loss_sparse, args.loss_flops, args.temperature,
                           args.sparse_temperature)
-    want = [name for name, w in (("dense", weights.dense), ("multi", weights.multi),
-                                 ("sparse", weights.sparse or weights.flops)) if w]
-    if not want:
+    if not (weights.dense or weights.multi or weights.sparse or weights.flops):
         raise ValueError("every loss weight is zero: nothing to train")
-    batches = GroupBatches(examples, args.per_device_train_batch_size, data_args.train_group_size, args.seed)
-    per_epoch = len(batches)
-    total = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * per_epoch))
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total), total)
-
-    step, history, window = 0, [], []  # window: losses since the last log line
-    found = checkpoints(out)
-    if args.resume and found:
-        state = load_checkpoint_state(found[-1][1] / "state.pt")
-        changed = _changed(state["args"], args_json)
+    # The global batch: every process's queries are in-batch negatives of every other's.
+    batches = GroupBatches(examples, args.per_device_train_batch_size * args.world_size,
+                           data_args.train_group_size, args.seed)
+    checkpoint = resume_checkpoint(out, args)
+    saved = None
+    if checkpoint is not None:
+        saved = check_checkpoint(checkpoint)
+        changed = _changed(saved["args"], args_json)
         if changed:
-            raise ValueError(f"{found[-1][1]}: was made with other arguments ({'; '.join(changed)})")
-        named = dict(encoder.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["weights"].items():
-                named[name].copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        step, history, window = state["step"], state["history"], state["window"]
-
-    encoder.train()
+            raise ValueError(f"{checkpoint}: was made with other arguments ({'; '.join(changed)})")
+    trainer = ContrastiveTrainer(encoder, args, batches, data_args.train_group_size, weights, args_json)
+    if saved is not None:
+        trainer.history, trainer.window = saved["history"], saved["window"]
     started = time.time()
-    with tqdm(total=total, initial=step, desc="train", unit="step") as bar:
-        while step < total:
-            epoch, start = divmod(step, per_epoch)
-            for batch in batches.epoch(epoch, start):
-                q, p = encoder(batch.queries, batch.passages, want)
-                loss, parts = combined_loss(q, p, weights)
-                loss.backward()
-                if args.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                window.append(parts["loss"])
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(window[-10:]) / len(window[-10:]):.3f}", epoch=epoch)
-                if step % args.logging_steps == 0 or step == total:
-                    history.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                                    **{k: round(v, 5) for k, v in parts.items()},
-                                    "mean_loss": round(sum(window) / len(window), 5)})
-                    window = []
-                if args.save_steps and step % args.save_steps == 0 and step < total:
-                    save_checkpoint(out, step, encoder, optimizer, scheduler, history, window, args_json,
-                                    args.save_total_limit)
-                if step >= total:
-                    break
-    encoder.eval()
-    base = model_args.model if not Path(model_args.model).is_dir() else str(Path(model_args.model).resolve())
-    encoder.save(out, base_model=base)
-    atomic_write_json(out / "trainer_state.json", {"args": args_json, "history": history, "steps": step,
-                                                   "examples": len(examples), "seconds": round(time.time() - started, 1)})
-    if not args.keep_checkpoints:
-        for _, ckpt in checkpoints(out):
-            shutil.rmtree(ckpt, ignore_errors=True)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    if trainer.bar is not None:
+        trainer.bar.close()
+    if trainer.is_world_process_zero():
+        encoder.eval()
+        base = model_args.model if not Path(model_args.model).is_dir() else str(Path(model_args.model).resolve())
+        encoder.save(out, base_model=base)
+        atomic_write_json(out / "trainer_state.json", {
+            "args": args_json, "history": trainer.history, "steps": trainer.state.global_step,
+            "examples": len(examples), "processes": args.world_size, "seconds": round(time.time() - started, 1)})
+        if not args.keep_checkpoints:
+            for _, ckpt in checkpoints(out):
+                shutil.rmtree(ckpt, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     return out
 
 
