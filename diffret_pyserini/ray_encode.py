@@ -177,17 +177,28 @@ class BlockEncoder:
 
     def __init__(self, recipe: EncoderRecipe, out_dir: str, representations: Sequence[str], fp: str,
                  options: dict):
-        self.encoder = recipe.build()
         self.out_dir, self.representations, self.fp, self.options = Path(out_dir), tuple(representations), fp, options
+        self.error: bytes = b""
+        try:
+            self.encoder = recipe.build()
+        except Exception as err:  # noqa: BLE001 - a user error (bad setting, bad model folder) goes back as is
+            self.error = _pickled_user_error(err)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        out: dict[str, list] = {"index": [], "n_docs": [], "real_tokens": [], "padded_tokens": [], "batches": []}
+        out: dict[str, list] = {"index": [], "n_docs": [], "real_tokens": [], "padded_tokens": [], "batches": [],
+                                "error": []}
         for i in range(len(batch["index"])):
             block = Block(**{k: (str(batch[k][i]) if k == "path" else int(batch[k][i]))
                              for k in Block.__dataclass_fields__})
-            stats = self.encode_block(block)
+            error, stats = self.error, EncodeStats()
+            if not error:
+                try:
+                    stats = self.encode_block(block)
+                except Exception as err:  # noqa: BLE001 - see _pickled_user_error
+                    error = _pickled_user_error(err)
             for key, value in (("index", block.index), ("n_docs", stats.docs), ("real_tokens", stats.real_tokens),
-                               ("padded_tokens", stats.padded_tokens), ("batches", stats.batches)):
+                               ("padded_tokens", stats.padded_tokens), ("batches", stats.batches),
+                               ("error", error)):
                 out[key].append(value)
         return out
 
@@ -209,6 +220,17 @@ class BlockEncoder:
                                            fingerprint=self.fp, overwrite=True, multi_dtype=o["multi_dtype"])
         writer.write_batch([d.docid for d in docs], window.texts, **arrays)  # n_docs == chunk_size: commits
         return stats
+
+
+def _pickled_user_error(err: Exception) -> bytes:
+    """Our own errors (a bad line's DatasetError, a SettingError, ...) travel back to the driver pickled in
+    the result row, so the user sees exactly the one line a single-process run prints; any other error is
+    re-raised and reaches the driver as Ray's own task error, traceback and all."""
+    import pickle
+
+    if type(err).__module__.startswith("diffret_pyserini"):
+        return pickle.dumps(err)
+    raise err
 
 
 def user_error(err: BaseException) -> BaseException | None:
@@ -316,11 +338,17 @@ def _run_blocks(recipe: EncoderRecipe, todo: list[Block], out: Path, address: st
             fn_constructor_args=(recipe, str(out), tuple(representations), fp, options), **per_actor)
         each = "1 GPU" if gpus else f"{per_actor['num_cpus']} CPU"
         log.info(f"encoding {len(todo)} blocks on {n} Ray actor(s), {each} each")
+        done = []
         try:
-            done = results.take_all()
+            for row in results.iter_rows():
+                if row["error"]:
+                    import pickle
+
+                    raise pickle.loads(row["error"])  # the worker's own one-line error; stops the dataset
+                done.append(row)
         except Exception as err:  # noqa: BLE001 - a worker's own error is re-raised as it is
             mine = user_error(err)
-            if mine is not None:
+            if mine is not None and mine is not err:
                 raise mine from None
             raise
         for row in done:
