@@ -249,31 +249,33 @@ def user_error(err: BaseException) -> BaseException | None:
     return None
 
 
-def _temp_dir(out_dir: Path) -> tuple[Path, bool]:
+def _temp_dir(out_dir: Path) -> Path:
     """Ray's session files under the output (removed afterwards), or under /tmp when that path is too long
-    for Ray's Unix sockets. Returns (folder, whether we created it)."""
+    for Ray's Unix sockets."""
     wanted = (out_dir / RAY_DIR / "ray-tmp").resolve()
     if len(str(wanted)) <= _SOCKET_ROOM:
         wanted.mkdir(parents=True, exist_ok=True)
-        return wanted, True
-    return Path(tempfile.mkdtemp(prefix="diffret-ray-")), True
+        return wanted
+    return Path(tempfile.mkdtemp(prefix="diffret-ray-"))
 
 
-def start_ray(address: str, out_dir: Path, workers: int | None) -> tuple[dict, Path | None]:
-    """Connect to (or start, for 'local') Ray; returns (cluster resources, a temp dir to remove or None)."""
+def start_ray(address: str, out_dir: Path) -> tuple[dict, bool, Path | None]:
+    """Connect to a cluster, or start a local instance ('local'); returns (cluster resources, whether this
+    call connected (so it disconnects after), a temp dir to remove or None). An instance already up in this
+    process (tests share one) is used as it is."""
     import ray
 
-    if ray.is_initialized():  # a caller's own instance (tests share one): use it as it is
-        return ray.cluster_resources(), None
-    kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if ray.is_initialized():
+        return ray.cluster_resources(), False, None
+    kwargs: dict = {"log_to_driver": False, "configure_logging": False}
     temp = None
     if address == "local":
-        temp, _ = _temp_dir(out_dir)
-        kwargs.update(num_cpus=os.cpu_count() or 1, _temp_dir=str(temp))
-        ray.init(**kwargs)
+        temp = _temp_dir(out_dir)
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=str(temp), **kwargs)
     else:
-        ray.init(address=address, **{k: v for k, v in kwargs.items() if k != "include_dashboard"})
-    return ray.cluster_resources(), temp
+        ray.init(address=address, **kwargs)
+    logging.getLogger("ray").setLevel(logging.WARNING)  # Ray Data's per-dataset INFO lines: our log says it
+    return ray.cluster_resources(), True, temp
 
 
 def encode_corpus_ray(recipe: EncoderRecipe, corpus: str | Path, out_dir: str | Path, address: str = "local",
@@ -293,12 +295,11 @@ def encode_corpus_ray(recipe: EncoderRecipe, corpus: str | Path, out_dir: str | 
     if final.manifest.get("finalized"):
         return final.finalize()
     ray_manifest = out / RAY_DIR / "manifest.json"
-    if ray_manifest.is_file():
-        earlier = json.loads(ray_manifest.read_text(encoding="utf-8")).get("fingerprint")
-        if earlier != fp and not overwrite:
-            raise ResumeError(f"{ray_manifest.parent}: existing blocks were made with other inputs or settings; "
-                              "pass --overwrite to discard them")
-    if overwrite or (ray_manifest.is_file() and json.loads(ray_manifest.read_text()).get("fingerprint") != fp):
+    earlier = json.loads(ray_manifest.read_text(encoding="utf-8")).get("fingerprint") if ray_manifest.is_file() else fp
+    if earlier != fp and not overwrite:
+        raise ResumeError(f"{ray_manifest.parent}: existing blocks were made with other inputs or settings; "
+                          "pass --overwrite to discard them")
+    if overwrite or earlier != fp:
         shutil.rmtree(out / RAY_DIR, ignore_errors=True)
     blocks = scan_blocks(corpus, chunk_size)
     atomic_write_json(ray_manifest, {"fingerprint": fp, "block_size": chunk_size, "blocks": len(blocks),
@@ -317,7 +318,7 @@ def _run_blocks(recipe: EncoderRecipe, todo: list[Block], out: Path, address: st
                 representations: Sequence[str], fp: str, stats: EncodeStats, options: dict) -> None:
     import ray
 
-    resources, temp = start_ray(address, out, workers)
+    resources, connected, temp = start_ray(address, out)
     try:
         gpus = int(resources.get("GPU", 0))
         n = workers or (gpus if gpus else 2)
@@ -362,8 +363,9 @@ def _run_blocks(recipe: EncoderRecipe, todo: list[Block], out: Path, address: st
                                  "or wrong counts: no block may be dropped")
         log.info(f"encoded {stats.docs} documents in {stats.batches} batches, {stats.padding:.1%} padding")
     finally:
-        if temp is not None:
+        if connected:
             ray.shutdown()
+        if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
 
 
