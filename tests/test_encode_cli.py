@@ -149,7 +149,7 @@ def test_a_sigkilled_encode_leaves_no_output_and_resumes_only_the_missing_docume
 
 @pytest.mark.parametrize("extra,message", [
     (["--max-tokens", "0"], "--max_tokens 0: must be an integer >= 1"),
-    (["--ray-workers", "2"], "--ray_workers 2: needs --ray"),
+    (["--ray-workers", "2"], "--ray_workers 2: needs --ray (local or a cluster address)"),
     (["--ray", "local", "--ray-workers", "0"], "--ray_workers 0: must be an integer >= 1"),
 ])
 def test_bad_encoding_flags_are_one_line_before_any_work(tmp_path, capsys, extra, message):

@@ -162,6 +162,10 @@ def run(opts: BenchOptions) -> dict[str, Any]:
     finally:
         if not opts.keep_work:
             shutil.rmtree(work, ignore_errors=True)
+            try:  # the shared work folder too, when no other section left anything in it
+                work.parent.rmdir()
+            except OSError:
+                pass
     return {"rows": rows, "model": model, "kind": kind, "kp": KP, "before": f"corpus order, batch {BEFORE_BATCH}",
             "after": f"length-bucketed per 1,024-doc chunk, <= {AFTER_BATCH} rows and <= {MAX_TOKENS} tokens",
             "targets": {"padding": TARGET_PADDING, "speedup": TARGET_SPEEDUP, "after_over_limit": TARGET_LIMIT}}
