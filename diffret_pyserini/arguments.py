@@ -91,10 +91,38 @@ EncoderOverrides.__module__ = __name__
 class EncodingArguments:
     """How a corpus goes through the encoder."""
 
-    batch_size: int = field(default=32, metadata={"help": "texts per forward pass"})
+    batch_size: int = field(default=32, metadata={"help": "texts per forward pass (at most)"})
+    max_tokens: Optional[int] = field(default=None, metadata={
+        "help": "token budget of a forward pass: rows x longest row (prompt included) at most this many, so "
+                "long documents do not run out of memory (a single longer document still runs alone); "
+                "default: no budget, --batch_size rows"})
+    length_buckets: bool = field(default=True, metadata={
+        "help": "sort each chunk's documents by token length before batching (less padding; outputs are "
+                "written in corpus order and equal corpus-order batching to float rounding); false: corpus "
+                "order"})
+    ray: Optional[str] = field(default=None, metadata={
+        "help": "encode on Ray Data: 'local' starts a Ray instance on this machine (its CPUs, or GPUs), "
+                "anything else is a cluster address (ray://HOST:10001 or HOST:6379); default: no Ray, one "
+                "process"})
+    ray_workers: Optional[int] = field(default=None, metadata={
+        "help": "with --ray: encoding actors, each loading the model once (one GPU each where there are "
+                "GPUs); default: one per GPU, else 2"})
 
     def check_encoding(self) -> None:
+        """Every encoding flag checked before any work (one line naming the flag)."""
         check_at_least("batch_size", self.batch_size, 1)
+        if self.max_tokens is not None:
+            check_at_least("max_tokens", self.max_tokens, 1)
+        if self.ray_workers is not None:
+            check_at_least("ray_workers", self.ray_workers, 1)
+            if self.ray is None:
+                raise ArgumentError(f"--ray_workers {self.ray_workers}: needs --ray (local or a cluster address)")
+        if self.ray is not None and not self.ray.strip():
+            raise ArgumentError("--ray '': must be 'local' or a cluster address")
+
+    def encoding_options(self) -> dict:
+        """Keyword arguments of `encode_jobs.encode_corpus` for these flags."""
+        return {"batch_size": self.batch_size, "max_tokens": self.max_tokens, "length_buckets": self.length_buckets}
 
 
 def check_at_least(name: str, value, low: int) -> None:

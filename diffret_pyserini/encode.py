@@ -4,12 +4,16 @@
         input   --corpus corpus.jsonl [--shard-id 0 --shard-num 1] \\
         output  --embeddings out/ [--representations dense multi sparse] [--overwrite] \\
         encoder --encoder splade-tiny [--kp 16 --batch-size 32 --max-length 256 --device auto] [--trust-remote-code]
+                [--max-tokens 8192] [--length-buckets false] [--ray local|ADDRESS --ray-workers N]
 
 One forward pass per batch gives dense (FAISS dir `out/dense`: index + docid), multi-vector (`out/multi`) and
 sparse (`out/sparse/embeddings.jsonl`, JsonVectorCollection) outputs. A killed run resumes where it stopped;
 every output file is written atomically. With `input --topics FILE` it encodes queries instead:
 `out/dense/embedding.pkl` (for `pyserini.search.faiss --encoded-queries`), `out/sparse.jsonl` (for
 `pyserini.search.lucene --impact --encoder`), `out/multi` and a Pyserini-safe `out/topics.tsv`.
+Each committed chunk is batched by token length (--max-tokens caps a batch's padded tokens) and written back
+in corpus order. With `--ray local` (a Ray instance on this machine) or `--ray ADDRESS` (a cluster) the corpus
+is encoded in blocks by Ray Data actors and merged into the same outputs (ray_encode.py).
 The encoder sub-command takes every model and encoder flag of the other CLIs (arguments.py); the jobs
 themselves are encode_jobs.py.
 """
@@ -126,6 +130,8 @@ def run(args: dict) -> dict:
 
     validate(args)
     inp, out, enc = args["input"], args["output"], args["encoder"]
+    if enc.ray is not None and inp.corpus:
+        return run_ray(args)
     encoder = make_encoder(enc)
     role_length = "query_max_length" if inp.topics else "passage_max_length"
     checked = replace(encoder.settings, **{role_length: enc.max_length}) if enc.max_length else encoder.settings
@@ -133,8 +139,29 @@ def run(args: dict) -> dict:
     if inp.topics:
         return encode_queries(encoder, load_queries(inp.topics), out.embeddings, out.representations,
                               enc.batch_size)
-    return encode_corpus(encoder, inp.corpus, out.embeddings, out.representations, enc.batch_size, enc.max_length,
-                         inp.shard_id, inp.shard_num, out.overwrite, out.multi_dtype, out.chunk_size)
+    return encode_corpus(encoder, inp.corpus, out.embeddings, out.representations, max_length=enc.max_length,
+                         shard_id=inp.shard_id, shard_num=inp.shard_num, overwrite=out.overwrite,
+                         multi_dtype=out.multi_dtype, chunk_size=out.chunk_size, **enc.encoding_options())
+
+
+def run_ray(args: dict) -> dict:
+    """The corpus encoded on Ray Data (ray_encode.py): each actor loads the model, the driver does not."""
+    from diffret_pyserini.ray_encode import EncoderRecipe, encode_corpus_ray
+
+    inp, out, enc = args["input"], args["output"], args["encoder"]
+    if inp.shard_num > 1:
+        raise ArgumentError(f"--shard-num {inp.shard_num}: with --ray the blocks are the shards; give one or "
+                            "the other")
+    load = enc.load_options()
+    if enc.fp16:
+        load["dtype"] = "float16"
+    settings = enc.settings()
+    if enc.max_length:
+        settings["passage_max_length"] = enc.max_length
+    recipe = EncoderRecipe(enc.model, enc.device, load, settings)
+    return encode_corpus_ray(recipe, inp.corpus, out.embeddings, enc.ray, enc.ray_workers, out.representations,
+                             max_length=enc.max_length, overwrite=out.overwrite, multi_dtype=out.multi_dtype,
+                             chunk_size=out.chunk_size, **enc.encoding_options())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

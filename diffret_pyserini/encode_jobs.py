@@ -9,16 +9,22 @@ JsonVectorCollection (`sparse`) and a multi-vector store (`multi`), all from one
 from __future__ import annotations
 
 import functools
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
+from diffret_pyserini.batching import BatchPlan, padding_fraction, plan_batches
 from diffret_pyserini.datasets import Document, count_corpus, iter_corpus, normalize_text
 from diffret_pyserini.encoder import REPRESENTATIONS, DiffRetEncoder
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 
-__all__ = ["encode_corpus", "encode_queries", "encoder_fingerprint", "shard_range", "batched"]
+__all__ = ["encode_corpus", "encode_queries", "encoder_fingerprint", "shard_range", "batched", "EncodeStats",
+           "plan_window", "encode_window"]
+
+log = logging.getLogger(__name__)
 
 
 def batched(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
@@ -73,11 +79,87 @@ def _libc():
         return None
 
 
+@dataclass
+class EncodeStats:
+    """What an encoding job computed: documents, forward passes, and positions with and without padding."""
+
+    docs: int = 0
+    batches: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+
+    @property
+    def padding(self) -> float:
+        return padding_fraction(self.real_tokens, self.padded_tokens)
+
+    def add(self, other: "EncodeStats") -> None:
+        self.docs += other.docs
+        self.batches += other.batches
+        self.real_tokens += other.real_tokens
+        self.padded_tokens += other.padded_tokens
+
+
+@dataclass
+class Window:
+    """A bounded run of documents, tokenised once and cut into (length-bucketed) batches."""
+
+    docs: list[Document]
+    text_ids: list[list[int]]
+    plan: BatchPlan
+
+    @property
+    def texts(self) -> list[str]:
+        return [d.contents for d in self.docs]
+
+
+def plan_window(encoder: DiffRetEncoder, docs: list[Document], max_length: int | None, batch_size: int,
+                max_tokens: int | None, length_buckets: bool) -> Window:
+    """Tokenise `docs` once and plan their batches (sorted by prompt length when `length_buckets`)."""
+    builder = encoder.builder("passage", None, max_length)
+    ids = builder.text_ids([d.contents for d in docs]) if docs else []
+    return Window(docs, ids, plan_batches(builder.sequence_lengths(ids), batch_size, max_tokens, length_buckets))
+
+
+def encode_window(encoder: DiffRetEncoder, window: Window, representations: Sequence[str],
+                  max_length: int | None) -> tuple[dict, EncodeStats]:
+    """Encode a planned window; returns the writer's keyword arrays IN CORPUS ORDER, and what it cost."""
+    import numpy as np
+
+    texts = window.texts
+    n = len(texts)
+    encoder.builder("passage", None, max_length).pretokenized(texts, window.text_ids)
+    out: dict = {"dense": None, "multi": None, "multi_mask": None,
+                 "sparse": [None] * n if "sparse" in representations else None}
+    for rows in window.plan.batches:
+        enc = encoder.encode([texts[i] for i in rows], "passage", want=representations, max_length=max_length)
+        for key, value in (("dense", enc.dense), ("multi", enc.multi), ("multi_mask", enc.multi_valid)):
+            if value is not None:
+                if out[key] is None:
+                    out[key] = np.zeros((n, *value.shape[1:]), dtype=value.dtype)
+                out[key][rows] = value
+        if enc.sparse is not None:
+            for row, vec in zip(rows, enc.sparse):
+                out["sparse"][row] = vec
+    plan = window.plan
+    return out, EncodeStats(n, len(plan.batches), plan.real_tokens, plan.padded_tokens)
+
+
 def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Path,
                   representations: Sequence[str] = REPRESENTATIONS, batch_size: int = 32,
                   max_length: int | None = None, shard_id: int = 0, shard_num: int = 1,
-                  overwrite: bool = False, multi_dtype: str = "float16", chunk_size: int = 1024) -> dict:
-    """Stream `corpus` through the encoder into resumable, atomic outputs; returns {representation: path}."""
+                  overwrite: bool = False, multi_dtype: str = "float16", chunk_size: int = 1024,
+                  max_tokens: int | None = None, length_buckets: bool = True,
+                  stats: EncodeStats | None = None) -> dict:
+    """Stream `corpus` through the encoder into resumable, atomic outputs; returns {representation: path}.
+
+    Each committed chunk (`chunk_size` documents) is one window: tokenised once (the next window is read and
+    tokenised in a background thread while this one runs through the model), batched by length under the
+    `batch_size` / `max_tokens` limits, and written back in corpus order. Windows are aligned to chunks, so a
+    resumed run batches every document exactly as an uninterrupted run does. `stats`, when given, is filled
+    with the documents, batches and padding of this run.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from diffret_pyserini.writers import RepresentationShardWriter
 
     fp = fingerprint(corpus=path_digest(corpus), encoder=encoder_fingerprint(encoder), max_length=max_length,
@@ -91,18 +173,27 @@ def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Pa
     done = writer.completed_docs()
     todo = end - start - done
     docs = (doc for i, doc in enumerate(iter_corpus(corpus, start=start + done)) if i < todo)
-    since_trim = 0
-    with tqdm(total=end - start, initial=done, desc=f"encode {Path(corpus).name}", unit="doc") as bar:
-        for batch in batched(docs, batch_size):
-            out = encoder.encode([d.contents for d in batch], "passage", want=representations,
-                                 max_length=max_length)
-            writer.write_batch([d.docid for d in batch], [d.contents for d in batch], dense=out.dense,
-                               multi=out.multi, multi_mask=out.multi_valid, sparse=out.sparse)
-            bar.update(len(batch))
-            since_trim += len(batch)
-            if since_trim >= chunk_size:
-                release_free_memory()
-                since_trim = 0
+    windows = batched(docs, chunk_size)
+    stats = stats if stats is not None else EncodeStats()
+
+    def plan_next() -> Window | None:
+        chunk = next(windows, None)
+        return None if chunk is None else plan_window(encoder, chunk, max_length, batch_size, max_tokens,
+                                                      length_buckets)
+
+    with tqdm(total=end - start, initial=done, desc=f"encode {Path(corpus).name}", unit="doc") as bar, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenise") as pool:
+        upcoming = pool.submit(plan_next)
+        while (window := upcoming.result()) is not None:
+            upcoming = pool.submit(plan_next)  # reading and tokenising overlap this window's forward passes
+            out, cost = encode_window(encoder, window, representations, max_length)
+            writer.write_batch([d.docid for d in window.docs], window.texts, **out)
+            stats.add(cost)
+            bar.update(len(window.docs))
+            bar.set_postfix(padding=f"{stats.padding:.1%}")
+            release_free_memory()
+    if stats.docs:
+        log.info(f"encoded {stats.docs} documents in {stats.batches} batches, {stats.padding:.1%} padding")
     return writer.finalize()
 
 

@@ -114,9 +114,27 @@ class PromptBatch:
         """Positions that ignore left padding, so a padded row sees the same positions as it would alone."""
         return (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
+    @property
+    def padded_tokens(self) -> int:
+        """Positions computed, padding included (rows x longest row)."""
+        return int(self.input_ids.numel())
+
+    @property
+    def real_tokens(self) -> int:
+        """Positions that hold a token of some row (padding excluded)."""
+        return int(self.attention_mask.sum())
+
     def to(self, device: torch.device | str) -> "PromptBatch":
-        return PromptBatch(self.input_ids.to(device), self.attention_mask.to(device), self.slot_positions.to(device),
-                           self.k, self.text_lengths, self.truncated)
+        """The batch on `device`. To a GPU the host tensors are pinned and copied without blocking, so the copy
+        overlaps whatever the host does next (the forward pass waits on the stream, not the host)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            tensors = (self.input_ids, self.attention_mask, self.slot_positions)
+        else:
+            pin = torch.cuda.is_available()
+            tensors = tuple((t.pin_memory() if pin and t.device.type == "cpu" else t).to(device, non_blocking=True)
+                            for t in (self.input_ids, self.attention_mask, self.slot_positions))
+        return PromptBatch(*tensors, self.k, self.text_lengths, self.truncated)
 
 
 def _encode_piece(tokenizer, text: str) -> list[int]:
@@ -179,6 +197,9 @@ class PromptBuilder:
         self.max_text_tokens = max_text_tokens
         self.pad_id = pad_id
         self.with_slots = with_slots
+        # Token ids already computed for some texts (see `pretokenized`): length-bucketed encoding tokenises a
+        # window once, to sort it by length, and the batches built from it then reuse those ids.
+        self._known: dict[str, list[int]] = {}
 
     @property
     def k(self) -> int:
@@ -187,9 +208,23 @@ class PromptBuilder:
     def text_ids(self, texts: Sequence[str]) -> list[list[int]]:
         # Cut characters first: tokenising a 100k-character text only to keep 256 tokens wastes seconds.
         # 32 characters a token is generous for any subword vocabulary.
+        known = self._known
+        if known and all(t in known for t in texts):
+            return [known[t] for t in texts]
         char_cap = max(4096, self.max_text_tokens * 32)
         encoded = self.tokenizer([t[:char_cap] for t in texts], add_special_tokens=False)["input_ids"]
         return [list(ids) for ids in encoded]
+
+    def sequence_lengths(self, text_ids: Sequence[Sequence[int]]) -> list[int]:
+        """Full prompt length (template, truncated text, slots, tail) of each text's ids."""
+        lay = self.layout
+        extra = len(lay.prefix) + len(lay.suffix) + (lay.k + len(lay.tail) if self.with_slots else 0)
+        return [extra + min(len(ids), self.max_text_tokens) for ids in text_ids]
+
+    def pretokenized(self, texts: Sequence[str], text_ids: Sequence[list[int]]) -> None:
+        """Use these ids for these texts in later `build` calls (replacing any given before): the texts are
+        not tokenised again. Texts not given here are tokenised as usual."""
+        self._known = dict(zip(texts, text_ids))
 
     def sequence(self, text_ids: Sequence[int]) -> list[int]:
         lay = self.layout

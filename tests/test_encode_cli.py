@@ -145,3 +145,25 @@ def test_a_sigkilled_encode_leaves_no_output_and_resumes_only_the_missing_docume
     a, b = (faiss.read_index(str(d / "dense" / "index")) for d in (out, fresh))
     np.testing.assert_allclose(a.reconstruct_n(0, a.ntotal), b.reconstruct_n(0, b.ntotal), atol=1e-6)
     assert np.array_equal(np.load(out / "multi" / "vectors.npy"), np.load(fresh / "multi" / "vectors.npy"))
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--max-tokens", "0"], "--max_tokens 0: must be an integer >= 1"),
+    (["--ray-workers", "2"], "--ray_workers 2: needs --ray (local or a cluster address)"),
+    (["--ray", "local", "--ray-workers", "0"], "--ray_workers 0: must be an integer >= 1"),
+])
+def test_bad_encoding_flags_are_one_line_before_any_work(tmp_path, capsys, extra, message):
+    corpus = write_lines(tmp_path / "corpus.jsonl", ['{"_id": "d1", "text": "fine"}'])
+    code, out, err = run_cli(tmp_path, corpus, capsys, *extra)
+    assert code == 2 and err.strip().splitlines()[-1] == f"error: {message}" and not out.exists()
+
+
+def test_token_budget_and_length_buckets_keep_every_document_in_corpus_order(tmp_path, capsys):
+    """A budget smaller than the long documents: those run alone, nothing is lost, the order is the corpus's."""
+    docs = [{"_id": f"d{i}", "text": "retrieval " * (3 + 40 * (i % 3))} for i in range(9)]
+    corpus = write_lines(tmp_path / "corpus.jsonl", [json.dumps(d) for d in docs])
+    code, out, err = run_cli(tmp_path, corpus, capsys, "--max-tokens", "64")
+    assert code == 0, err
+    assert (out / "dense" / "docid").read_text().split() == [d["_id"] for d in docs]
+    sparse = [json.loads(x)["id"] for x in (out / "sparse" / "embeddings.jsonl").read_text().splitlines()]
+    assert sparse == [d["_id"] for d in docs]

@@ -155,9 +155,14 @@ def load_model(kind: str, path: Path, dtype: torch.dtype, trust_remote_code: boo
     common = dict(local_files_only=True, torch_dtype=dtype, trust_remote_code=trust_remote_code)
     if kind in ("dream", "llada"):
         return AutoModel.from_pretrained(path, **common)
-    if kind == "masked":
-        return AutoModelForMaskedLM.from_pretrained(path, **common)
-    return AutoModelForCausalLM.from_pretrained(path, **common)
+    # transformers' own architectures (the native decoder path, masked LMs, the causal baseline): PyTorch SDPA
+    # attention, asked for by name rather than left to a default that has changed between releases. SDPA takes
+    # the 4D additive mask of the bidirectional path as given; an architecture without SDPA falls back.
+    cls = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
+    try:
+        return cls.from_pretrained(path, **common, attn_implementation="sdpa")
+    except ValueError:  # an architecture without SDPA support: its default attention
+        return cls.from_pretrained(path, **common)
 
 
 def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, device: str | None = None,

@@ -3,6 +3,7 @@
     python -m diffret_pyserini.bench                       # everything, packaged models, CPU here
     python -m diffret_pyserini.bench --sections cost-of-k --models /models/dream --ks 1 4 16
     python -m diffret_pyserini.bench --quick               # a seconds-long smoke configuration
+    python -m diffret_pyserini.bench --sections throughput # whole-corpus encode: before, after, the limit
 """
 from __future__ import annotations
 
@@ -85,9 +86,13 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
 
 def run_sections(opts: BenchOptions) -> tuple[str, list[Path]]:
     """Run the chosen sections in order; returns the markdown and the files written."""
-    from diffret_pyserini.bench import cost_of_k, overhead, passes, report, search_scaling
+    from diffret_pyserini.bench import cost_of_k, overhead, passes, report, search_scaling, throughput
 
-    modules = {"cost-of-k": cost_of_k, "overhead": overhead, "passes": passes, "search": search_scaling}
+    modules = {"cost-of-k": cost_of_k, "overhead": overhead, "passes": passes, "search": search_scaling,
+               "throughput": throughput}
+    # the throughput section renders its own table and plot (report.py could hold them with the others)
+    report.RENDERERS.setdefault("throughput", (throughput.tables, throughput.plot))
+    report.TITLES.setdefault("throughput", "Whole-corpus encoding throughput: length buckets and a token budget")
     set_threads(opts.threads)
     device = resolve_device(opts.device)
     parts, files = [], []

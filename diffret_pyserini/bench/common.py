@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-SECTIONS = ("cost-of-k", "overhead", "passes", "search")
+SECTIONS = ("cost-of-k", "overhead", "passes", "search", "throughput")
 
 
 @dataclass

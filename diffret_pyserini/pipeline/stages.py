@@ -50,12 +50,21 @@ def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
     with folder_lock(root):  # a second run on the same folder waits, then reuses what the first made
         stages = StageLog(root / "stages.json", args.force)
         log.info(f"model {model} ({encoder.backbone.kind}), tag {tag}")
+        def encode(overwrite: bool) -> dict:
+            if args.ray is None:
+                return encode_corpus(encoder, dataset.corpus_path, root, overwrite=overwrite,
+                                     **args.encoding_options())
+            from diffret_pyserini.ray_encode import EncoderRecipe, encode_corpus_ray
+
+            recipe = EncoderRecipe(model, args.device, load, args.settings())
+            return encode_corpus_ray(recipe, dataset.corpus_path, root, args.ray, args.ray_workers,
+                                     overwrite=overwrite, **args.encoding_options())
+
         try:
-            paths = encode_corpus(encoder, dataset.corpus_path, root, batch_size=args.batch_size,
-                                  overwrite=args.force)
+            paths = encode(args.force)
         except ResumeError as err:
             log.info(f"earlier encoding used other inputs; re-encoding ({err})")
-            paths = encode_corpus(encoder, dataset.corpus_path, root, batch_size=args.batch_size, overwrite=True)
+            paths = encode(True)
         enc_fp = fingerprint(encoder=encoder_fingerprint(encoder))
         q_fp = fingerprint(topics=topics, encoder=enc_fp)
         if not (stages.is_done("queries", q_fp) and (root / "queries" / "topics.tsv").is_file()):
