@@ -80,3 +80,16 @@ def test_bad_grid_flags_are_one_line_errors(tmp_path, capsys):
     dataset = make_numeric_collection(tmp_path / "d", n_docs=21)
     code = sweep(tmp_path, dataset, "--kq", "0")
     assert code == 2 and "--kq 0: must be an integer >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--kq", "abc"], "--kq 'abc': must be an integer >= 1 or 'auto'"),
+    (["--kq", "auto", "--kq_method", "oracle"], "--kq_method 'oracle': must be one of slot, nqc, agree, learned, fuse"),
+    (["--kq", "auto", "--kq_candidates", "4"], "--kq_candidates: give at least two different Kq"),
+])
+def test_bad_kq_auto_flags_are_one_line_errors(tmp_path, capsys, flags, expected):
+    from diffret_pyserini import pipeline
+
+    code = pipeline.main(["--indexes", str(tmp_path / "i"), "--runs", str(tmp_path / "r"), "--device", "cpu", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err
