@@ -92,14 +92,13 @@ def test_selectors_are_deterministic_and_need_no_qrels(unjudged, tmp_path):
     from diffret_pyserini.budget import METHODS
     from diffret_pyserini.budget.auto import gather, select, train_learned
     from diffret_pyserini.datasets import load_queries, resolve_dataset
-    from diffret_pyserini.indexing import bm25_index
     from numeric_collection import args_for
 
     dataset = resolve_dataset(unjudged)
     assert dataset.qrels_path is None
     args = replace(args_for(tmp_path, unjudged), hits=20)
     topics = load_queries(dataset.queries_path)
-    bm25 = bm25_index(dataset, tmp_path / "indexes" / "bm25", 1)
+    bm25 = tmp_path / "no-bm25"  # sparse and dense never open the BM25 index
     chosen = []
     for _ in range(2):
         g = gather(dataset, args, topics, "splade-tiny", [1, 2], 1, ["sparse", "dense"], bm25, "", tmp_path / "runs")
