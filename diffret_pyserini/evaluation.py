@@ -22,7 +22,7 @@ from diffret_pyserini.datasets import load_qrels
 
 __all__ = [
     "DEFAULT_METRICS", "evaluate_run", "display_name", "convert_qrels", "write_metrics", "read_metrics",
-    "format_table", "plot_metrics", "write_report",
+    "format_table", "plot_metrics", "write_report", "evaluate_per_query",
 ]
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg_cut.10", "map", "recall.100", "recall.1000")
@@ -198,3 +198,44 @@ def write_report(metrics: Mapping[str, Mapping[str, float]], out: str | os.PathL
     atomic_write_text(out / "metrics.md", table + "\n")
     plot_metrics(metrics, out / "metrics.png", title=title)
     return table
+
+
+def evaluate_per_query(qrels_path: str | os.PathLike, runs: Mapping[str, str | os.PathLike],
+                       metric: str = "ndcg_cut.10", timeout: float = 900) -> dict[str, dict[str, float]]:
+    """Per-query values of one metric for several runs: ``{run name: {qid: value}}``, via ``trec_eval -q``.
+
+    One trec_eval call for all the runs (its JVM start, not the evaluation, is the cost): each run's qids are
+    prefixed with its index in a merged run and merged qrels, and split back afterwards. Only judged queries
+    appear; a judged query a run did not answer gets 0 (``-c``)."""
+    if "," in metric:
+        raise ValueError(f"one metric with one cut-off, got {metric!r}")
+    qrels = load_qrels(qrels_path)
+    names = list(runs)
+    wanted = _output_names(metric)[0]
+    with tempfile.TemporaryDirectory(prefix="diffret-eval-q-") as tmp:
+        merged_qrels, merged_run = Path(tmp) / "qrels.txt", Path(tmp) / "run.trec"
+        with open(merged_qrels, "w", encoding="utf-8") as f:
+            for i in range(len(names)):
+                for qid, judged in qrels.items():
+                    f.writelines(f"{i}:{qid} 0 {docid} {max(rel, 0)}\n" for docid, rel in judged.items())
+        with open(merged_run, "w", encoding="utf-8") as out:
+            for i, name in enumerate(names):
+                with open(runs[name], encoding="utf-8") as f:
+                    out.writelines(f"{i}:{line}" for line in f if line.strip())
+        cmd = [sys.executable, "-m", "pyserini.eval.trec_eval", "-c", "-q", "-m", metric, str(merged_qrels),
+               str(merged_run)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    out: dict[str, dict[str, float]] = {name: {} for name in names}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == wanted and parts[1] != "all" and ":" in parts[1]:
+            index, qid = parts[1].split(":", 1)
+            out[names[int(index)]][qid] = float(parts[2])
+    if proc.returncode != 0 or (qrels and any(not row for row in out.values())):
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"trec_eval -q failed (exit {proc.returncode}): " + " | ".join(tail))
+    for row in out.values():  # -q lists only queries the run answered; -c's zero for the others, per query
+        for qid in qrels:
+            if any(rel > 0 for rel in qrels[qid].values()):
+                row.setdefault(qid, 0.0)
+    return out

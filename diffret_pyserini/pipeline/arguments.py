@@ -7,6 +7,7 @@ from typing import Optional
 
 from diffret_pyserini.arguments import (ArgumentError, EncoderOverrides, EncodingArguments, ModelLoadArguments,
                                         check_at_least, check_choice, check_writable)
+from diffret_pyserini.budget import METHODS as BUDGET_METHODS
 from diffret_pyserini.systems import SYSTEMS
 
 FINETUNE_CHOICES = ("auto", "yes", "no")
@@ -30,6 +31,34 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
                 "report it beside the zero-shot systems: 'auto' (the embedded default model on a corpus with "
                 "titles), 'yes', 'no'. Trained once, cached by content.", "choices": list(FINETUNE_CHOICES)})
     force: bool = field(default=False, metadata={"help": "redo every stage"})
+    # Declared again to take 'auto' as well as an integer (EncoderOverrides' own kq is an int).
+    kq: Optional[str] = field(default=None, metadata={
+        "help": "query slots K (causal: generation cap N); None: the model's own; 'auto': also choose Kq per "
+                "query among --kq_candidates with each --kq_method, each shown as its own system "
+                "(<system>-kq-<method>), beside the fixed systems at the model's own Kq"})
+    kq_method: list[str] = field(default_factory=lambda: ["nqc"], metadata={
+        "help": f"with --kq auto: selection methods, any of {', '.join(BUDGET_METHODS)} (slot: slot-logit "
+                "saturation; nqc: score spread of the run; agree: agreement between Kq; learned: a selector "
+                "trained on the corpus's pseudo-queries; fuse: RRF of every candidate's run)"})
+    kq_candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={
+        "help": "with --kq auto: the Kq a query may get"})
+
+    @property
+    def kq_auto(self) -> bool:
+        return isinstance(self.kq, str) and self.kq.strip().lower() == "auto"
+
+    def settings(self) -> dict:
+        """The encoder overrides; --kq as an integer ('auto' leaves the model's own Kq for the fixed systems)."""
+        out = EncoderOverrides.settings(self)
+        if "kq" in out:
+            if self.kq_auto:
+                del out["kq"]
+            elif isinstance(out["kq"], str):
+                text = out["kq"].strip()
+                if not text.lstrip("-").isdigit():
+                    raise ArgumentError(f"--kq {out['kq']!r}: must be an integer >= 1 or 'auto'")
+                out["kq"] = int(text)
+        return out
 
     def validate(self) -> None:
         """Every flag checked before any index or encoding work; one line naming the flag on the first bad one."""
@@ -46,5 +75,14 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
         if not self.systems:
             raise ArgumentError(f"--systems: none given; choose from {SYSTEMS}")
         check_choice("finetune", self.finetune, FINETUNE_CHOICES)
+        if self.kq_auto:
+            for method in self.kq_method:
+                check_choice("kq_method", method, BUDGET_METHODS)
+            if not self.kq_method:
+                raise ArgumentError(f"--kq_method: none given; choose from {BUDGET_METHODS}")
+            for k in self.kq_candidates:
+                check_at_least("kq_candidates", k, 1)
+            if len(set(self.kq_candidates)) < 2:
+                raise ArgumentError("--kq_candidates: give at least two different Kq to choose among")
         check_writable("indexes", self.indexes)
         check_writable("runs", self.runs)

@@ -6,16 +6,16 @@ stage_log.py), shared with training; this module only orders the stages and name
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
 from pathlib import Path
 
 from diffret_pyserini.datasets import Dataset, check_dataset, load_queries, normalize_text, resolve_dataset
-from diffret_pyserini.fingerprint import fingerprint, path_digest
-from diffret_pyserini.indexing import bm25_fingerprint, bm25_index, build_lucene_index, dataset_key
+from diffret_pyserini.fingerprint import fingerprint
+from diffret_pyserini.indexing import bm25_fingerprint, bm25_index, dataset_key
 from diffret_pyserini.pipeline.arguments import PipelineArguments
-from diffret_pyserini.stage_log import StageLog, folder_lock
+from diffret_pyserini.pipeline.cells import EncodedCell, encode_stages, model_tag, search_cell, slug  # noqa: F401
+from diffret_pyserini.atomic import atomic_write_json
+from diffret_pyserini.stage_log import folder_lock
 from diffret_pyserini.systems import SearchInputs, run_system, uses_bm25, uses_model
 
 log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
@@ -23,88 +23,56 @@ log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
 MIN_TITLE_QUERIES = 200  # 'auto' fine-tunes only a corpus with this many title pseudo-queries
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
-
-
-def model_tag(model: str, settings: dict, defaults: dict) -> str:
-    """'splade-tiny-kq4-kp16', plus a short hash when other settings differ from the model's defaults."""
-    name = slug(Path(model).name if os.path.isdir(model) else model)
-    extra = {k: v for k, v in settings.items() if k not in ("kq", "kp") and defaults.get(k) != v}
-    tag = f"{name}-kq{settings['kq']}-kp{settings['kp']}"
-    return f"{tag}-{fingerprint(**extra)[:8]}" if extra else tag
-
-
-def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], model: str):
-    """Encode corpus (resumable) and queries; build the impact index. Returns (tag, index root, fingerprint)."""
-    from diffret_pyserini.encode_jobs import encode_corpus, encode_queries, encoder_fingerprint
-    from diffret_pyserini.encoder_spec import get_encoder
-    from diffret_pyserini.writers import ResumeError
-
-    load = args.load_options()
-    encoder = get_encoder(model, device=args.device, **load, **args.settings())
-    defaults = get_encoder(model, device=args.device, **load).settings.to_dict()
-    tag = model_tag(model, encoder.settings.to_dict(), defaults)
-    tag = f"{args.tag}-{tag}" if args.tag else tag
-    root = Path(args.indexes) / dataset_key(dataset) / tag
-    with folder_lock(root):  # a second run on the same folder waits, then reuses what the first made
-        stages = StageLog(root / "stages.json", args.force)
-        log.info(f"model {model} ({encoder.backbone.kind}), tag {tag}")
-        def encode(overwrite: bool) -> dict:
-            if args.ray is None:
-                return encode_corpus(encoder, dataset.corpus_path, root, overwrite=overwrite,
-                                     **args.encoding_options())
-            from diffret_pyserini.ray_encode import EncoderRecipe, encode_corpus_ray
-
-            recipe = EncoderRecipe(model, args.device, load, args.settings())
-            return encode_corpus_ray(recipe, dataset.corpus_path, root, args.ray, args.ray_workers,
-                                     overwrite=overwrite, **args.encoding_options())
-
-        try:
-            paths = encode(args.force)
-        except ResumeError as err:
-            log.info(f"earlier encoding used other inputs; re-encoding ({err})")
-            paths = encode(True)
-        enc_fp = fingerprint(encoder=encoder_fingerprint(encoder))
-        q_fp = fingerprint(topics=topics, encoder=enc_fp)
-        if not (stages.is_done("queries", q_fp) and (root / "queries" / "topics.tsv").is_file()):
-            encode_queries(encoder, topics, root / "queries", batch_size=args.batch_size)
-            stages.mark("queries", q_fp)
-        impact_fp = fingerprint(sparse=path_digest(paths["sparse"]))
-        if not (stages.is_done("impact", impact_fp) and (root / "impact").is_dir()):
-            log.info("indexing impact vectors ...")
-            build_lucene_index("JsonVectorCollection", paths["sparse"].parent, root / "impact", args.threads,
-                               impact=True)
-            stages.mark("impact", impact_fp)
-    return tag, root, fingerprint(q=q_fp, impact=impact_fp, dense=path_digest(paths["dense"]),
-                                  multi=path_digest(paths["multi"]))
-
-
 def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str],
                         args: PipelineArguments, systems: list[str]) -> dict[str, dict[str, float]]:
     from diffret_pyserini.evaluation import convert_qrels, evaluate_run, write_report
-    from diffret_pyserini.runs import write_trec_run
 
+    paths = search_cell(inputs, run_dir, index_fp, args, systems)
+    if dataset.qrels_path is not None:  # TREC qrels beside the runs, for `python -m pyserini.eval.trec_eval`
+        convert_qrels(dataset.qrels_path, run_dir.parent / "qrels.txt")
     with folder_lock(run_dir):
-        stages = StageLog(run_dir / "stages.json", args.force)
-        if dataset.qrels_path is not None:  # TREC qrels beside the runs, for `python -m pyserini.eval.trec_eval`
-            convert_qrels(dataset.qrels_path, run_dir.parent / "qrels.txt")
         metrics: dict[str, dict[str, float]] = {}
-        for system in systems:
-            run_path = run_dir / f"{system}.trec"
-            fp = fingerprint(bm25=index_fp["bm25"] if uses_bm25(system) else None,
-                             model=index_fp["model"] if uses_model(system) else None, hits=args.hits,
-                             alpha=args.alpha if system.startswith("hybrid") else None)
-            if not (stages.is_done(system, fp) and run_path.is_file()):
-                start = time.time()
-                results = run_system(system, inputs, hits=args.hits, alpha=args.alpha, threads=args.threads)
-                write_trec_run(results, run_path, tag=slug(system), k=args.hits)
-                stages.mark(system, fp)
-                log.info(f"{system}: {len(results)} queries searched in {time.time() - start:.1f}s -> {run_path}")
+        for system, run_path in paths.items():
             if dataset.qrels_path is not None:
                 metrics[system] = evaluate_run(dataset.qrels_path, run_path)
         if metrics:
             write_report(metrics, run_dir, f"{dataset.name} / {run_dir.name}")
+    return metrics
+
+
+def auto_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], model: str, bm25: Path,
+               bm25_fp: str, runs_root: Path, run_dir: Path) -> dict[str, dict[str, float]]:
+    """--kq auto: every candidate Kq searched at the model's Kp, then one run per (system, method), written as
+    run_dir/<system>-kq-<method>.trec and evaluated like the fixed systems."""
+    from diffret_pyserini.budget.auto import AUTO_SYSTEMS, auto_system_name, gather, select, train_learned
+    from diffret_pyserini.evaluation import evaluate_run, write_report
+    from diffret_pyserini.pipeline.cells import role_encoders
+    from diffret_pyserini.runs import write_trec_run
+
+    systems = [s for s in args.systems if s in AUTO_SYSTEMS]
+    if not systems:
+        log.info(f"--kq auto: none of {AUTO_SYSTEMS} in --systems; nothing to select for")
+        return {}
+    kp = role_encoders(model, args)[2]["kp"]
+    ks = sorted(set(args.kq_candidates))
+    g = gather(dataset, args, topics, model, ks, kp, systems, bm25, bm25_fp, runs_root)
+    selectors = (train_learned(dataset, args, model, ks, kp, systems, bm25, bm25_fp, runs_root)
+                 if "learned" in args.kq_method else {})
+    metrics: dict[str, dict[str, float]] = {}
+    for system in systems:
+        for method in args.kq_method:
+            run, choice = select(method, g, system, selectors.get(system))
+            name = auto_system_name(system, method)
+            path = write_trec_run(run, run_dir / f"{name}.trec", tag=name, k=args.hits)
+            if choice is not None:
+                atomic_write_json(run_dir / f"{name}.choice.json", choice)
+            if dataset.qrels_path is not None:
+                metrics[name] = evaluate_run(dataset.qrels_path, path)
+    if metrics:  # the fixed systems' table with the adaptive rows added
+        from diffret_pyserini.evaluation import read_metrics
+
+        fixed = read_metrics(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+        write_report({**fixed, **metrics}, run_dir, f"{dataset.name} / {run_dir.name} (+ --kq auto)")
     return metrics
 
 
@@ -149,12 +117,14 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
         models.append(("ft-", str(folder)))
     combined: dict[str, dict[str, float]] = {}
     for prefix, model in models:
-        tag, root, model_fp = encode_stages(dataset, args, topics, model)
-        inputs = SearchInputs(bm25_index=bm25, impact_index=root / "impact", faiss_dir=root / "dense",
-                              multi_dir=root / "multi", queries_dir=root / "queries", topics=topics)
-        index_fp = {"bm25": fingerprint(bm25=bm25_fingerprint(bm25), topics=topics), "model": model_fp}
+        cell = encode_stages(dataset, args, topics, model)
+        tag, inputs = cell.tag, cell.search_inputs(bm25, topics)
+        index_fp = {"bm25": fingerprint(bm25=bm25_fingerprint(bm25), topics=topics), "model": cell.fingerprint}
         systems = [s for s in args.systems if not (prefix and s == "bm25")]
         metrics = search_and_evaluate(dataset, inputs, Path(args.runs) / key / tag, index_fp, args, systems)
+        if args.kq_auto:
+            metrics.update(auto_stage(dataset, args, topics, model, bm25, index_fp["bm25"], Path(args.runs) / key,
+                                      Path(args.runs) / key / tag))
         combined.update({prefix + system: row for system, row in metrics.items()})
     if combined:
         if len(models) > 1:  # zero-shot and fine-tuned side by side
