@@ -6,7 +6,6 @@ stage_log.py), shared with training; this module only orders the stages and name
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from diffret_pyserini.datasets import Dataset, check_dataset, load_queries, normalize_text, resolve_dataset
@@ -16,7 +15,7 @@ from diffret_pyserini.pipeline.arguments import PipelineArguments
 from diffret_pyserini.pipeline.cells import EncodedCell, encode_stages, model_tag, search_cell, slug  # noqa: F401
 from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.stage_log import folder_lock
-from diffret_pyserini.systems import SearchInputs, run_system, uses_bm25, uses_model
+from diffret_pyserini.systems import SearchInputs
 
 log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
 
