@@ -37,11 +37,24 @@ def configure_logging(level: int = logging.INFO) -> None:
     """Our loggers ('diffret_pyserini.*', shown by their last part) to stderr, once per process."""
     root = logging.getLogger("diffret_pyserini")
     if not any(getattr(h, "_diffret", False) for h in root.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(_ShortNameFormatter(LOG_FORMAT))
         handler._diffret = True
         root.addHandler(handler)
     root.setLevel(level)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record (a handler holding the stream it was made
+    with breaks once that stream is swapped and closed, as by a test's capture or a daemon's redirect)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 class _ShortNameFormatter(logging.Formatter):

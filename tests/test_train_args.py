@@ -69,6 +69,6 @@ def test_deepspeed_zero2_config_is_the_one_the_readme_command_uses():
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
         assert config[key] == "auto"
     assert config["bf16"]["enabled"] == "auto"
-    text = (ROOT / "docs" / "proposed" / "train.md").read_text()
+    text = (ROOT / "README.md").read_text()
     command = re.search(r"torchrun[^`]*--deepspeed configs/deepspeed_zero2\.json[^`]*", text)
     assert command and "--lora_r" in command.group(0) and "--trust_remote_code" in command.group(0)
