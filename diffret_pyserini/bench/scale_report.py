@@ -1,0 +1,82 @@
+"""Tables and chart of the 'scale' section, registered with bench.report's renderers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from diffret_pyserini.bench import report
+from diffret_pyserini.bench.report import mib, ms, save, table
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else (f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB")
+
+
+def _s(x: float | None) -> str:
+    return "in writer" if x is None else f"{x:.1f}"
+
+
+def scale_tables(doc: dict) -> str:
+    out = []
+    if doc["model"]:
+        out.append("#### Encode with the model (`python -m diffret_pyserini.encode`, packaged masked LM, CPU, "
+                   "CACM texts cycled to N: real lengths)\n\n" + table(
+                       ["docs", "seconds", "docs/s", "peak RSS MiB", "terms/doc mean / p50 / p90"],
+                       [[r["docs"], f"{r['seconds']:.1f}", f"{r['docs_per_s']:.1f}", mib(r["peak_rss"]),
+                         "{mean:.1f} / {p50:.0f} / {p90:.0f}".format(**r["terms_per_doc"])] for r in doc["model"]]))
+    out.append(f"#### Encode, writer path (synthetic vectors: Kp={doc['kp']} x H={doc['dim']} per doc, sparse "
+               f"terms/doc {doc['terms_from']}; dense + multi + sparse, committed chunks + finalize)\n\n" + table(
+                   ["docs", "vectors", "writer s", "writer docs/s", "peak RSS MiB", "sparse jsonl", "dense flat",
+                    "multi float16"],
+                   [[s["docs"], s["vectors"], f"{s['writer']['writer_seconds']:.1f}",
+                     f"{s['docs'] / s['writer']['writer_seconds']:.0f}", mib(s["writer"]["peak_rss"]),
+                     *(_gib(v) for v in s["writer_disk_bytes"].values())] for s in doc["sizes"]]))
+    body = []
+    for s in doc["sizes"]:
+        for r in s["index"]["rows"]:
+            body.append([s["docs"], r["representation"], r["index"], _s(r["build_s"]), _gib(r["disk_bytes"]),
+                         _gib(r["memory_bytes"]) if r["memory_bytes"] else "-",
+                         ms(r.get("p50_s")), ms(r.get("p95_s")),
+                         "-" if r["recall@10"] is None else f"{r['recall@10']:.3f}"])
+    out.append("#### Index build, size and search (sequential queries; recall@10 vs exact: flat FAISS for dense, "
+               "exact MaxSim over every document for multi; 'memory' = the index's codes, ids and graph in RAM)\n\n"
+               + table(["docs", "representation", "index", "build s", "disk", "memory", "p50 ms", "p95 ms",
+                        "recall@10"], body))
+    out.append("Peak RSS of the size's process after the index builds and searches (writer first): " + ", ".join(
+        f"{s['docs']}: {mib(s['index']['peak_rss'])} MiB" for s in doc["sizes"]))
+    return "\n\n".join(out)
+
+
+def plot_scale(doc: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    sizes = doc["sizes"]
+    docs = [s["docs"] for s in sizes]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    axes[0].plot(docs, [s["docs"] / s["writer"]["writer_seconds"] for s in sizes], "o-", label="writer path docs/s")
+    if doc["model"]:
+        axes[0].plot([r["docs"] for r in doc["model"]], [r["docs_per_s"] for r in doc["model"]], "s--",
+                     label="model encode docs/s")
+    twin = axes[0].twinx()
+    twin.plot(docs, [s["writer"]["peak_rss"] / 2**20 for s in sizes], "^:", color="grey", label="writer peak RSS")
+    twin.set_ylabel("peak RSS MiB")
+    axes[0].set(xscale="log", yscale="log", xlabel="documents", ylabel="docs/s", title="encode rate, memory")
+    axes[0].legend(fontsize=7, loc="lower left")
+    names = list(dict.fromkeys(f"{r['representation']}: {r['index']}" for s in sizes for r in s["index"]["rows"]
+                               if r.get("p95_s") is not None))
+    for name in names:
+        pts = [(s["docs"], r["p95_s"] * 1000) for s in sizes for r in s["index"]["rows"]
+               if f"{r['representation']}: {r['index']}" == name and r.get("p95_s") is not None]
+        axes[1].plot(*zip(*pts), "o-", label=name)
+        rec = [(s["docs"], r["recall@10"]) for s in sizes for r in s["index"]["rows"]
+               if f"{r['representation']}: {r['index']}" == name and r.get("recall@10") is not None]
+        if rec:
+            axes[2].plot(*zip(*rec), "o-", label=name)
+    axes[1].set(xscale="log", yscale="log", xlabel="documents", ylabel="p95 ms", title="search latency p95")
+    axes[2].set(xscale="log", xlabel="documents", ylabel="recall@10 vs exact", title="recall@10", ylim=(0, 1.05))
+    axes[1].legend(fontsize=5)
+    axes[2].legend(fontsize=5)
+    save(fig, path)
+
+
+report.RENDERERS.setdefault("scale", (scale_tables, plot_scale))
+report.TITLES.setdefault("scale", "Scale: encode, index and search at 10k / 100k / 1M documents")
