@@ -214,3 +214,27 @@ def test_quantize_int8_edge_cases():
     assert codes.tolist() == [[0, 0], [127, -64]] and scales[0] == 1.0
     with pytest.raises(ValueError, match="dtype 'int16'"):
         write_multi_store("unused", [], [], np.zeros(0), 2, "int16")
+
+
+# ------------------------------------------------------------------------------------------------ scale bench
+@pytest.mark.slow(reason="two sizes x (Lucene JVM start + 5 dense and 3 multi FAISS builds): ~40 s on a quiet "
+                         "2-core host, ~100 s on a loaded one")
+def test_scale_section_quick_writes_json_and_png(tmp_path):
+    import json
+
+    from diffret_pyserini.bench.__main__ import main as bench_main
+
+    out = tmp_path / "bench"
+    assert bench_main(["--quick", "--sections", "scale", "--out", str(out), "--threads", "1"]) == 0
+    assert (out / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads((out / "scale.json").read_text())
+    assert [s["docs"] for s in doc["sizes"]] == [200, 400]
+    for size in doc["sizes"]:
+        assert size["writer"]["writer_seconds"] > 0 and size["writer"]["peak_rss"] > 0
+        rows = {(r["representation"], r["index"]): r for r in size["index"]["rows"]}
+        assert rows[("dense", "flat (IndexFlatIP)")]["recall@10"] == 1.0
+        assert {"SQfp16", "SQ8", "HNSW32,Flat"} <= {i for rep, i in rows if rep == "dense"}
+        multi = [r for (rep, i), r in rows.items() if rep == "multi" and "PQ" in i]
+        assert len(multi) == 2 and all(0 <= r["recall@10"] <= 1 and r["p95_s"] > 0 for r in multi)
+        assert rows[("sparse", "Lucene impact")]["disk_bytes"] > 0
+    assert not (out / "work").exists(), "synthetic indexes are removed afterwards"

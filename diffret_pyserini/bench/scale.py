@@ -313,6 +313,8 @@ def run(opts: BenchOptions) -> dict[str, Any]:
     finally:
         if not opts.keep_work:
             shutil.rmtree(work, ignore_errors=True)
+            if root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
     for r in model_rows:  # the distributions are summarised, not stored
         t = np.asarray(r.pop("terms_per_doc"))
         r.pop("impacts")
