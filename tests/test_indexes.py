@@ -238,3 +238,30 @@ def test_scale_section_quick_writes_json_and_png(tmp_path):
         assert len(multi) == 2 and all(0 <= r["recall@10"] <= 1 and r["p95_s"] > 0 for r in multi)
         assert rows[("sparse", "Lucene impact")]["disk_bytes"] > 0
     assert not (out / "work").exists(), "synthetic indexes are removed afterwards"
+
+
+def test_multi_system_uses_a_fresh_prebuilt_candidate_index(planted_multi, tmp_path):
+    import os
+    import shutil
+
+    from diffret_pyserini.systems import CANDIDATES_FILE, SearchInputs, multi_searcher
+    from diffret_pyserini.writers import write_query_multi
+
+    root, _, queries = planted_multi
+    store = tmp_path / "multi"
+    shutil.copytree(root / "fp16", store)
+    write_query_multi(tmp_path / "queries" / "multi", ["1"], np.stack([queries[0]]))
+    inputs = SearchInputs(bm25_index=tmp_path, impact_index=tmp_path, faiss_dir=tmp_path, multi_dir=store,
+                          queries_dir=tmp_path / "queries", topics={"1": "first query"})
+    assert multi_searcher(inputs).exact  # a small store, no candidate index: exact MaxSim
+    assert index_main(["candidates", "--input", str(store), "--output", str(store / CANDIDATES_FILE),
+                       "--nlist", "16", "--nprobe", "16"]) == 0
+    searcher = multi_searcher(inputs)
+    assert not searcher.exact and searcher.index.ntotal == 2400
+    exact = MultiVectorSearcher(store, exact=True)
+    assert [h.docid for h in searcher.search("first query", k=10)] == [h.docid for h in exact.search(queries[0], k=10)]
+    # a store written after the candidate index (re-encoded) makes it stale: not used
+    meta = store / "meta.json"
+    later = (store / CANDIDATES_FILE).stat().st_mtime_ns + 10**9
+    os.utime(meta, ns=(later, later))
+    assert multi_searcher(inputs).exact

@@ -43,7 +43,23 @@ def scale_tables(doc: dict) -> str:
                         "recall@10"], body))
     out.append("Peak RSS of the size's process after the index builds and searches (writer first): " + ", ".join(
         f"{s['docs']}: {mib(s['index']['peak_rss'])} MiB" for s in doc["sizes"]))
+    terms, per_posting = measured_sparse(doc)
+    if terms is not None:
+        out.append(f"#### Memory model on paper: MS MARCO ({MSMARCO_DOCS:,} passages) x Dream-7B (H={DREAM_DIM}, "
+                   f"Kp=16)\n\nSparse from this run: {terms:.1f} terms/doc (measured encode) and "
+                   f"{per_posting:.2f} bytes per posting (Lucene impact index at {doc['sizes'][-1]['docs']:,} "
+                   "docs).\n\n" + memory_table(memory_model(terms_per_doc=terms, bytes_per_posting=per_posting)))
     return "\n\n".join(out)
+
+
+def measured_sparse(doc: dict) -> tuple[float | None, float | None]:
+    """(terms/doc of the measured encode, Lucene impact bytes per posting at the largest size)."""
+    if not doc["model"] or not doc["sizes"]:
+        return None, None
+    terms = doc["model"][-1]["terms_per_doc"]["mean"]
+    last = doc["sizes"][-1]
+    impact = next(r for r in last["index"]["rows"] if r["representation"] == "sparse")
+    return terms, impact["disk_bytes"] / (last["docs"] * terms)
 
 
 def plot_scale(doc: dict, path: Path) -> None:
@@ -80,3 +96,45 @@ def plot_scale(doc: dict, path: Path) -> None:
 
 report.RENDERERS.setdefault("scale", (scale_tables, plot_scale))
 report.TITLES.setdefault("scale", "Scale: encode, index and search at 10k / 100k / 1M documents")
+
+
+# ------------------------------------------------------------------------------------------------ memory model
+MSMARCO_DOCS = 8_841_823     # MS MARCO passage corpus
+DREAM_DIM = 3584             # Dream-7B hidden size
+BUDGET = 128 * 10**9         # the machine's RAM, bytes
+HEADROOM = 0.9               # an index "fits" when it leaves 10% of the RAM for the OS, queries and the rest
+
+
+def memory_model(n_docs: int = MSMARCO_DOCS, dim: int = DREAM_DIM, kp: int = 16, terms_per_doc: float = 120.0,
+                 bytes_per_posting: float = 2.0, dense_nlist: int = 16384, multi_nlist: int = 65536) -> list[dict]:
+    """Bytes per document and in total for each representation and index setting (on paper, not measured):
+    FAISS code sizes are exact (codes + 8-byte ids for IVF, + 4 x 2M graph links for HNSW level 0), the
+    sparse line uses the measured terms/doc and the Lucene impact index's measured bytes per posting."""
+    pq_m = next(m for m in range(min(64, dim // 4), 0, -1) if dim % m == 0)
+    dense_c, multi_c = dense_nlist * dim * 4, multi_nlist * dim * 4  # float32 coarse centroids
+    rows = [
+        ("dense", "flat float32 (IndexFlatIP)", dim * 4, 0, "RAM"),
+        ("dense", "SQfp16", dim * 2, 0, "RAM"),
+        ("dense", "SQ8", dim, 0, "RAM"),
+        ("dense", "HNSW32,Flat", dim * 4 + 2 * 32 * 4, 0, "RAM"),
+        ("dense", "HNSW32,SQ8", dim + 2 * 32 * 4, 0, "RAM"),
+        ("dense", f"IVF{dense_nlist},PQ{pq_m}x8", pq_m + 8, dense_c, "RAM"),
+        ("dense", f"IVF{dense_nlist},PQ{dim // 8}x8 (8 dims per code)", dim // 8 + 8, dense_c, "RAM"),
+        ("multi", "store float16", kp * dim * 2, 0, "disk, memory-mapped"),
+        ("multi", "store int8 + per-vector scale", kp * (dim + 4), 0, "disk, memory-mapped"),
+        ("multi", f"PQ{pq_m}x8 codes as the store (not built)", kp * pq_m, 0, "RAM"),
+        ("multi", f"candidates IVF{multi_nlist},SQfp16", kp * (dim * 2 + 8), multi_c, "RAM"),
+        ("multi", f"candidates IVF{multi_nlist},PQ{pq_m}x8 + owner map", kp * (pq_m + 8 + 4), multi_c, "RAM"),
+        ("sparse", f"Lucene impact index ({terms_per_doc:.0f} terms/doc x {bytes_per_posting:.2f} B/posting)",
+         terms_per_doc * bytes_per_posting, 0, "disk (OS page cache)"),
+    ]
+    return [{"representation": rep, "setting": name, "bytes_per_doc": per_doc,
+             "total_bytes": per_doc * n_docs + fixed, "where": where,
+             "fits_128GB": per_doc * n_docs + fixed < HEADROOM * BUDGET}
+            for rep, name, per_doc, fixed, where in rows]
+
+
+def memory_table(rows: list[dict]) -> str:
+    return table(["representation", "setting", "bytes/doc", "total (8.84M docs)", "kept in", "fits 128 GB (10% spare)"],
+                 [[r["representation"], r["setting"], f"{r['bytes_per_doc']:,.0f}", f"{r['total_bytes'] / 1e9:,.1f} GB",
+                   r["where"], "yes" if r["fits_128GB"] else "**no**"] for r in rows])
