@@ -1,6 +1,7 @@
 """Tables and chart of the 'scale' section, registered with bench.report's renderers."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from diffret_pyserini.bench import report
@@ -62,6 +63,12 @@ def measured_sparse(doc: dict) -> tuple[float | None, float | None]:
     return terms, impact["disk_bytes"] / (last["docs"] * terms)
 
 
+def _family(row: dict) -> str:
+    """The index kind without its size-dependent numbers (IVF4096,PQ32x8 -> IVF,PQx), one line per kind."""
+    return f"{row['representation']}: " + re.sub(r"\d+", "", row["index"]).replace("float", "float16").replace(
+        "int", "int8")
+
+
 def plot_scale(doc: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -77,14 +84,13 @@ def plot_scale(doc: dict, path: Path) -> None:
     twin.set_ylabel("peak RSS MiB")
     axes[0].set(xscale="log", yscale="log", xlabel="documents", ylabel="docs/s", title="encode rate, memory")
     axes[0].legend(fontsize=7, loc="lower left")
-    names = list(dict.fromkeys(f"{r['representation']}: {r['index']}" for s in sizes for r in s["index"]["rows"]
-                               if r.get("p95_s") is not None))
+    names = list(dict.fromkeys(_family(r) for s in sizes for r in s["index"]["rows"] if r.get("p95_s") is not None))
     for name in names:
         pts = [(s["docs"], r["p95_s"] * 1000) for s in sizes for r in s["index"]["rows"]
-               if f"{r['representation']}: {r['index']}" == name and r.get("p95_s") is not None]
+               if _family(r) == name and r.get("p95_s") is not None]
         axes[1].plot(*zip(*pts), "o-", label=name)
         rec = [(s["docs"], r["recall@10"]) for s in sizes for r in s["index"]["rows"]
-               if f"{r['representation']}: {r['index']}" == name and r.get("recall@10") is not None]
+               if _family(r) == name and r.get("recall@10") is not None]
         if rec:
             axes[2].plot(*zip(*rec), "o-", label=name)
     axes[1].set(xscale="log", yscale="log", xlabel="documents", ylabel="p95 ms", title="search latency p95")
