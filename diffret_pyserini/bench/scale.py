@@ -39,6 +39,9 @@ WRITER_BATCH = 256
 DENSE_TYPES = ("flat", "sqfp16", "sq8", "hnsw", "ivfpq")
 EXHAUSTIVE_MULTI_MAX = 2_000_000   # SQfp16 candidates (an exhaustive scan) only up to this many vectors
 IVF_SQ_MULTI_MAX = 2_000_000       # IVF-SQfp16 keeps 2 x H bytes per vector: built up to this many vectors
+# Built only up to this many documents: at 1M, on 2 shared cores, each takes 5-10 min (HNSW inserts one
+# vector at a time; Lucene indexes ~4k impact docs/s here), which the run's budget cannot hold.
+HNSW_MAX_DOCS = LUCENE_MAX_DOCS = 100_000
 
 
 # ------------------------------------------------------------------------------------------------ children
@@ -209,11 +212,12 @@ def index_job(spec: dict) -> dict:
                      "memory_bytes": memory, "recall@10": recall, **(lat or {})})
 
     # sparse: Lucene impact index over the JsonVectorCollection the writer made (exact top-k by impacts)
-    _, t = _time(lambda: build_impact_index(root / "sparse", root / "impact", opts.threads))
-    impact = LuceneImpactSearcher(str(root / "impact"), LookupEncoder(q["sparse"]), min_idf=-1)
-    lat, _ = _latency(lambda s, kk: impact.search(s, k=kk), texts, k)
-    row("sparse", "Lucene impact", t, dir_bytes(root / "impact"), None, lat, None)
-    del impact
+    if n <= LUCENE_MAX_DOCS:
+        _, t = _time(lambda: build_impact_index(root / "sparse", root / "impact", opts.threads))
+        impact = LuceneImpactSearcher(str(root / "impact"), LookupEncoder(q["sparse"]), min_idf=-1)
+        lat, _ = _latency(lambda s, kk: impact.search(s, k=kk), texts, k)
+        row("sparse", "Lucene impact", t, dir_bytes(root / "impact"), None, lat, None)
+        del impact
 
     # dense: flat (as written) + the other types built from it by diffret_pyserini.index
     hnsw_m = 16 if n >= 1_000_000 else 32
@@ -223,7 +227,11 @@ def index_job(spec: dict) -> dict:
         index_code_bytes(flat.index), lat, 1.0)
     del flat
     for kind in DENSE_TYPES[1:]:
-        settings = IndexSettings(type=kind, hnsw_m=hnsw_m, ef_construction=64, ef_search=128, nprobe=32)
+        if kind == "hnsw" and n > HNSW_MAX_DOCS:
+            continue
+        # 1024 lists above 500k docs: k-means on the default 4096 takes ~10 min on one shared core
+        settings = IndexSettings(type=kind, hnsw_m=hnsw_m, ef_construction=64, ef_search=128, nprobe=32,
+                                 nlist=1024 if n > 500_000 else None)
         rec = build_dense_dir(root / "dense", root / f"dense-{kind}", settings, opts.threads)
         searcher = FaissSearcher(str(root / f"dense-{kind}"), LookupEncoder(q["dense"]))
         lat, got = _latency(lambda s, kk: searcher.search(s, k=kk), texts, k)
@@ -290,8 +298,10 @@ def run(opts: BenchOptions) -> dict[str, Any]:
         for n in opts.scale_model_sizes:
             log(f"scale: model encode of {n} CACM-shaped documents")
             model_rows.append(model_encode(n, opts, work / f"model-{n}"))
-        terms = model_rows[-1]["terms_per_doc"] if model_rows else [opts.doc_terms]
-        impacts = model_rows[-1]["impacts"] if model_rows else list(range(1, 300))
+        # the smallest encode's distributions, so that runs with different model sizes share them
+        smallest = min(model_rows, key=lambda r: r["docs"]) if model_rows else None
+        terms = smallest["terms_per_doc"] if smallest else [opts.doc_terms]
+        impacts = smallest["impacts"] if smallest else list(range(1, 300))
         sizes = []
         for n in opts.scale_sizes:
             out = work / f"n{n}"

@@ -48,7 +48,7 @@ def scale_tables(doc: dict) -> str:
     if terms is not None:
         out.append(f"#### Memory model on paper: MS MARCO ({MSMARCO_DOCS:,} passages) x Dream-7B (H={DREAM_DIM}, "
                    f"Kp=16)\n\nSparse from this run: {terms:.1f} terms/doc (measured encode) and "
-                   f"{per_posting:.2f} bytes per posting (Lucene impact index at {doc['sizes'][-1]['docs']:,} "
+                   f"{per_posting:.2f} bytes per posting (Lucene impact index at its largest size here) "
                    "docs).\n\n" + memory_table(memory_model(terms_per_doc=terms, bytes_per_posting=per_posting)))
     return "\n\n".join(out)
 
@@ -57,8 +57,11 @@ def measured_sparse(doc: dict) -> tuple[float | None, float | None]:
     """(terms/doc of the measured encode, Lucene impact bytes per posting at the largest size)."""
     if not doc["model"] or not doc["sizes"]:
         return None, None
-    terms = doc["model"][-1]["terms_per_doc"]["mean"]
-    last = doc["sizes"][-1]
+    terms = min(doc["model"], key=lambda r: r["docs"])["terms_per_doc"]["mean"]
+    with_sparse = [s for s in doc["sizes"] if any(r["representation"] == "sparse" for r in s["index"]["rows"])]
+    if not with_sparse:
+        return None, None
+    last = with_sparse[-1]
     impact = next(r for r in last["index"]["rows"] if r["representation"] == "sparse")
     return terms, impact["disk_bytes"] / (last["docs"] * terms)
 
