@@ -131,6 +131,7 @@ def test_index_defaults():
     assert auto_index_spec(1_600_000, 128) == "IVF4096,SQfp16"  # 410 MB of float16 codes: no PQ needed
     assert auto_index_spec(20_000_000, 128) == "IVF16384,PQ32x8"  # 5.1 GB of float16 codes: PQ
     assert auto_index_spec(2_000_000, 3584) == "IVF4096,PQ64x8"
+    assert auto_index_spec(800_000, 3584) == "IVF4096,PQ64x8"  # 5.7 GB of float16 codes: no exhaustive scan
 
 
 # ------------------------------------------------------------------------------------------------ multi-vector

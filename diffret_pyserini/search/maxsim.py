@@ -71,11 +71,11 @@ def auto_index_spec(n_vectors: int, dim: int | None = None) -> str:
     (real) embeddings, poor on near-uniform random vectors; raise ``nprobe`` or ``candidates_per_vector``, or
     pass index='SQfp16', when exactness matters more than latency.
     """
-    if n_vectors <= EXHAUSTIVE_MAX_VECTORS:
-        return "SQfp16"
-    nlist = min(max(2 ** int(round(math.log2(4 * math.sqrt(n_vectors)))), 256), 65536)
+    nlist = min(max(2 ** int(round(math.log2(4 * math.sqrt(max(n_vectors, 1))))), 256), 65536)
     if dim is not None and n_vectors * dim * 2 > COMPRESSED_MIN_CODE_BYTES:
         return factory_string(IndexSettings(type="ivfpq", nlist=nlist), dim, n_vectors)
+    if n_vectors <= EXHAUSTIVE_MAX_VECTORS:
+        return "SQfp16"
     return f"IVF{nlist},SQfp16"
 
 
