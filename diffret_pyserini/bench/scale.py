@@ -339,8 +339,24 @@ def size_job(job: dict) -> dict:
     return {**index_job(job), "writer": writer}
 
 
+def merge_docs(docs: list[dict]) -> dict:
+    """One scale document from runs over different sizes (e.g. 10k + 100k in one run, 1M in another): sizes in
+    order, model rows of every run, each run's meta kept under "runs"."""
+    merged = {**docs[0], "sizes": sorted((s for d in docs for s in d["sizes"]), key=lambda s: s["docs"]),
+              "model": sorted((r for d in docs for r in d["model"]), key=lambda r: r["docs"])}
+    merged["meta"] = {**docs[0]["meta"], "runs": [d["meta"] for d in docs]}
+    return merged
+
+
 def child_main(argv: list[str]) -> int:
-    """`python -m diffret_pyserini.bench.scale {size JSON | run-module MODULE ARGS...} --result F`."""
+    """`python -m diffret_pyserini.bench.scale {size JSON | run-module MODULE ARGS...} --result F`, or
+    `python -m diffret_pyserini.bench.scale merge OUT_DIR RUN.json...` (writes OUT_DIR/scale.{json,png})."""
+    if argv and argv[0] == "merge":
+        from diffret_pyserini.bench.report import write_section
+
+        doc = merge_docs([json.loads(Path(p).read_text(encoding="utf-8")) for p in argv[2:]])
+        print(write_section("scale", doc, Path(argv[1]))[0])
+        return 0
     result = Path(argv[argv.index("--result") + 1])
     args = argv[:argv.index("--result")]
     start = time.perf_counter()
