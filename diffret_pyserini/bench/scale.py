@@ -210,6 +210,9 @@ def index_job(spec: dict) -> dict:
             recall: float | None) -> None:
         rows.append({"representation": rep, "index": kind, "build_s": build_s, "disk_bytes": disk,
                      "memory_bytes": memory, "recall@10": recall, **(lat or {})})
+        if spec.get("partial"):  # what is done so far survives a run stopped for time
+            atomic_write_json(spec["partial"], {"docs": n, "rows": rows, "peak_rss": _peak_rss(),
+                                                "writer": spec.get("writer_result")})
 
     # sparse: Lucene impact index over the JsonVectorCollection the writer made (exact top-k by impacts)
     if n <= LUCENE_MAX_DOCS:
@@ -249,8 +252,9 @@ def index_job(spec: dict) -> dict:
     row("multi", "store float16, exact MaxSim (every doc)", spec["multi_store_s"], dir_bytes(store16), 0, lat, 1.0)
     row("multi", "store int8 (from float16)", t8, dir_bytes(store8), 0, None, None)
     del exact_searcher
-    # Above 1M vectors, 1024 lists: k-means on the default 4096-16384 lists takes most of an hour on 2 busy cores
-    nlist = 1024 if n_vec > 1_000_000 else None
+    # Above 1M vectors 1024 lists, above 4M 256: assigning 16M vectors to the default 16384 lists (or even
+    # 1024) takes most of an hour on the share of 2 busy cores this host gives one process
+    nlist = (256 if n_vec > 4_000_000 else 1024) if n_vec > 1_000_000 else None
     kinds = [("sqfp16", n_vec <= EXHAUSTIVE_MULTI_MAX), ("ivfsqfp16", n_vec <= IVF_SQ_MULTI_MAX), ("ivfpq", True)]
     for kind, wanted in kinds:
         if not wanted:
@@ -309,7 +313,8 @@ def run(opts: BenchOptions) -> dict[str, Any]:
                     "terms_per_doc": terms, "impacts": impacts, "vocab_size": opts.vocab_size}
             timed, exact = queries_for(n, opts.quick)
             job = {"docs": n, "out": str(out), "opts": opts.to_dict(), "queries": timed, "recall_queries": exact,
-                   "dense_flat_s": None, "multi_store_s": None, "writer": spec}
+                   "dense_flat_s": None, "multi_store_s": None, "writer": spec,
+                   "partial": str(Path(opts.out) / f"scale-n{n}.partial.json")}
             log(f"scale {n}: writer path (dense + multi + sparse), then index builds and searches")
             # --quick stays in this process (seconds, not interpreter start-ups); its RSS figures are the parent's
             index = (size_job(job) if opts.quick else _run_child(["size", json.dumps(job)], work / f"size-{n}.json"))
@@ -336,7 +341,7 @@ def run(opts: BenchOptions) -> dict[str, Any]:
 def size_job(job: dict) -> dict:
     """One size: the writer path, then (same process, after its peak RSS is read) the indexes and searches."""
     writer = writer_job(job["writer"])
-    return {**index_job(job), "writer": writer}
+    return {**index_job({**job, "writer_result": writer}), "writer": writer}
 
 
 def merge_docs(docs: list[dict]) -> dict:
