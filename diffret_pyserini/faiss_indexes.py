@@ -145,7 +145,12 @@ def build_index(spec: str, dim: int, n: int, rows: Callable[[Any], np.ndarray], 
     import faiss
 
     index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
-    hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
+    down = faiss.downcast_index(index)
+    if getattr(down, "do_polysemous_training", False):
+        # The factory turns on polysemous training for IVF-PQ (code reordering for Hamming filtering, which
+        # we never use): measured 10x the whole PQ training time (187 s vs 15-19 s for PQ32x7 on 10k x 128).
+        down.do_polysemous_training = False
+    hnsw = getattr(down, "hnsw", None)
     if hnsw is not None:
         hnsw.efConstruction = int(settings.ef_construction)
     if not index.is_trained and n:

@@ -375,6 +375,8 @@ def child_main(argv: list[str]) -> int:
         if code:
             return code
         out = {}
+    elif args[0] == "index":  # the indexes over an existing writer output (a run resumed after its writer)
+        out = index_job(json.loads(args[1]))
     else:
         out = size_job(json.loads(args[1]))
     out.update(seconds=time.perf_counter() - start, peak_rss=_peak_rss())
