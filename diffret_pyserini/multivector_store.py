@@ -102,19 +102,26 @@ class MultiVectorStore:
             yield self.rows(slice(lo, min(lo + block_rows, self.vectors.shape[0])))
 
 
-def _open_array(tmp: Path, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    # A memory-mapped .npy is filled block by block; a zero-length one cannot be mapped.
-    if shape[0]:
-        return np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=shape)
-    return np.zeros(shape, dtype=np.dtype(dtype))
+class _NpyWriter:
+    """A .npy file written front to back, block by block: the header, then raw rows. Unlike filling an
+    ``open_memmap``, written pages never stay mapped into the process, so its RSS does not grow with the
+    store (a memmap-filled 4 GB store at 1M docs x 16 x 128 showed as 4.6 GB peak RSS)."""
 
+    def __init__(self, path: Path, dtype: str, shape: tuple[int, ...]):
+        self.dtype, self.shape, self.rows = np.dtype(dtype), shape, 0
+        self.f = open(path, "wb")
+        np.lib.format.write_array_header_1_0(self.f, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                      "fortran_order": False, "shape": shape})
 
-def _close_array(tmp: Path, out: np.ndarray) -> None:
-    if out.shape[0]:
-        out.flush()
-    else:
-        with open(tmp, "wb") as fh:  # np.save(path) would append ".npy" to the temp name
-            np.save(fh, out)
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:]:
+            raise ValueError(f"block of shape {block.shape} does not fit rows of shape {self.shape[1:]}")
+        self.f.write(block.tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        self.f.close()
 
 
 def write_multi_store(path: str | os.PathLike, ids: Sequence[str], parts: Iterable[np.ndarray],
@@ -135,29 +142,24 @@ def write_multi_store(path: str | os.PathLike, ids: Sequence[str], parts: Iterab
     total = int(offsets[-1])
     quantize = dtype == "int8"
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(d / "vectors.npy"))
-        out = _open_array(tmp, dtype, (total, dim))
+        out = _NpyWriter(stack.enter_context(atomic_path(d / "vectors.npy")), dtype, (total, dim))
+        stack.callback(out.close)  # runs before atomic_path's fsync + rename (LIFO)
         if quantize:
-            tmp_scales = stack.enter_context(atomic_path(d / "scales.npy"))
-            scales = _open_array(tmp_scales, "float32", (total,))
-        pos = 0
+            scales = _NpyWriter(stack.enter_context(atomic_path(d / "scales.npy")), "float32", (total,))
+            stack.callback(scales.close)
         for block in parts:
-            if pos + len(block) > total:
+            if out.rows + len(block) > total:
                 raise ValueError(f"{d}: got more than the {total} vectors counts say")
             if quantize:
                 if np.asarray(block[:0]).dtype == np.int8:
                     raise ValueError(f"{d}: int8 blocks come without their scales; pass float blocks to quantise")
-                out[pos:pos + len(block)], scales[pos:pos + len(block)] = quantize_int8(block)
+                codes, block_scales = quantize_int8(block)
+                out.write(codes)
+                scales.write(block_scales)
             else:
-                out[pos:pos + len(block)] = block
-            pos += len(block)
-        if pos != total:
-            raise ValueError(f"{d}: got {pos} vectors, counts say {total}")
-        _close_array(tmp, out)
-        if quantize:
-            _close_array(tmp_scales, scales)
-            del scales
-        del out
+                out.write(block)
+        if out.rows != total:
+            raise ValueError(f"{d}: got {out.rows} vectors, counts say {total}")
     if not quantize:
         with contextlib.suppress(FileNotFoundError):
             (d / "scales.npy").unlink()  # left by an earlier int8 store in this folder
