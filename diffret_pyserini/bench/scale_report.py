@@ -48,7 +48,8 @@ def scale_tables(doc: dict) -> str:
     if terms is not None:
         out.append(f"#### Memory model on paper: MS MARCO ({MSMARCO_DOCS:,} passages) x Dream-7B (H={DREAM_DIM}, "
                    f"Kp=16)\n\nSparse from this run: {terms:.1f} terms/doc (measured encode) and "
-                   f"{per_posting:.2f} bytes per posting (Lucene impact index at its largest size here).\n\n" + memory_table(memory_model(terms_per_doc=terms, bytes_per_posting=per_posting)))
+                   f"{per_posting:.2f} bytes per posting (Lucene impact index at its largest size here).\n\n"
+                   + memory_table(memory_model(terms_per_doc=terms, bytes_per_posting=per_posting)))
     return "\n\n".join(out)
 
 
