@@ -55,7 +55,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     out.add_argument("--embeddings", required=True, help="output folder (dense/, multi/, sparse/ inside)")
     out.add_argument("--representations", nargs="+", default=list(REPRESENTATIONS), choices=REPRESENTATIONS,
                      help="which outputs to write (all from the same single pass)")
-    out.add_argument("--multi-dtype", default="float16", choices=["float16", "float32"],
+    out.add_argument("--multi-dtype", default="float16", choices=["float16", "float32", "int8"],
                      help="storage type of the multi-vector store")
     out.add_argument("--overwrite", action="store_true", help="discard earlier work made with other settings")
     out.add_argument("--chunk-size", type=int, default=1024,
@@ -114,6 +114,9 @@ def validate(args: dict) -> None:
         check_at_least("max_length", enc.max_length, 1)
     check_at_least("chunk-size", out.chunk_size, 1)
     check_writable("embeddings", out.embeddings)
+    if out.multi_dtype == "int8" and inp.shard_num > 1:
+        raise ArgumentError("--multi-dtype int8 with --shard-num > 1: merge float16 shards first, then "
+                            "`python -m diffret_pyserini.index multi --dtype int8`")
     check_at_least("shard-num", inp.shard_num, 1)
     if not 0 <= inp.shard_id < inp.shard_num:
         raise ArgumentError(f"--shard-id {inp.shard_id}: must be in [0, {inp.shard_num - 1}] (--shard-num "

@@ -76,13 +76,21 @@ def dense_searcher(inputs: SearchInputs):
 EXACT_MAXSIM_VECTORS = 100_000
 
 
+# A candidate index prebuilt by `python -m diffret_pyserini.index candidates --output MULTI/candidates.faiss`.
+CANDIDATES_FILE = "candidates.faiss"
+
+
 def multi_searcher(inputs: SearchInputs):
     from diffret_pyserini.search.maxsim import MultiVectorSearcher
     from diffret_pyserini.multivector_store import MultiVectorStore
 
+    queries = EncodedMultiQueries(inputs.queries_dir / "multi", inputs.topics)
+    cache = inputs.multi_dir / CANDIDATES_FILE
+    # Used only when newer than the store's meta.json (written last): a re-encoded store invalidates it.
+    if cache.is_file() and cache.stat().st_mtime_ns >= (inputs.multi_dir / "meta.json").stat().st_mtime_ns:
+        return MultiVectorSearcher(inputs.multi_dir, queries, index_cache=cache)
     exact = MultiVectorStore.load(inputs.multi_dir).meta["n_vectors"] <= EXACT_MAXSIM_VECTORS
-    return MultiVectorSearcher(inputs.multi_dir, EncodedMultiQueries(inputs.queries_dir / "multi", inputs.topics),
-                               exact=exact)
+    return MultiVectorSearcher(inputs.multi_dir, queries, exact=exact)
 
 
 SINGLE_SYSTEMS = {"bm25": bm25_searcher, "sparse": sparse_searcher, "dense": dense_searcher,

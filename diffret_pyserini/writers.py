@@ -240,7 +240,8 @@ class RepresentationShardWriter:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         arrays = {k: b[k] for k in ("dense", "counts") if k in b}
         if "multi" in b:
-            arrays["multi"] = b["multi"].astype(self.multi_dtype)
+            # int8 stores are quantised once, at the final write (per-vector scales); chunks keep float16
+            arrays["multi"] = b["multi"].astype("float16" if self.multi_dtype == "int8" else self.multi_dtype)
         if arrays:
             with atomic_path(self.work_dir / f"{name}.npz") as tmp:
                 with open(tmp, "wb") as fh:

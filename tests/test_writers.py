@@ -254,3 +254,22 @@ def test_sparse_output_indexes_and_searches_in_anserini(tmp_path):
     assert [h.docid for h in hits] == ["a", "b", "c"]
     assert [h.score for h in hits] == pytest.approx([103.0, 3.0, 3.0], abs=1e-4)  # 50*2 + 3*1
     assert [h.docid for h in searcher.search("检索", k=3)] == ["c"]
+
+
+def test_store_dtypes_int8_and_float16(tmp_path):
+    """write_multi_store: int8 keeps codes + one scale per vector (within max|x|/254 of the input); a float16
+    store written over it in the same folder drops the stale scales."""
+    from diffret_pyserini.multivector_store import QUANT_TOLERANCE, write_multi_store
+
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((10, 8)).astype(np.float32)
+    write_multi_store(tmp_path / "s", ["a", "b", "c"], [vecs[:4], vecs[4:]], np.array([3, 0, 7]), 8, "int8")
+    store = MultiVectorStore.load(tmp_path / "s")
+    assert store.meta["dtype"] == "int8" and store.scales.shape == (10,) and len(store.doc_vectors(1)) == 0
+    got = np.concatenate([store.doc_vectors(0), store.doc_vectors(2)])
+    assert np.all(np.abs(got - vecs) <= QUANT_TOLERANCE * np.abs(vecs).max(axis=1, keepdims=True) + 1e-7)
+    write_multi_store(tmp_path / "s", ["a", "b", "c"], [vecs], np.array([3, 0, 7]), 8, "float16")
+    store = MultiVectorStore.load(tmp_path / "s")
+    assert store.scales is None and not (tmp_path / "s" / "scales.npy").exists()
+    with pytest.raises(ValueError, match="without their scales"):
+        write_multi_store(tmp_path / "t", ["a"], [np.zeros((2, 8), np.int8)], np.array([2]), 8, "int8")

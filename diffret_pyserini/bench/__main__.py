@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m diffret_pyserini.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", nargs="+", choices=SECTIONS,
-                   help=f"sections to run (default: all: {' '.join(SECTIONS)})")
+                   help=f"sections to run (default: {' '.join(DEFAULTS.sections)}; 'scale' only when named)")
     p.add_argument("--decoder", help="decoder model run both bidirectionally (one pass) and causally (PromptReps, "
                    f"K greedy steps); 'none' to skip (default {DEFAULTS.decoder})")
     p.add_argument("--masked", help=f"masked-LM model (default {DEFAULTS.masked}); 'none' to skip")
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"vectors per document in the MaxSim store (default {DEFAULTS.search_kp})")
     p.add_argument("--search-kq", type=int, help=f"vectors per query for MaxSim (default {DEFAULTS.search_kq})")
     p.add_argument("--hits", type=int, help=f"hits per query (default {DEFAULTS.hits})")
+    p.add_argument("--scale-sizes", nargs="+", type=int, help="corpus sizes of the scale section "
+                   f"(default {' '.join(map(str, DEFAULTS.scale_sizes))}); --scale-model-sizes: real-model encodes")
+    p.add_argument("--scale-model-sizes", nargs="+", type=int, help=argparse.SUPPRESS)
     p.add_argument("--workdir", help="where synthetic indexes are built (default <out>/work, removed afterwards)")
     p.add_argument("--keep-work", action="store_true", default=None, help="keep the synthetic indexes")
     p.add_argument("--quick", action="store_true", help="seconds-long configuration: tiny texts and corpora, "
@@ -74,7 +77,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     for name in ("decoder", "masked"):
         if isinstance(given.get(name), str) and given[name].lower() == "none":
             given[name] = None
-    for name in ("sections", "models", "ks", "sizes", "search_queries"):
+    for name in ("sections", "models", "ks", "sizes", "search_queries", "scale_sizes", "scale_model_sizes"):
         if name in given:
             given[name] = tuple(given[name])
     base = BenchOptions.quick_config() if args.quick else BenchOptions()
@@ -86,10 +89,10 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
 
 def run_sections(opts: BenchOptions) -> tuple[str, list[Path]]:
     """Run the chosen sections in order; returns the markdown and the files written."""
-    from diffret_pyserini.bench import cost_of_k, overhead, passes, report, search_scaling, throughput
+    from diffret_pyserini.bench import cost_of_k, overhead, passes, report, scale, search_scaling, throughput
 
     modules = {"cost-of-k": cost_of_k, "overhead": overhead, "passes": passes, "search": search_scaling,
-               "throughput": throughput}
+               "scale": scale, "throughput": throughput}
     # the throughput section renders its own table and plot (report.py could hold them with the others)
     report.RENDERERS.setdefault("throughput", (throughput.tables, throughput.plot))
     report.TITLES.setdefault("throughput", "Whole-corpus encoding throughput: length buckets and a token budget")

@@ -23,14 +23,15 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-SECTIONS = ("cost-of-k", "overhead", "passes", "search", "throughput")
+SECTIONS = ("cost-of-k", "overhead", "passes", "search", "throughput", "scale")
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "scale")  # scale runs ~30 min here: only when named
 
 
 @dataclass
 class BenchOptions:
     """Every knob of `python -m diffret_pyserini.bench` (see `__main__` for the help text of each)."""
 
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
     decoder: str | None = "smollm2"       # run bidirectionally (one pass) AND causally (PromptReps, K steps)
     masked: str | None = "splade-tiny"    # the masked-LM default
     models: tuple[str, ...] = ()          # extra one-pass model folders (Dream, LLaDA, ...), kind read off config
@@ -54,6 +55,8 @@ class BenchOptions:
     search_kq: int = 4
     search_kp: int = 16
     hits: int = 100
+    scale_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # the scale section's corpus sizes
+    scale_model_sizes: tuple[int, ...] = (1000, 10_000)        # sizes encoded with the real model there
     vocab_size: int = 30522               # synthetic sparse vocabulary (SPLADE-tiny's size), Zipfian
     doc_terms: int = 120                  # distinct terms per synthetic sparse document
     query_terms: int = 10
@@ -67,7 +70,8 @@ class BenchOptions:
         """Seconds, not minutes: tiny texts, K in {1,4}, one round, two tiny corpora."""
         base = dict(ks=(1, 4), overhead_k=4, doc_tokens=32, doc_batch=2, query_tokens=16, n_queries=2, repeats=1,
                     budget_s=30.0, min_sample_s=0.0, sizes=(100, 300), search_queries=(10, 10), search_dim=32,
-                    search_kp=4, hits=10, vocab_size=2000, doc_terms=20, query_terms=4, quick=True)
+                    search_kp=4, hits=10, vocab_size=2000, doc_terms=20, query_terms=4, quick=True,
+                    scale_sizes=(200, 400), scale_model_sizes=())
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict:

@@ -10,14 +10,17 @@ Search = candidate generation + exact re-scoring (the ColBERT recipe):
 2. candidates are scored with exact MaxSim over all their vectors (a gather + one matmul + segment max).
 ``exact=True`` skips step 1 and scores every document (tests, small corpora).
 
-Memory: the store is memory-mapped (float16: 2 bytes x H per vector; read from the page cache for the
-candidates only) plus a 4-byte owner id per vector, plus the FAISS index: 'Flat' keeps a float32 copy
-(4 bytes x H per vector), 'SQfp16' and 'IVFn,SQfp16' keep float16 codes (2 bytes x H, +8 bytes per vector
-for IVF ids). For 100k docs x 16 vectors x H=128: store 410 MB (mmap) + owners 6.4 MB + IVF4096,SQfp16
-423 MB (Flat would be 819 MB).
+Memory: the store is memory-mapped (float16: 2 bytes x H per vector, int8: 1 byte x H + a 4-byte scale; read
+from the page cache for the candidates only) plus a 4-byte owner id per vector, plus the FAISS index: 'Flat'
+keeps a float32 copy (4 bytes x H per vector), 'SQfp16' and 'IVFn,SQfp16' keep float16 codes (2 bytes x H,
++8 bytes per vector for IVF ids), 'IVFn,PQmxb' (the compressed candidate index, ``index='ivfpq'``) keeps
+m x b / 8 bytes + 8 per vector: 40 bytes for H=128 with PQ32x8, so 10M vectors need 400 MB, not 2.6 GB.
+For 100k docs x 16 vectors x H=128: store 410 MB (mmap) + owners 6.4 MB + IVF4096,SQfp16 423 MB (Flat would
+be 819 MB).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, Sequence
@@ -25,7 +28,9 @@ from typing import Any, Sequence
 import faiss
 import numpy as np
 
-from diffret_pyserini.maxsim_scoring import maxsim_segments
+from diffret_pyserini.faiss_indexes import INDEX_TYPES, IndexSettings, build_index, factory_string, ivf_nlist
+from diffret_pyserini.maxsim_scoring import maxsim_segments, rows_of_docs
+from diffret_pyserini.multivector_store import MultiVectorStore
 
 __all__ = ["MultiVectorSearcher", "load_store", "auto_index_spec"]
 
@@ -34,12 +39,17 @@ __all__ = ["MultiVectorSearcher", "load_store", "auto_index_spec"]
 # ~40 ms (p95 46; it reads half the bytes, and over a float16 store its codes are the store's values exactly,
 # so its candidates equal Flat's); + ~5 ms re-scoring that misses a 50 ms p95, so 1.6M goes to IVF (~1-3 ms).
 EXHAUSTIVE_MAX_VECTORS = 1_000_000
-_ADD_CHUNK = 1 << 18  # vectors converted to float32 and added to FAISS at a time (bounded temporary memory)
+# Above this many bytes of float16 codes 'auto' switches from IVF-SQfp16 to IVF-PQ candidates (the exact
+# re-scoring reads the store, so the candidate index only has to find the documents, not score them).
+COMPRESSED_MIN_CODE_BYTES = 4 << 30
+_SCORE_BLOCK_ROWS = 1 << 18  # int8 stores: rows dequantised at a time when every document is scored
 _SEARCH_CHUNK = 4096  # query vectors per FAISS search call in batch_search
 
 
+@functools.lru_cache(maxsize=1)
 def _dense_result_types():
-    """Pyserini's own result classes, imported lazily: pyserini.search.faiss starts the JVM (~8 s)."""
+    """Pyserini's own result classes, imported lazily (first search, not construction): pyserini.search.faiss
+    starts the JVM (~8 s), which building a candidate index does not need."""
     from pyserini.search.faiss import DenseSearchResult, PrfDenseSearchResult
 
     return DenseSearchResult, PrfDenseSearchResult
@@ -47,30 +57,26 @@ def _dense_result_types():
 
 def load_store(store_dir: str | os.PathLike, mmap: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
     """Read a multi-vector store: (vectors [N, H] (memmap), offsets int64 [n+1], docids, meta); validated."""
-    from diffret_pyserini.multivector_store import MultiVectorStore
-
     store = MultiVectorStore.load(store_dir, mmap=mmap)
     return store.vectors, store.offsets, store.docids, store.meta
 
 
-def _ivf_nlist(index: Any) -> int:
-    """Number of inverted lists of an IVF index, 0 for any other index."""
-    try:
-        return int(faiss.extract_index_ivf(index).nlist)
-    except Exception:  # faiss raises RuntimeError (or TypeError on some builds) for non-IVF indexes
-        return 0
 
 
-def auto_index_spec(n_vectors: int) -> str:
+def auto_index_spec(n_vectors: int, dim: int | None = None) -> str:
     """FAISS factory string used by ``index='auto'``: exhaustive 'SQfp16' up to EXHAUSTIVE_MAX_VECTORS, else
-    'IVF{nlist},SQfp16' with nlist ~ 4 * sqrt(n) rounded to a power of two (1.6M vectors -> IVF4096,SQfp16).
-    IVF candidates are approximate: fine on clustered (real) embeddings, poor on near-uniform random vectors;
-    raise ``nprobe`` or pass index='SQfp16' when exactness matters more than latency.
+    'IVF{nlist},SQfp16' with nlist ~ 4 * sqrt(n) rounded to a power of two (1.6M vectors -> IVF4096,SQfp16),
+    and, once the float16 codes would pass COMPRESSED_MIN_CODE_BYTES (given ``dim``), IVF-PQ
+    ('IVF{nlist},PQ{m}x8', see faiss_indexes.default_pq_m). IVF candidates are approximate: fine on clustered
+    (real) embeddings, poor on near-uniform random vectors; raise ``nprobe`` or ``candidates_per_vector``, or
+    pass index='SQfp16', when exactness matters more than latency.
     """
+    nlist = min(max(2 ** int(round(math.log2(4 * math.sqrt(max(n_vectors, 1))))), 256), 65536)
+    if dim is not None and n_vectors * dim * 2 > COMPRESSED_MIN_CODE_BYTES:
+        return factory_string(IndexSettings(type="ivfpq", nlist=nlist), dim, n_vectors)
     if n_vectors <= EXHAUSTIVE_MAX_VECTORS:
         return "SQfp16"
-    nlist = 2 ** int(round(math.log2(4 * math.sqrt(n_vectors))))
-    return f"IVF{min(max(nlist, 256), 65536)},SQfp16"
+    return f"IVF{nlist},SQfp16"
 
 
 class MultiVectorSearcher:
@@ -89,14 +95,20 @@ class MultiVectorSearcher:
         = 16k rows: ~5 ms, mostly the float16 -> float32 conversion); larger k' trades time for recall.
     exact : score every document with exact MaxSim (no FAISS index is built).
     index : 'auto' (see ``auto_index_spec``), 'Flat' (IndexFlatIP: exhaustive, keeps a float32 copy),
-        'SQfp16' (exhaustive over float16 codes), or any FAISS ``index_factory`` string (inner-product
-        metric), e.g. 'IVF4096,SQfp16' (approximate candidates, ~10x faster at 1.6M vectors).
+        'SQfp16' (exhaustive over float16 codes), one of faiss_indexes.INDEX_TYPES in lower case ('ivfpq':
+        the compressed candidate index, 'ivfsq8', 'hnsw', 'sq8', ...; shaped by ``index_settings``), or any
+        FAISS ``index_factory`` string (inner-product metric), e.g. 'IVF4096,SQfp16' (approximate candidates,
+        ~10x faster at 1.6M vectors).
     nprobe : IVF lists visited per query vector (ignored for non-IVF indexes).
     index_cache : optional file for the built FAISS index: read if present (and matching), else written
         (worth it for IVF: training takes ~1 min for 1.6M vectors on 2 cores).
     threads : FAISS threads when a call passes ``threads=None``. 0 = automatic: all cores for exhaustive
         indexes (a memory-bound scan that halves with 2 threads), 1 for IVF (a probe takes ~2 ms; OpenMP
         hand-off cost more than it saved: p50 44 ms with 2 threads vs 24 ms with 1 on a loaded 2-core host).
+    index_settings : IndexSettings for a named index type (nlist, pq_m, pq_nbits, ...); nprobe above wins.
+
+    The store may be float16, float32 or int8 (codes + per-vector scales, see multivector_store): int8 rows are
+    dequantised as they are read, for training, adding and re-scoring alike.
     """
 
     def __init__(
@@ -109,26 +121,38 @@ class MultiVectorSearcher:
         nprobe: int = 64,
         index_cache: str | os.PathLike | None = None,
         threads: int = 0,
+        index_settings: IndexSettings | None = None,
     ) -> None:
         self.store_dir = str(store_dir)
         self.query_encoder = query_encoder
         self.candidates_per_vector = int(candidates_per_vector)
         self.exact = bool(exact)
-        self.vectors, self.offsets, self.docids, self.meta = load_store(store_dir)
+        self.store = MultiVectorStore.load(store_dir)
+        self.vectors, self.offsets, self.docids, self.meta = (self.store.vectors, self.store.offsets,
+                                                              self.store.docids, self.store.meta)
+        self.quantized = self.store.scales is not None
         self.dimension = int(self.vectors.shape[1])
         self.num_docs = len(self.docids)
         self.num_vectors = int(self.vectors.shape[0])
         # Vector -> owning doc; int32 halves the memory of a searchsorted-free lookup (fine below 2^31 docs).
         self.owner = np.repeat(np.arange(self.num_docs, dtype=np.int32), np.diff(self.offsets))
-        self._DenseSearchResult, self._PrfResult = _dense_result_types()
-        self.index_spec = None if self.exact else (
-            auto_index_spec(self.num_vectors) if index == "auto" else index)
+        self.index_settings = index_settings or IndexSettings()
+        self.index_settings.nprobe = int(nprobe)
+        if self.exact:
+            self.index_spec = None
+        elif index == "auto":
+            self.index_spec = auto_index_spec(self.num_vectors, self.dimension)
+        elif index.lower() in INDEX_TYPES:
+            self.index_settings.type = index.lower()
+            self.index_spec = factory_string(self.index_settings, self.dimension, self.num_vectors)
+        else:
+            self.index_spec = index
         self.index = None
         if not self.exact and self.num_vectors:
             self.index = self._load_or_build_index(index_cache)
-            if _ivf_nlist(self.index):
+            if ivf_nlist(self.index):
                 faiss.extract_index_ivf(self.index).nprobe = int(nprobe)
-        is_ivf = self.index is not None and _ivf_nlist(self.index) > 0
+        is_ivf = self.index is not None and ivf_nlist(self.index) > 0
         self.threads = int(threads) if threads else (1 if is_ivf else (os.cpu_count() or 1))
 
     # ----------------------------------------------------------------------------------------- index
@@ -145,16 +169,8 @@ class MultiVectorSearcher:
         return index
 
     def _build_index(self, spec: str) -> Any:
-        index = faiss.index_factory(self.dimension, spec, faiss.METRIC_INNER_PRODUCT)
-        if not index.is_trained:
-            # k-means needs ~40 points per centroid; a fixed-seed sorted sample reads the memmap in order.
-            n_train = min(self.num_vectors, 40 * max(_ivf_nlist(index), 256))
-            rng = np.random.default_rng(0)
-            sample = np.sort(rng.choice(self.num_vectors, n_train, replace=False))
-            index.train(np.ascontiguousarray(self.vectors[sample], dtype=np.float32))
-        for lo in range(0, self.num_vectors, _ADD_CHUNK):
-            index.add(np.ascontiguousarray(self.vectors[lo:lo + _ADD_CHUNK], dtype=np.float32))
-        return index
+        # k-means needs ~40 points per centroid; a fixed-seed sorted sample reads the memmap in order.
+        return build_index(spec, self.dimension, self.num_vectors, self.store.rows, self.index_settings)
 
     # --------------------------------------------------------------------------------------- queries
     def _as_query(self, query: Any) -> np.ndarray:
@@ -199,14 +215,37 @@ class MultiVectorSearcher:
         ids = ids[ids >= 0]
         return np.unique(self.owner[ids])
 
+    def _maxsim(self, q: np.ndarray, docs: np.ndarray | None) -> np.ndarray:
+        """Exact MaxSim of ``q`` against ``docs`` (all docs when None), for any store dtype."""
+        if not self.quantized:
+            return maxsim_segments(q, self.vectors, self.offsets, docs)
+        if docs is not None:
+            # Gather the candidates' rows, dequantise once, and score them as a small store of their own.
+            scores = np.zeros(docs.shape[0], dtype=np.float32)
+            rows, seg_starts, nonempty = rows_of_docs(self.offsets, docs)
+            if rows.size:
+                local = np.append(seg_starts, rows.size).astype(np.int64)
+                scores[nonempty] = maxsim_segments(q, self.store.rows(rows), local)
+            return scores
+        scores = np.zeros(self.num_docs, dtype=np.float32)
+        first = 0
+        while first < self.num_docs:  # whole documents per block, so no document is split
+            last = int(np.searchsorted(self.offsets, self.offsets[first] + _SCORE_BLOCK_ROWS, side="right")) - 1
+            last = min(max(last, first + 1), self.num_docs)
+            lo, hi = int(self.offsets[first]), int(self.offsets[last])
+            block = self.store.rows(slice(lo, hi))
+            scores[first:last] = maxsim_segments(q, block, self.offsets[first:last + 1] - lo)
+            first = last
+        return scores
+
     def _rank(self, q: np.ndarray, k: int, candidate_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (doc indices, scores) by descending MaxSim, ties by ascending doc index."""
         if candidate_ids is None:
             docs = np.arange(self.num_docs, dtype=np.int64)
-            scores = maxsim_segments(q, self.vectors, self.offsets)
+            scores = self._maxsim(q, None)
         else:
             docs = self._candidates(candidate_ids).astype(np.int64)
-            scores = maxsim_segments(q, self.vectors, self.offsets, docs)
+            scores = self._maxsim(q, docs)
         if k <= 0 or docs.size == 0:
             return docs[:0], scores[:0]
         if docs.size > k:
@@ -216,6 +255,14 @@ class MultiVectorSearcher:
             docs, scores = docs[keep], scores[keep]
         order = np.lexsort((docs, -scores))[:k]
         return docs[order], scores[order]
+
+    @property
+    def _DenseSearchResult(self) -> Any:  # noqa: N802 - Pyserini's class, looked up on first search
+        return _dense_result_types()[0]
+
+    @property
+    def _PrfResult(self) -> Any:  # noqa: N802
+        return _dense_result_types()[1]
 
     def _hits(self, q: np.ndarray, docs: np.ndarray, scores: np.ndarray, return_vector: bool) -> Any:
         if return_vector:
@@ -227,14 +274,14 @@ class MultiVectorSearcher:
 
     def doc_vectors(self, i: int) -> np.ndarray:
         """Document i's vectors as float32 [Kp, H]."""
-        return np.asarray(self.vectors[self.offsets[i]:self.offsets[i + 1]], dtype=np.float32)
+        return self.store.rows(slice(int(self.offsets[i]), int(self.offsets[i + 1])))
 
     def score(self, query: Any, docids: Sequence[str]) -> list[float]:
         """Exact MaxSim of one query against the given docids (for re-ranking and checks)."""
         if not hasattr(self, "_docid_index"):
             self._docid_index = {d: i for i, d in enumerate(self.docids)}
         docs = np.asarray([self._docid_index[d] for d in docids], dtype=np.int64)
-        return [float(s) for s in maxsim_segments(self._as_query(query), self.vectors, self.offsets, docs)]
+        return [float(s) for s in self._maxsim(self._as_query(query), docs)]
 
     # ----------------------------------------------------------------------------- Pyserini interface
     def search(self, query: Any, k: int = 10, threads: int | None = None, remove_dups: bool = False,
