@@ -42,6 +42,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         handler._diffret = True
         root.addHandler(handler)
     root.setLevel(level)
+    root.propagate = False  # Pyserini configures the root logger too: without this every line shows twice
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -27,6 +27,15 @@ REPO_ROOT = TESTS_DIR.parent
 CACM_DIR = REPO_ROOT.parent / "shared" / "data" / "cacm"
 
 
+@pytest.fixture(autouse=True)
+def _our_logs_reach_caplog():
+    """A CLI run in this process (cli.configure_logging) stops our loggers propagating; caplog listens at root."""
+    import logging
+
+    logging.getLogger("diffret_pyserini").propagate = True
+    yield
+
+
 def pytest_configure(config):
     import torch
 
