@@ -6,14 +6,17 @@
 Stages (each skipped when its recorded content fingerprint - inputs, model, settings - still matches;
 `--force` redoes them):
  1. BM25 index of title + text          indexes/<dataset>/bm25/index
- 2. encode the corpus once (one pass)   indexes/<dataset>/<tag>/{dense,multi,sparse}   (resumable)
- 3. encode the queries                  indexes/<dataset>/<tag>/queries/
- 4. Lucene impact index                 indexes/<dataset>/<tag>/impact   (pyserini.index.lucene)
+ 2. encode the corpus once (one pass)   indexes/<dataset>/<model>-kp<Kp>/{dense,multi,sparse}   (resumable)
+ 3. encode the queries                  indexes/<dataset>/<model>-kq<Kq>/queries/
+ 4. Lucene impact index                 indexes/<dataset>/<model>-kp<Kp>/impact   (pyserini.index.lucene)
+    indexes/<dataset>/<tag>/ (tag = <model>-kq<Kq>-kp<Kp>) links to both, so a sweep over K encodes the
+    corpus once per Kp and the queries once per Kq
  5. search every system                 runs/<dataset>/<tag>/<system>.trec
  6. trec_eval                           runs/<dataset>/<tag>/metrics.{json,md,png}
 
 <dataset> is the packaged name (cacm), or a folder's name plus a short hash of its resolved path, so two
-datasets never share a folder. Modules: arguments.py (flags), stages.py (the stages), driver.py (parse and call).
+datasets never share a folder. Modules: arguments.py (flags), cells.py (one (Kq, Kp) cell), stages.py
+(the job), driver.py (parse and call).
 """
 from __future__ import annotations
 
