@@ -19,7 +19,7 @@ from typing import IO
 __all__ = [
     "DatasetError", "Document", "Dataset", "iter_corpus", "count_corpus", "load_queries", "load_qrels",
     "resolve_dataset", "check_dataset", "write_topics_tsv", "pyserini_topic_reader", "PACKAGED_DATASETS",
-    "normalize_text",
+    "normalize_text", "corpus_files", "json_lines", "json_object", "parse_document_line",
 ]
 
 PACKAGED_DATASETS = ("cacm",)
@@ -58,7 +58,7 @@ def _open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def _corpus_files(path: str | os.PathLike) -> list[Path]:
+def corpus_files(path: str | os.PathLike) -> list[Path]:
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith((".jsonl", ".jsonl.gz")))
@@ -70,7 +70,7 @@ def _corpus_files(path: str | os.PathLike) -> list[Path]:
     return [p]
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+def json_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, decoded line) for non-blank lines, decoding each line on its own so a bad
     byte is reported at its line. Binary iteration splits on b"\\n" only: U+2028 inside JSON strings is safe."""
     with _open_binary(path) as f:
@@ -85,7 +85,7 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield lineno, line
 
 
-def _json_object(path: Path, lineno: int, line: str) -> dict:
+def json_object(path: Path, lineno: int, line: str) -> dict:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -129,6 +129,11 @@ def _parse_document(path: Path, lineno: int, obj: dict) -> Document:
     return Document(docid, title, text)
 
 
+def parse_document_line(path: Path, lineno: int, line: str) -> Document:
+    """One corpus line (already decoded) as a Document, with the same one-line errors `iter_corpus` raises."""
+    return _parse_document(path, lineno, json_object(path, lineno, line))
+
+
 def iter_corpus(path: str | os.PathLike, *, start: int = 0) -> Iterator[Document]:
     """Stream documents from a jsonl file (optionally .gz) or a directory of them (sorted by name).
 
@@ -140,9 +145,9 @@ def iter_corpus(path: str | os.PathLike, *, start: int = 0) -> Iterator[Document
     """
     seen: set[str] = set()
     n = 0
-    for f in _corpus_files(path):
-        for lineno, line in _iter_lines(f):
-            doc = _parse_document(f, lineno, _json_object(f, lineno, line))
+    for f in corpus_files(path):
+        for lineno, line in json_lines(f):
+            doc = _parse_document(f, lineno, json_object(f, lineno, line))
             if doc.docid in seen:
                 raise DatasetError(f, f"duplicate document id {doc.docid!r}", line=lineno, field="id")
             seen.add(doc.docid)
@@ -154,7 +159,7 @@ def iter_corpus(path: str | os.PathLike, *, start: int = 0) -> Iterator[Document
 def count_corpus(path: str | os.PathLike) -> int:
     """Number of non-blank lines (documents), without parsing JSON; for progress bars."""
     n = 0
-    for f in _corpus_files(path):
+    for f in corpus_files(path):
         with _open_binary(f) as fh:
             n += sum(1 for raw in fh if raw.strip())
     return n
@@ -187,8 +192,8 @@ def _add_query(queries: dict[str, str], path: Path, lineno: int, qid: str, text:
 
 def _queries_jsonl(path: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
-    for lineno, line in _iter_lines(path):
-        obj = _json_object(path, lineno, line)
+    for lineno, line in json_lines(path):
+        obj = json_object(path, lineno, line)
         for key in ("_id", "text"):
             if key not in obj:
                 raise DatasetError(path, "missing", line=lineno, field=key)

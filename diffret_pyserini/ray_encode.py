@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from diffret_pyserini.atomic import atomic_write_json
-from diffret_pyserini.datasets import DatasetError, Document, _corpus_files, _json_object, _parse_document
+from diffret_pyserini.datasets import DatasetError, Document, corpus_files, parse_document_line
 from diffret_pyserini.encode_jobs import EncodeStats, encode_window, plan_window
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 from diffret_pyserini.representations import REPRESENTATIONS
@@ -97,7 +97,7 @@ def scan_blocks(corpus: str | os.PathLike, block_size: int) -> list[Block]:
 
     blocks: list[Block] = []
     first_doc = 0
-    for path in _corpus_files(corpus):
+    for path in corpus_files(corpus):
         opener = gzip.open if path.name.endswith(".gz") else open
         with opener(path, "rb") as f:
             offset, lineno, start = 0, 0, None
@@ -142,7 +142,7 @@ def read_block(block: Block) -> tuple[list[Document], list[int]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise DatasetError(path, f"invalid UTF-8 byte at column {e.start + 1}", line=lineno) from None
-            doc = _parse_document(path, lineno, _json_object(path, lineno, line))
+            doc = parse_document_line(path, lineno, line)
             if doc.docid in seen:
                 raise DatasetError(path, f"duplicate document id {doc.docid!r}", line=lineno, field="id")
             seen.add(doc.docid)

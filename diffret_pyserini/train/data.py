@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from diffret_pyserini.datasets import (DatasetError, Document, _corpus_files, _iter_lines, _json_object,
+from diffret_pyserini.datasets import (DatasetError, Document, corpus_files, json_lines, json_object,
                                        normalize_text)
 
 
@@ -61,9 +61,9 @@ def _passages(path: Path, lineno: int, obj: dict, key: str) -> list[Passage]:
 def read_examples(path: str | os.PathLike) -> list[Example]:
     """All examples of a Tevatron jsonl file (optionally .gz) or a folder of them; each needs a positive."""
     examples = []
-    for f in _corpus_files(path):
-        for lineno, line in _iter_lines(f):
-            obj = _json_object(f, lineno, line)
+    for f in corpus_files(path):
+        for lineno, line in json_lines(f):
+            obj = json_object(f, lineno, line)
             query = obj.get("query")
             if not isinstance(query, str) or not query.strip():
                 raise DatasetError(f, "missing or empty query text", line=lineno, field="query")
