@@ -22,7 +22,7 @@ __all__ = [
     "normalize_text", "corpus_files", "json_lines", "json_object", "parse_document_line",
 ]
 
-PACKAGED_DATASETS = ("cacm",)
+PACKAGED_DATASETS = ("cacm", "cacm-notitle")
 _ID_KEYS = ("_id", "id", "docid")
 _WS = re.compile(r"\s+")
 _HAS_WS = re.compile(r"\s")

@@ -343,3 +343,17 @@ def test_write_topics_tsv_names(tmp_path):
             write_topics_tsv({"1": "a"}, bad)
     with pytest.raises(ValueError, match="whitespace"):
         write_topics_tsv({"a b": "a"}, tmp_path / "q.tsv")
+
+
+def test_packaged_cacm_notitle_is_exactly_what_its_derivation_writes(tmp_path):
+    from diffret_pyserini.derived_datasets import without_titles
+
+    out = without_titles("cacm", tmp_path / "notitle")
+    packaged = resolve_dataset("cacm-notitle")
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        assert (out / name).read_bytes() == (packaged.corpus_path.parent / name).read_bytes(), name
+    docs = list(iter_corpus(packaged.corpus_path))
+    assert len(docs) == 3204 and all(d.title == "" and d.docid.isdigit() for d in docs)
+    assert docs[45].docid == "46" and docs[45].text == list(iter_corpus(resolve_dataset("cacm").corpus_path))[45].text
+    judged = load_qrels(packaged.qrels_path)
+    assert sum(len(j) for j in judged.values()) == 796 and set(judged["1"]) >= {"1410", "1572"}

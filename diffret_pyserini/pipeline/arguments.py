@@ -15,8 +15,9 @@ FINETUNE_CHOICES = ("auto", "yes", "no")
 
 @dataclass
 class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments):
-    dataset: str = field(default="cacm", metadata={"help": "BEIR-layout folder (corpus.jsonl, queries.jsonl, "
-                                                           "qrels/test.tsv), TREC-layout folder, or 'cacm'"})
+    dataset: str = field(default="cacm", metadata={
+        "help": "BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv), TREC-layout folder, or a "
+                "packaged name: 'cacm', 'cacm-notitle' (CACM with numeric ids and no titles)"})
     alpha: float = field(default=0.5, metadata={
         "help": "hybrid weight of the sparse seat (0.5 = equal): our sparse side, or BM25 in hybrid-bm25-*"})
     hits: int = field(default=1000, metadata={"help": "depth of every run"})
