@@ -40,8 +40,9 @@ from diffret_pyserini.indexing import build_lucene_index
 from diffret_pyserini.runs import read_trec_run, write_trec_run
 from diffret_pyserini.stage_log import StageLog, folder_lock
 
-__all__ = ["PeerContext", "PEERS", "MINILM_PACKAGE", "minilm_folder", "splade_pooling", "minilm",
-           "promptreps_single", "promptreps_multi", "run_peers", "main"]
+__all__ = ["PeerContext", "PEERS", "PEER_SYSTEMS", "DEFAULT_PEER_SYSTEMS", "MINILM_PACKAGE", "minilm_folder",
+           "splade_pooling", "minilm", "promptreps_single", "promptreps_multi", "search_peers", "run_peers",
+           "main"]
 
 log = logging.getLogger("diffret_pyserini.peers")
 Run = dict[str, list[tuple[str, float]]]
@@ -254,6 +255,26 @@ PEERS: dict[str, Callable[[PeerContext], dict[str, Run]]] = {
 
 
 # ------------------------------------------------------------------------------------------ CLI
+PEER_SYSTEMS = tuple(f"peer-{name}" for name in PEERS)  # names for the pipeline's --systems
+DEFAULT_PEER_SYSTEMS = ("peer-splade-pooling", "peer-minilm")  # in make demo; PromptReps on SmolLM2 costs more
+
+
+def search_peers(dataset: Dataset, topics: dict[str, str], indexes: str | os.PathLike, out: Path,
+                 peers: Sequence[str], hits: int = 1000, threads: int = 2, batch_size: int = 16,
+                 device: str = "cpu", force: bool = False) -> dict[str, Path]:
+    """Build and search the named peers on one dataset; {row: TREC run path} under `out`."""
+    from diffret_pyserini.indexing import dataset_key
+
+    ctx = PeerContext(dataset, topics, Path(indexes) / dataset_key(dataset) / "peers", hits=hits,
+                      threads=threads, batch_size=batch_size, device=device, force=force)
+    paths = {}
+    for name in peers:
+        log.info(f"peer {name} ...")
+        for row, run in PEERS[name](ctx).items():
+            paths[row] = write_trec_run(run, out / f"{row}.trec", tag=row, k=hits)
+    return paths
+
+
 def run_peers(dataset_dir: str, indexes: str, runs: str, peers: Sequence[str] = tuple(PEERS), hits: int = 1000,
               threads: int = 2, batch_size: int = 16, device: str = "cpu", force: bool = False,
               with_bm25: bool = True) -> dict[str, dict[str, float]]:
@@ -265,22 +286,18 @@ def run_peers(dataset_dir: str, indexes: str, runs: str, peers: Sequence[str] = 
     dataset = resolve_dataset(dataset_dir)
     key = dataset_key(dataset)
     topics = {q: normalize_text(t) for q, t in load_queries(dataset.queries_path).items()}
-    ctx = PeerContext(dataset, topics, Path(indexes) / key / "peers", hits=hits, threads=threads,
-                      batch_size=batch_size, device=device, force=force)
     out = Path(runs) / key / "peers"
-    all_runs: dict[str, Run] = {}
+    paths: dict[str, Path] = {}
     if with_bm25:  # the reference row, from the pipeline's own BM25 index (shared, built once)
         from diffret_pyserini.systems import SearchInputs, run_system
 
         bm25 = bm25_index(dataset, Path(indexes) / key / "bm25", threads, force)
         inputs = SearchInputs(bm25, bm25, bm25, bm25, bm25, topics)
-        all_runs["bm25"] = run_system("bm25", inputs, hits=hits, threads=threads)
-    for name in peers:
-        log.info(f"peer {name} ...")
-        all_runs.update(PEERS[name](ctx))
+        paths["bm25"] = write_trec_run(run_system("bm25", inputs, hits=hits, threads=threads),
+                                       out / "bm25.trec", tag="bm25", k=hits)
+    paths.update(search_peers(dataset, topics, indexes, out, peers, hits, threads, batch_size, device, force))
     metrics: dict[str, dict[str, float]] = {}
-    for row, run in all_runs.items():
-        path = write_trec_run(run, out / f"{row}.trec", tag=row, k=hits)
+    for row, path in paths.items():
         if dataset.qrels_path is not None:
             metrics[row] = evaluate_run(dataset.qrels_path, path)
     if metrics:

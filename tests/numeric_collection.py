@@ -22,6 +22,10 @@ def make_numeric_collection(root, n_docs=40):
 
 
 def args_for(tmp_path, dataset, **kw):
+    """Pipeline arguments for a test run: our systems and BM25 (no peers unless asked for in `systems`)."""
+    from diffret_pyserini.systems import SYSTEMS
+
+    kw.setdefault("systems", list(SYSTEMS))
     return PipelineArguments(dataset=str(dataset), model="splade-tiny", finetune="no",
                              indexes=str(tmp_path / "indexes"), runs=str(tmp_path / "runs"), hits=100,
                              device="cpu", batch_size=16, **kw)

@@ -8,7 +8,10 @@ from typing import Optional
 from diffret_pyserini.arguments import (ArgumentError, EncoderOverrides, EncodingArguments, ModelLoadArguments,
                                         check_at_least, check_choice, check_writable)
 from diffret_pyserini.budget import METHODS as BUDGET_METHODS
+from diffret_pyserini.peers import DEFAULT_PEER_SYSTEMS, PEER_SYSTEMS
 from diffret_pyserini.systems import SYSTEMS
+
+ALL_SYSTEMS = (*SYSTEMS, *PEER_SYSTEMS)
 
 FINETUNE_CHOICES = ("auto", "yes", "no")
 
@@ -18,10 +21,14 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
     dataset: str = field(default="cacm", metadata={
         "help": "BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv), TREC-layout folder, or a "
                 "packaged name: 'cacm', 'cacm-notitle' (CACM with numeric ids and no titles)"})
-    alpha: float = field(default=0.5, metadata={
-        "help": "hybrid weight of the sparse seat (0.5 = equal): our sparse side, or BM25 in hybrid-bm25-*"})
+    alpha: str = field(default="auto", metadata={
+        "help": "hybrid weight of the sparse seat (our sparse side, or BM25 in hybrid-bm25-*), a number in "
+                "[0, 1] (0.5 = equal) or 'auto': each hybrid's alpha chosen on held-out pseudo-queries of the "
+                "corpus (never the topics), recorded in runs/<dataset>/<tag>/alpha.json and in the run names"})
     hits: int = field(default=1000, metadata={"help": "depth of every run"})
-    systems: list[str] = field(default_factory=lambda: list(SYSTEMS), metadata={"help": "systems to run"})
+    systems: list[str] = field(default_factory=lambda: [*SYSTEMS, *DEFAULT_PEER_SYSTEMS], metadata={
+        "help": f"systems to run: ours and BM25 ({', '.join(SYSTEMS)}) and peers run through Pyserini's own "
+                f"encoders ({', '.join(PEER_SYSTEMS)}; peer-promptreps-* on SmolLM2, off by default: CPU time)"})
     threads: int = field(default=2, metadata={"help": "indexing and search threads"})
     indexes: str = field(default="indexes", metadata={"help": "root of the index folders"})
     runs: str = field(default="runs", metadata={"help": "root of the run folders"})
@@ -43,6 +50,10 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
                 "trained on the corpus's pseudo-queries; fuse: RRF of every candidate's run)"})
     kq_candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={
         "help": "with --kq auto: the Kq a query may get"})
+
+    @property
+    def alpha_auto(self) -> bool:
+        return isinstance(self.alpha, str) and self.alpha.strip().lower() == "auto"
 
     @property
     def kq_auto(self) -> bool:
@@ -68,13 +79,21 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
         self.check_encoding()
         check_at_least("hits", self.hits, 1)
         check_at_least("threads", self.threads, 1)
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
-            raise ArgumentError(f"--alpha {self.alpha!r}: must be a number in [0, 1] (the sparse seat's weight)")
-        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if not self.alpha_auto:
+            value = self.alpha
+            try:
+                value = float(value) if isinstance(value, str) else value
+            except ValueError:
+                pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ArgumentError(f"--alpha {self.alpha}: must be a number in [0, 1] (the sparse seat's "
+                                    "weight) or 'auto'")
+            self.alpha = float(value)
+        unknown = [s for s in self.systems if s not in ALL_SYSTEMS]
         if unknown:
-            raise ArgumentError(f"--systems: unknown system {unknown[0]!r}; choose from {SYSTEMS}")
+            raise ArgumentError(f"--systems: unknown system {unknown[0]!r}; choose from {ALL_SYSTEMS}")
         if not self.systems:
-            raise ArgumentError(f"--systems: none given; choose from {SYSTEMS}")
+            raise ArgumentError(f"--systems: none given; choose from {ALL_SYSTEMS}")
         check_choice("finetune", self.finetune, FINETUNE_CHOICES)
         if self.kq_auto:
             for method in self.kq_method:

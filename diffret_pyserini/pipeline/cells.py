@@ -57,13 +57,14 @@ class EncodedCell:
                             multi_dir=self.passages / "multi", queries_dir=queries or self.queries, topics=topics)
 
 
-def _link(link: Path, target: Path) -> None:
-    """`link` -> `target` (relative), unless something is already there (a folder from before the split)."""
+def _link(link: Path, target: Path, replace_file: bool = False) -> None:
+    """`link` -> `target` (relative), unless something is already there (a folder from before the split; a
+    file too unless `replace_file`)."""
     if link.is_symlink() and os.readlink(link) == os.path.relpath(target, link.parent):
         return
     if link.is_symlink():
         link.unlink()
-    elif link.exists():
+    elif link.exists() and (link.is_dir() or not replace_file):
         return
     tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
@@ -152,24 +153,39 @@ def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
     return EncodedCell(tag, root, p_root, q_root / "queries", fingerprint(q=q_fp, passages=p_fp))
 
 
+def run_file_name(system: str, alpha: float | None) -> str:
+    """A run's file name: hybrids carry their alpha ('hybrid-bm25-sparse.alpha-0.7.trec'), so runs with
+    another weight never overwrite each other; <system>.trec links to the latest."""
+    return f"{system}.trec" if alpha is None else f"{system}.alpha-{alpha:g}.trec"
+
+
 def search_cell(inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str], args: PipelineArguments,
-                systems: list[str]) -> dict[str, Path]:
-    """Search every system over one cell into run_dir/<system>.trec (skipped while its fingerprint matches)."""
+                systems: list[str], alphas: dict[str, float] | None = None) -> dict[str, Path]:
+    """Search every system over one cell into run_dir/<system>.trec (skipped while its fingerprint matches).
+
+    A hybrid's alpha comes from `alphas` (chosen on dev pseudo-queries), else --alpha, else 0.5."""
     from diffret_pyserini.runs import write_trec_run
 
     paths = {}
     with folder_lock(run_dir):
         stages = StageLog(run_dir / "stages.json", args.force)
         for system in systems:
-            run_path = run_dir / f"{system}.trec"
+            alpha = None
+            if system.startswith("hybrid"):
+                alpha = (alphas or {}).get(system, args.alpha if isinstance(args.alpha, (int, float)) else 0.5)
+            run_path = run_dir / run_file_name(system, alpha)
             fp = fingerprint(bm25=index_fp["bm25"] if uses_bm25(system) else None,
                              model=index_fp["model"] if uses_model(system) else None, hits=args.hits,
-                             alpha=args.alpha if system.startswith("hybrid") else None)
-            if not (stages.is_done(system, fp) and run_path.is_file()):
+                             alpha=alpha)
+            if not (stages.is_done(run_path.name, fp) and run_path.is_file()):
                 start = time.time()
-                results = run_system(system, inputs, hits=args.hits, alpha=args.alpha, threads=args.threads)
-                write_trec_run(results, run_path, tag=slug(system), k=args.hits)
-                stages.mark(system, fp)
+                results = run_system(system, inputs, hits=args.hits, alpha=alpha if alpha is not None else 0.5,
+                                     threads=args.threads)
+                tag = slug(system) if alpha is None else f"{slug(system)}-alpha{alpha:g}"
+                write_trec_run(results, run_path, tag=tag, k=args.hits)
+                stages.mark(run_path.name, fp)
                 log.info(f"{system}: {len(results)} queries searched in {time.time() - start:.1f}s -> {run_path}")
+            if alpha is not None:
+                _link(run_dir / f"{system}.trec", run_path, replace_file=True)
             paths[system] = run_path
     return paths

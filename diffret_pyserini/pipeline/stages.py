@@ -15,18 +15,17 @@ from diffret_pyserini.pipeline.arguments import PipelineArguments
 from diffret_pyserini.pipeline.cells import EncodedCell, encode_stages, model_tag, search_cell, slug  # noqa: F401
 from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.stage_log import folder_lock
-from diffret_pyserini.systems import SearchInputs
+from diffret_pyserini.systems import SYSTEMS, SearchInputs
 
 log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
 
-MIN_TITLE_QUERIES = 200  # 'auto' fine-tunes only a corpus with this many title pseudo-queries
-
 
 def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str],
-                        args: PipelineArguments, systems: list[str]) -> dict[str, dict[str, float]]:
+                        args: PipelineArguments, systems: list[str], alphas: dict[str, float] | None = None,
+                        ) -> dict[str, dict[str, float]]:
     from diffret_pyserini.evaluation import convert_qrels, evaluate_run, write_report
 
-    paths = search_cell(inputs, run_dir, index_fp, args, systems)
+    paths = search_cell(inputs, run_dir, index_fp, args, systems, alphas)
     if dataset.qrels_path is not None:  # TREC qrels beside the runs, for `python -m pyserini.eval.trec_eval`
         convert_qrels(dataset.qrels_path, run_dir.parent / "qrels.txt")
     with folder_lock(run_dir):
@@ -75,20 +74,45 @@ def auto_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str]
     return metrics
 
 
-def wants_finetune(args: PipelineArguments, dataset) -> bool:
-    """'yes'/'no' as given; 'auto': the embedded default model on a corpus with enough titled documents (the
-    pseudo-queries the fine-tuning recipe learns from); otherwise say why it is skipped."""
+def peers_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], key: str,
+                peers: list[str]) -> dict[str, dict[str, float]]:
+    """The peers (peers.py, through Pyserini's own encoders) on the same collection and topics: runs and
+    metrics under runs/<dataset>/peers/, rows named peer-*."""
+    from diffret_pyserini.backbones.load import default_device
+    from diffret_pyserini.evaluation import evaluate_run, write_report
+    from diffret_pyserini.peers import search_peers
+
+    out = Path(args.runs) / key / "peers"
+    paths = search_peers(dataset, topics, args.indexes, out, peers, hits=args.hits, threads=args.threads,
+                         batch_size=args.batch_size, device=str(default_device(args.device)), force=args.force)
+    if dataset.qrels_path is None:
+        return {}
+    metrics = {row: evaluate_run(dataset.qrels_path, path) for row, path in paths.items()}
+    write_report(metrics, out, f"{dataset.name}: peers")
+    return metrics
+
+
+def wants_finetune(args: PipelineArguments, dataset, source: str | None = None) -> bool:
+    """'yes'/'no' as given; 'auto': the embedded default model on a corpus with enough pseudo-queries of the
+    chosen source (train/sources.py); otherwise say why it is skipped."""
     from diffret_pyserini.packaged_models import resolve_model_path
-    from diffret_pyserini.train.default import MINE
-    from diffret_pyserini.train.mine import has_title_queries
+    from diffret_pyserini.train.sources import MIN_PSEUDO_QUERIES, MIN_WORDS, choose_source
 
     if args.finetune != "auto":
         return args.finetune == "yes"
     if resolve_model_path(args.model) != resolve_model_path(PipelineArguments.model):
+        log.info("--finetune auto: skipped, the recipe is tuned for the embedded default model only "
+                 "(--finetune yes forces it)")
         return False
-    if not has_title_queries(dataset.corpus_path, MINE["titles"]["min_words"], MIN_TITLE_QUERIES):
-        log.info(f"--finetune auto: skipped, {dataset.corpus_path} has fewer than {MIN_TITLE_QUERIES} documents "
-                 "with a title and a text to make pseudo-queries from (--finetune yes forces it)")
+    source = source or choose_source(dataset.corpus_path)[0]
+    if source == "titles":
+        return True
+    from diffret_pyserini.train.mine import pseudo_queries
+
+    found = len(pseudo_queries(dataset.corpus_path, source, MIN_WORDS, 0))
+    if found < MIN_PSEUDO_QUERIES:
+        log.info(f"--finetune auto: skipped, {dataset.corpus_path} gives {found} {source} pseudo-queries, fewer "
+                 f"than {MIN_PSEUDO_QUERIES} (--finetune yes forces it)")
         return False
     return True
 
@@ -97,6 +121,7 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     """Run every stage; returns {system: {metric: value}} (fine-tuned systems prefixed 'ft-')."""
     from diffret_pyserini.encoder_spec import get_encoder
     from diffret_pyserini.evaluation import format_table, write_report
+    from diffret_pyserini.train.sources import choose_source, dev_split
 
     args.validate()  # every flag, then every input file, then the model: all before any index or encoding
     dataset = resolve_dataset(args.dataset)
@@ -106,27 +131,44 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     get_encoder(args.model, device=args.device, **args.load_options(), **args.settings()).check_lengths()
     key = dataset_key(dataset)
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)
-    models = [("", args.model)]
-    if wants_finetune(args, dataset):
+    source, why = choose_source(dataset.corpus_path)
+    log.info(f"pseudo-queries: {source} ({why})")
+    dev = dev_split(dataset.corpus_path, source)
+    choices = {"pseudo_queries": {"source": source, "why": why, "dev_queries": len(dev.topics)}, "alpha": {}}
+    own = [s for s in args.systems if s in SYSTEMS]
+    models = [("", args.model)] if own else []
+    if own and wants_finetune(args, dataset, source):
         from diffret_pyserini.train.default import finetuned_default
 
-        log.info("fine-tuning the model on pseudo-queries from the corpus (cached once trained) ...")
+        log.info(f"fine-tuning the model on {source} pseudo-queries from the corpus (cached once trained) ...")
         folder = finetuned_default(args.dataset, Path(args.indexes) / key / "finetuned", force=args.force,
-                                   base_model=args.model)
+                                   base_model=args.model, source=source)
         models.append(("ft-", str(folder)))
     combined: dict[str, dict[str, float]] = {}
     for prefix, model in models:
         cell = encode_stages(dataset, args, topics, model)
         tag, inputs = cell.tag, cell.search_inputs(bm25, topics)
         index_fp = {"bm25": fingerprint(bm25=bm25_fingerprint(bm25), topics=topics), "model": cell.fingerprint}
-        systems = [s for s in args.systems if not (prefix and s == "bm25")]
-        metrics = search_and_evaluate(dataset, inputs, Path(args.runs) / key / tag, index_fp, args, systems)
+        systems = [s for s in own if not (prefix and s == "bm25")]
+        run_dir = Path(args.runs) / key / tag
+        alphas = None
+        if args.alpha_auto:
+            from diffret_pyserini.pipeline.fusion_dev import choose_alphas
+
+            dev_fp = {**index_fp, "bm25": fingerprint(bm25=bm25_fingerprint(bm25))}
+            alphas = choose_alphas(cell, dev, bm25, model, args, systems, dev_fp, run_dir)
+            choices["alpha"].update({prefix + system: alpha for system, alpha in alphas.items()})
+        metrics = search_and_evaluate(dataset, inputs, run_dir, index_fp, args, systems, alphas)
         if args.kq_auto:
             metrics.update(auto_stage(dataset, args, topics, model, bm25, index_fp["bm25"], Path(args.runs) / key,
-                                      Path(args.runs) / key / tag))
+                                      run_dir))
         combined.update({prefix + system: row for system, row in metrics.items()})
+    peers = [s[len("peer-"):] for s in args.systems if s.startswith("peer-")]
+    if peers:
+        combined.update(peers_stage(dataset, args, topics, key, peers))
+    atomic_write_json(Path(args.runs) / key / "choices.json", choices)
     if combined:
-        if len(models) > 1:  # zero-shot and fine-tuned side by side
-            write_report(combined, Path(args.runs) / key, f"{dataset.name}: zero-shot and fine-tuned")
+        if len(models) > 1 or peers:  # zero-shot, fine-tuned and peers side by side
+            write_report(combined, Path(args.runs) / key, f"{dataset.name}: ours (ft- fine-tuned) and peers")
         print(format_table(combined))
     return combined

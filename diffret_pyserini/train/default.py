@@ -4,9 +4,10 @@
     folder = finetuned_default("cacm")          # -> indexes/cacm/finetuned/splade-tiny-ft
     python -m diffret_pyserini.train.default --dataset cacm     # the same from the shell
 
-No topics or judgements of the collection are read: queries are the corpus's own document titles (the
-positive is the document's text without its title; `mine.py`), negatives come from BM25 over the corpus. The
-folder is reused while its fingerprint (corpus digest, base model digest, mining and training arguments)
+No topics or judgements of the collection are read: queries are the corpus's own pseudo-queries (`source`:
+its document titles, the positive being the text without its title, or sentences of the text; `mine.py`,
+`sources.py` picks one per collection), negatives come from BM25 over the corpus. Documents held out for the
+fusion dev set (`exclude`) give no training query. The folder is reused while its fingerprint (corpus digest, base model digest, mining and training arguments)
 matches; an interrupted run resumes from its last checkpoint. Training runs as `python -m diffret_pyserini.train`
 in a child process (the command is logged in <model>-ft.finetune.json beside the folder), so its thread settings
 cannot disturb the caller.
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 from diffret_pyserini.datasets import resolve_dataset
 from diffret_pyserini.fingerprint import fingerprint, path_digest
@@ -32,7 +34,7 @@ FOLDER = "splade-tiny-ft"
 STAMP = "finetune.json"
 VERSION = 2  # 2: transformers.Trainer engine. Bump when the recipe's code changes what it learns
 # Pseudo-query sources and their BM25 hard negatives (see mine.MineArguments).
-MINE = {"titles": dict(negatives=4, min_words=20)}
+MINE = {"titles": dict(negatives=4, min_words=20), "sentences": dict(negatives=4, min_words=20)}
 # Arguments of `python -m diffret_pyserini.train` (see train/arguments.py). Measured on CACM (2,004 title
 # queries): ~1.1 CPU-seconds a step, so 120 steps take ~2-3 minutes on 2 free cores. Learning rate 1e-3 is
 # what moved the numbers most (2e-4 left dense near zero-shot); more steps (200) or more negatives did not help.
@@ -66,7 +68,7 @@ def train_command(base_model: str, train_dir: Path, out: Path, resume: bool, thr
 
 def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root: str | os.PathLike | None = None,
                       force: bool = False, base_model: str = BASE_MODEL, indexes: str | os.PathLike | None = None,
-                      threads: int = 2) -> Path:
+                      threads: int = 2, source: str = "titles", exclude: Iterable[str] | None = None) -> Path:
     """Fine-tune `base_model` (default SPLADE-tiny) on the collection's pseudo-queries once; return the folder
     `<out_root>/<model>-ft`.
 
@@ -75,6 +77,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     `out_root`, else `indexes`. A second call with the same inputs returns at once; `force` trains again.
     """
     from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.train.data import read_examples, write_examples
     from diffret_pyserini.train.mine import MineArguments, mine
 
     dataset = resolve_dataset(dataset_dir_or_name)
@@ -82,9 +85,17 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
         indexes = Path(out_root).parent.parent if out_root is not None else Path("indexes")
     root = Path(out_root) if out_root is not None else Path(indexes) / dataset_key(dataset) / "finetuned"
     name = Path(base_model).name if Path(base_model).is_dir() else str(base_model)
-    out = root / (FOLDER if name == BASE_MODEL else f"{name}-ft")
+    # one folder per source, so runs of models trained on different pseudo-queries never share a tag
+    out = root / ((FOLDER if name == BASE_MODEL else f"{name}-ft") + ("" if source == "titles" else f"-{source}"))
     corpus = path_digest(dataset.corpus_path)
-    data_fp = fingerprint(corpus=corpus, mine=MINE, version=VERSION)
+    if source not in MINE:
+        raise ValueError(f"pseudo-query source {source!r}: choose from {sorted(MINE)}")
+    if exclude is None:
+        from diffret_pyserini.train.sources import dev_split
+
+        exclude = dev_split(dataset.corpus_path, source).docids
+    exclude = sorted(set(exclude))
+    data_fp = fingerprint(corpus=corpus, source=source, mine=MINE[source], exclude=exclude, version=VERSION)
     fp = fingerprint(data=data_fp, base=path_digest(resolve_model_path(base_model)), train=recipe(base_model))
     stamp_path = root / f"{out.name}.{STAMP}"  # beside the folder: the trainer owns the folder itself
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
@@ -99,12 +110,17 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
         if old != train_dir:
             shutil.rmtree(old, ignore_errors=True)
     started = time.time()
-    for source, extra in MINE.items():
-        target = train_dir / f"{source}.jsonl"
-        if not target.is_file():
-            log.info(f"mining {source} pseudo-queries with BM25 negatives ...")
-            mine(MineArguments(dataset=str(dataset_dir_or_name), output=str(target), source=source,
-                               indexes=str(indexes), **extra))
+    target = train_dir / f"{source}.jsonl"
+    if not target.is_file():
+        log.info(f"mining {source} pseudo-queries with BM25 negatives ...")
+        mined = root / f"mined-{data_fp}.jsonl"  # outside train_dir, which the trainer reads whole
+        mine(MineArguments(dataset=str(dataset_dir_or_name), output=str(mined), source=source,
+                           indexes=str(indexes), **MINE[source]))
+        held_out = set(exclude)
+        examples = [e for e in read_examples(mined) if not held_out & {p.docid for p in e.positives}]
+        write_examples(examples, target)
+        mined.unlink()
+        log.info(f"{len(examples)} {source} pseudo-queries to train on ({len(held_out)} documents held out)")
     resume = same and any(out.glob("checkpoint-*"))
     cmd = train_command(base_model, train_dir, out, resume, threads)
     atomic_write_json(stamp_path, {"fingerprint": fp, "done": False, "command": cmd})
@@ -115,7 +131,8 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"fine-tuning failed (exit {proc.returncode}): {' '.join(cmd)}")
-    atomic_write_json(stamp_path, {"fingerprint": fp, "done": True, "command": cmd, "mine": MINE,
+    atomic_write_json(stamp_path, {"fingerprint": fp, "done": True, "command": cmd, "source": source,
+                                   "mine": MINE[source], "held_out": len(exclude),
                                    "seconds": round(time.time() - started, 1)})
     return out
 
@@ -131,8 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--indexes", default=None, help="root of the index folders (default: indexes)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--force", action="store_true", help="train again even if the cached folder matches")
+    parser.add_argument("--source", default="auto", choices=["auto", *MINE],
+                        help="pseudo-queries: auto (train/sources.choose_source), or one source")
     args = parser.parse_args(argv)
-    print(finetuned_default(args.dataset, args.out_root, args.force, args.model, args.indexes, args.threads))
+    source = args.source
+    if source == "auto":
+        from diffret_pyserini.train.sources import choose_source
+
+        source, why = choose_source(resolve_dataset(args.dataset).corpus_path)
+        log.info(f"pseudo-queries: {source} ({why})")
+    print(finetuned_default(args.dataset, args.out_root, args.force, args.model, args.indexes, args.threads,
+                            source=source))
     return 0
 
 

@@ -1,0 +1,67 @@
+"""--alpha auto (weights chosen on held-out pseudo-queries, never the topics) and peers in the main table."""
+import json
+
+import pytest
+
+from diffret_pyserini import pipeline
+from diffret_pyserini.train.sources import choose_source, dev_split
+from numeric_collection import args_for, key, make_numeric_collection
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    return make_numeric_collection(tmp_path_factory.mktemp("dev") / "numeric", n_docs=300)
+
+
+def test_dev_split_holds_out_pseudo_queries_of_the_corpus_not_its_topics(collection):
+    from diffret_pyserini.datasets import iter_corpus, load_queries, resolve_dataset
+
+    corpus = resolve_dataset(collection).corpus_path
+    source, why = choose_source(corpus)
+    assert source == "sentences" and "fewer than 200 documents have a title" in why
+    dev = dev_split(corpus, source)
+    again = dev_split(corpus, source)
+    assert dev.topics == again.topics and 20 <= len(dev.topics) <= 300 // 4  # seeded; a quarter at most
+    topics = set(load_queries(resolve_dataset(collection).queries_path).values())
+    docs = {d.docid: d.text for d in iter_corpus(corpus)}
+    for qid, text in dev.topics.items():
+        (docid,) = dev.qrels[qid]
+        assert qid == f"dev-{docid}" and docid in dev.docids and text in docs[docid] and text not in topics
+
+
+def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_another_alpha(collection, tmp_path):
+    from diffret_pyserini.alpha_selection import ALPHA_GRID
+    from diffret_pyserini.fusion import fuse
+    from diffret_pyserini.runs import read_trec_run
+
+    systems = ["bm25", "sparse", "hybrid-bm25-sparse", "peer-minilm"]
+    metrics = pipeline.run(args_for(tmp_path, collection, systems=systems))
+    assert list(metrics) == ["bm25", "sparse", "hybrid-bm25-sparse", "peer-minilm"]
+    runs = tmp_path / "runs" / key(collection)
+    run_dir = runs / "splade-tiny-kq4-kp16"
+    record = json.loads((run_dir / "alpha.json").read_text())
+    row = record["systems"]["hybrid-bm25-sparse"]
+    assert record["dev"]["source"] == "sentences" and record["dev"]["queries"] >= 20
+    assert set(row["dev_ndcg@10"]) == {str(a) for a in ALPHA_GRID}
+    alpha = row["alpha"]
+    assert row["dev_ndcg@10"][str(alpha)] == max(row["dev_ndcg@10"].values())
+    # the run is named by its alpha, <system>.trec links to it, and it is the fusion at that alpha
+    chosen = run_dir / f"hybrid-bm25-sparse.alpha-{alpha:g}.trec"
+    assert (run_dir / "hybrid-bm25-sparse.trec").resolve() == chosen.resolve()
+    assert chosen.read_text().split("\n", 1)[0].split()[-1] == f"hybrid-bm25-sparse-alpha{alpha:g}"
+    bm25, sparse, fused = (read_trec_run(run_dir / f"{s}.trec") for s in ("bm25", "sparse", "hybrid-bm25-sparse"))
+    for qid, hits in fused.items():
+        expected = dict(fuse(sparse.get(qid, []), bm25.get(qid, []), alpha=alpha))
+        assert all(score == pytest.approx(expected[d], abs=1e-4) for d, score in hits)
+    choices = json.loads((runs / "choices.json").read_text())
+    assert choices["pseudo_queries"]["source"] == "sentences" and choices["alpha"] == {"hybrid-bm25-sparse": alpha}
+    # the peer ran through Pyserini's own encoder, its rows stand in the combined table
+    assert (runs / "peers" / "peer-minilm.trec").is_file()
+    assert "peer-minilm" in (runs / "metrics.md").read_text()
+    # another alpha: a second run file; the first is kept
+    other = 0.9 if alpha != 0.9 else 0.1
+    again = pipeline.run(args_for(tmp_path, collection, systems=["bm25", "sparse", "hybrid-bm25-sparse"],
+                                  alpha=other))
+    assert chosen.is_file() and (run_dir / f"hybrid-bm25-sparse.alpha-{other:g}.trec").is_file()
+    assert (run_dir / "hybrid-bm25-sparse.trec").resolve().name == f"hybrid-bm25-sparse.alpha-{other:g}.trec"
+    assert again["sparse"] == metrics["sparse"]
