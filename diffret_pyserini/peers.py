@@ -279,13 +279,15 @@ def run_peers(dataset_dir: str, indexes: str, runs: str, peers: Sequence[str] = 
         log.info(f"peer {name} ...")
         all_runs.update(PEERS[name](ctx))
     metrics: dict[str, dict[str, float]] = {}
+    paths: dict[str, Path] = {}
     for row, run in all_runs.items():
-        path = write_trec_run(run, out / f"{row}.trec", tag=row, k=hits)
+        paths[row] = write_trec_run(run, out / f"{row}.trec", tag=row, k=hits)
         if dataset.qrels_path is not None:
-            metrics[row] = evaluate_run(dataset.qrels_path, path)
+            metrics[row] = evaluate_run(dataset.qrels_path, paths[row])
     if metrics:
         convert_qrels(dataset.qrels_path, out / "qrels.txt")
-        print(write_report(metrics, out, f"{dataset.name}: peers (rows peer-*)"))
+        print(write_report(metrics, out, f"{dataset.name}: peers (rows peer-*)", runs=paths,
+                           qrels_path=dataset.qrels_path))
     return metrics
 
 

@@ -35,7 +35,8 @@ def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, i
             if dataset.qrels_path is not None:
                 metrics[system] = evaluate_run(dataset.qrels_path, run_path)
         if metrics:
-            write_report(metrics, run_dir, f"{dataset.name} / {run_dir.name}")
+            write_report(metrics, run_dir, f"{dataset.name} / {run_dir.name}", runs=paths,
+                         qrels_path=dataset.qrels_path)
     return metrics
 
 
@@ -71,7 +72,9 @@ def auto_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str]
         from diffret_pyserini.evaluation import read_metrics
 
         fixed = read_metrics(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-        write_report({**fixed, **metrics}, run_dir, f"{dataset.name} / {run_dir.name} (+ --kq auto)")
+        rows = {**fixed, **metrics}
+        write_report(rows, run_dir, f"{dataset.name} / {run_dir.name} (+ --kq auto)", qrels_path=dataset.qrels_path,
+                     runs={r: run_dir / f"{r}.trec" for r in rows if (run_dir / f"{r}.trec").is_file()})
     return metrics
 
 
@@ -115,6 +118,7 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
                                    base_model=args.model)
         models.append(("ft-", str(folder)))
     combined: dict[str, dict[str, float]] = {}
+    run_paths: dict[str, Path] = {}  # combined row -> its run (run_dir/<system>.trec), for the significance
     for prefix, model in models:
         cell = encode_stages(dataset, args, topics, model)
         tag, inputs = cell.tag, cell.search_inputs(bm25, topics)
@@ -125,8 +129,10 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
             metrics.update(auto_stage(dataset, args, topics, model, bm25, index_fp["bm25"], Path(args.runs) / key,
                                       Path(args.runs) / key / tag))
         combined.update({prefix + system: row for system, row in metrics.items()})
+        run_paths.update({prefix + s: Path(args.runs) / key / tag / f"{s}.trec" for s in metrics})
     if combined:
         if len(models) > 1:  # zero-shot and fine-tuned side by side
-            write_report(combined, Path(args.runs) / key, f"{dataset.name}: zero-shot and fine-tuned")
+            write_report(combined, Path(args.runs) / key, f"{dataset.name}: zero-shot and fine-tuned",
+                         runs=run_paths, qrels_path=dataset.qrels_path)
         print(format_table(combined))
     return combined
