@@ -178,8 +178,10 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, float]], png_path: str | os.
     cols = _columns(metrics)
     systems = list(metrics)
     families = list(dict.fromkeys(s.removeprefix("ft-") for s in systems if not is_peer(s)))
-    palette = colormaps["tab10" if len(families) <= 10 else "tab20"]
-    colour = {f: palette(i % palette.N) for i, f in enumerate(families)}
+    cmap = colormaps["tab10" if len(families) <= 9 else "tab20"]
+    # the palette's greys are left out: grey means a peer
+    palette = [c for c in (cmap(i) for i in range(cmap.N)) if not c[0] == c[1] == c[2]]
+    colour = {f: palette[i % len(palette)] for i, f in enumerate(families)}
     peer_colour, peer_hatch = "0.72", "xx"
     handles = []
     if any(is_peer(s) for s in systems):
@@ -243,9 +245,9 @@ def write_report(metrics: Mapping[str, Mapping[str, float]], out: str | os.PathL
     Otherwise a significance.json left from an earlier report is removed, so it never disagrees with the table."""
     out = Path(out)
     write_metrics(metrics, out / "metrics.json")
+    tested = {row: runs[row] for row in metrics if row in runs} if runs is not None and qrels_path else {}
     comparison = None
-    if runs is not None and qrels_path is not None and baseline in metrics and baseline in runs:
-        tested = {row: runs[row] for row in metrics if row in runs}
+    if baseline in tested and len(tested) > 1:  # the baseline and at least one row to test against it
         comparison = significance_report(qrels_path, tested, baseline)
         atomic_write_text(out / "significance.json", json.dumps(comparison.to_json(), indent=2) + "\n")
     else:

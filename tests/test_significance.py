@@ -119,9 +119,11 @@ def test_write_report_significance_on_cacm(cacm_runs):
         "kind": "ours", "mean": 51 / 52, "baseline_mean": 42 / 52, "delta": 9 / 52, "p_t": p_t,
         "p_randomization": p_rand, "better": 10, "worse": 1, "ties": 41, "topics": 52})
     assert list(sig["rows"]) == ["sparse", "peer-x"]
-    # again without runs: no significance columns, and no stale significance.json left to disagree
+    # again without runs (or with the baseline's run only): no significance columns, and no stale
+    # significance.json left to disagree with the table
     assert "p (t)" not in write_report(metrics, out, "CACM")
     assert not (out / "significance.json").exists()
+    assert "p (t)" not in write_report(metrics, out, "CACM", runs={"bm25": paths["bm25"]}, qrels_path=QRELS)
 
 
 def test_evaluate_per_query_takes_an_empty_run(cacm_runs, tmp_path):
