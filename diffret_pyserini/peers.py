@@ -297,12 +297,13 @@ def run_peers(dataset_dir: str, indexes: str, runs: str, peers: Sequence[str] = 
                                        out / "bm25.trec", tag="bm25", k=hits)
     paths.update(search_peers(dataset, topics, indexes, out, peers, hits, threads, batch_size, device, force))
     metrics: dict[str, dict[str, float]] = {}
-    for row, path in paths.items():
+    for row in paths:
         if dataset.qrels_path is not None:
-            metrics[row] = evaluate_run(dataset.qrels_path, path)
+            metrics[row] = evaluate_run(dataset.qrels_path, paths[row])
     if metrics:
         convert_qrels(dataset.qrels_path, out / "qrels.txt")
-        print(write_report(metrics, out, f"{dataset.name}: peers (rows peer-*)"))
+        print(write_report(metrics, out, f"{dataset.name}: peers (rows peer-*)", runs=paths,
+                           qrels_path=dataset.qrels_path))
     return metrics
 
 

@@ -31,6 +31,7 @@ def test_dev_split_holds_out_pseudo_queries_of_the_corpus_not_its_topics(collect
 
 def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_another_alpha(collection, tmp_path):
     from diffret_pyserini.alpha_selection import ALPHA_GRID
+    from diffret_pyserini.evaluation import read_metrics
     from diffret_pyserini.fusion import fuse
     from diffret_pyserini.runs import read_trec_run
 
@@ -57,7 +58,10 @@ def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_anoth
     assert choices["pseudo_queries"]["source"] == "sentences" and choices["alpha"] == {"hybrid-bm25-sparse": alpha}
     # the peer ran through Pyserini's own encoder, its rows stand in the combined table
     assert (runs / "peers" / "peer-minilm.trec").is_file()
-    assert "peer-minilm" in (runs / "metrics.md").read_text()
+    table = (runs / "metrics.md").read_text()
+    assert "peer-minilm" in table and "p (t)" in table and '"source": "sentences"' in table
+    recorded = json.loads((runs / "metrics.json").read_text())
+    assert recorded["_run"] == choices and read_metrics(runs / "metrics.json") == metrics
     # another alpha: a second run file; the first is kept
     other = 0.9 if alpha != 0.9 else 0.1
     again = pipeline.run(args_for(tmp_path, collection, systems=["bm25", "sparse", "hybrid-bm25-sparse"],

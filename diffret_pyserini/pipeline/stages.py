@@ -34,7 +34,8 @@ def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, i
             if dataset.qrels_path is not None:
                 metrics[system] = evaluate_run(dataset.qrels_path, run_path)
         if metrics:
-            write_report(metrics, run_dir, f"{dataset.name} / {run_dir.name}")
+            write_report(metrics, run_dir, f"{dataset.name} / {run_dir.name}", runs=paths,
+                         qrels_path=dataset.qrels_path)
     return metrics
 
 
@@ -70,14 +71,16 @@ def auto_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str]
         from diffret_pyserini.evaluation import read_metrics
 
         fixed = read_metrics(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-        write_report({**fixed, **metrics}, run_dir, f"{dataset.name} / {run_dir.name} (+ --kq auto)")
+        rows = {**fixed, **metrics}
+        write_report(rows, run_dir, f"{dataset.name} / {run_dir.name} (+ --kq auto)", qrels_path=dataset.qrels_path,
+                     runs={r: run_dir / f"{r}.trec" for r in rows if (run_dir / f"{r}.trec").is_file()})
     return metrics
 
 
 def peers_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], key: str,
-                peers: list[str]) -> dict[str, dict[str, float]]:
+                peers: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, Path]]:
     """The peers (peers.py, through Pyserini's own encoders) on the same collection and topics: runs and
-    metrics under runs/<dataset>/peers/, rows named peer-*."""
+    metrics under runs/<dataset>/peers/, rows named peer-*; returns ({row: metrics}, {row: run path})."""
     from diffret_pyserini.backbones.load import default_device
     from diffret_pyserini.evaluation import evaluate_run, write_report
     from diffret_pyserini.peers import search_peers
@@ -86,10 +89,10 @@ def peers_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str
     paths = search_peers(dataset, topics, args.indexes, out, peers, hits=args.hits, threads=args.threads,
                          batch_size=args.batch_size, device=str(default_device(args.device)), force=args.force)
     if dataset.qrels_path is None:
-        return {}
+        return {}, paths
     metrics = {row: evaluate_run(dataset.qrels_path, path) for row, path in paths.items()}
     write_report(metrics, out, f"{dataset.name}: peers")
-    return metrics
+    return metrics, paths
 
 
 def wants_finetune(args: PipelineArguments, dataset, source: str | None = None) -> bool:
@@ -145,6 +148,7 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
                                    base_model=args.model, source=source)
         models.append(("ft-", str(folder)))
     combined: dict[str, dict[str, float]] = {}
+    run_paths: dict[str, Path] = {}  # combined row -> its run (run_dir/<system>.trec), for the significance
     for prefix, model in models:
         cell = encode_stages(dataset, args, topics, model)
         tag, inputs = cell.tag, cell.search_inputs(bm25, topics)
@@ -163,12 +167,15 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
             metrics.update(auto_stage(dataset, args, topics, model, bm25, index_fp["bm25"], Path(args.runs) / key,
                                       run_dir))
         combined.update({prefix + system: row for system, row in metrics.items()})
+        run_paths.update({prefix + s: run_dir / f"{s}.trec" for s in metrics})
     peers = [s[len("peer-"):] for s in args.systems if s.startswith("peer-")]
     if peers:
-        combined.update(peers_stage(dataset, args, topics, key, peers))
+        peer_metrics, peer_paths = peers_stage(dataset, args, topics, key, peers)
+        combined.update(peer_metrics)
+        run_paths.update(peer_paths)
     atomic_write_json(Path(args.runs) / key / "choices.json", choices)
-    if combined:
-        if len(models) > 1 or peers:  # zero-shot, fine-tuned and peers side by side
-            write_report(combined, Path(args.runs) / key, f"{dataset.name}: ours (ft- fine-tuned) and peers")
+    if combined:  # the main table: zero-shot, fine-tuned (ft-) and peers side by side, with the run's choices
+        write_report(combined, Path(args.runs) / key, f"{dataset.name}: ours (ft- fine-tuned) and peers",
+                     runs=run_paths, qrels_path=dataset.qrels_path, run=choices)
         print(format_table(combined))
     return combined
