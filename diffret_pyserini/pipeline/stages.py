@@ -123,7 +123,7 @@ def wants_finetune(args: PipelineArguments, dataset, source: str | None = None) 
 def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     """Run every stage; returns {system: {metric: value}} (fine-tuned systems prefixed 'ft-')."""
     from diffret_pyserini.encoder_spec import get_encoder
-    from diffret_pyserini.evaluation import format_table, write_report
+    from diffret_pyserini.evaluation import write_report
     from diffret_pyserini.train.sources import choose_source, dev_split
 
     args.validate()  # every flag, then every input file, then the model: all before any index or encoding
@@ -175,7 +175,6 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
         run_paths.update(peer_paths)
     atomic_write_json(Path(args.runs) / key / "choices.json", choices)
     if combined:  # the main table: zero-shot, fine-tuned (ft-) and peers side by side, with the run's choices
-        write_report(combined, Path(args.runs) / key, f"{dataset.name}: ours (ft- fine-tuned) and peers",
-                     runs=run_paths, qrels_path=dataset.qrels_path, run=choices)
-        print(format_table(combined))
+        print(write_report(combined, Path(args.runs) / key, f"{dataset.name}: ours (ft- fine-tuned) and peers",
+                           runs=run_paths, qrels_path=dataset.qrels_path, run=choices))
     return combined
