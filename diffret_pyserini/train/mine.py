@@ -2,12 +2,18 @@
 
     python -m diffret_pyserini.train.mine --dataset DIR --output train.jsonl --source qrels --split train
     python -m diffret_pyserini.train.mine --dataset cacm --output titles.jsonl --source titles
+    python -m diffret_pyserini.train.mine --dataset cacm-notitle --output lm.jsonl --source lm --max_queries 300
 
 Sources of (query, positive) pairs:
   qrels      queries.jsonl + qrels/<split>.tsv of a BEIR folder (relevance > 0 are positives);
   titles     pseudo-queries for collections without training topics: a document's title is the query and its
              text (without the title, which would make the match trivial) the positive;
-  sentences  a sentence of a document's text is the query, the document without that sentence the positive.
+  sentences  a sentence of a document's text is the query, the document without that sentence the positive;
+  lm         a short title written by a small instruct LM (doc2query / InPars style, train/doc2query.py) from the
+             first words of the text is the query, the whole document the positive; cached by content under
+             `--lm_cache` (default <indexes>/<dataset>/pseudo-queries), resumable, junk outputs dropped and counted.
+`--exclude_docids FILE` (one docid per line) holds documents out: they never give a pseudo-query (they may still
+be negatives), so a dev slice of pseudo-queries can be built from them and never trained on.
 Negatives are the top BM25 hits (Pyserini LuceneSearcher, k1=0.9 b=0.4, over the same title + text index the
 pipeline builds and caches) minus the positives, after skipping `--skip_top` hits (likely unjudged positives).
 Pseudo-query sources never read the collection's queries or qrels.
@@ -24,7 +30,7 @@ from diffret_pyserini.datasets import (DatasetError, iter_corpus, load_qrels, lo
                                        resolve_dataset)
 from diffret_pyserini.train.data import Example, Passage, write_examples
 
-SOURCES = ("qrels", "titles", "sentences")
+SOURCES = ("qrels", "titles", "sentences", "lm")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # Generic ways of asking for documents on a topic; they teach the model to weight request words low.
 REQUESTS = ("articles about {}", "papers on {}", "I am interested in {}", "What is known about {}?",
@@ -55,6 +61,15 @@ class MineArguments:
     seed: int = field(default=13, metadata={"help": "seed of sentence choice and query sampling"})
     indexes: str = field(default="indexes", metadata={"help": "root of the index folders (BM25 index cached)"})
     threads: int = field(default=2, metadata={"help": "indexing and search threads"})
+    exclude_docids: str | None = field(default=None, metadata={
+        "help": "pseudo-queries: file of docids (one per line) that never give a query (a held-out dev slice)"})
+    lm_model: str = field(default="smollm2", metadata={"help": "lm source: instruct LM (packaged name or folder)"})
+    lm_cache: str | None = field(default=None, metadata={
+        "help": "lm source: folder of generated-query caches (default <indexes>/<dataset>/pseudo-queries)"})
+    lm_batch_size: int = field(default=16, metadata={"help": "lm source: documents per generate() call"})
+    lm_max_doc_words: int = field(default=120, metadata={"help": "lm source: words of each text the LM reads"})
+    lm_threads: int | None = field(default=None, metadata={
+        "help": "lm source: torch threads while generating (None: torch's default; 1 is fastest on a busy CPU)"})
 
 
 @dataclass
@@ -94,14 +109,43 @@ def has_title_queries(corpus: str | Path, min_words: int, enough: int) -> bool:
     return False
 
 
-def pseudo_queries(corpus: str | Path, source: str, min_words: int, seed: int) -> list[Seed]:
-    """Title or sentence pseudo-queries from a corpus; documents sharing a title are excluded as negatives."""
+def read_docids(path: str | Path) -> set[str]:
+    """Docids listed one per line in a file (blank lines and '#' comments skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(p, "no such file (--exclude_docids lists one docid per line)")
+    lines = (line.strip() for line in p.read_text(encoding="utf-8").splitlines())
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def lm_queries(corpus: str | Path, min_words: int, seed: int, max_queries: int | None = None,
+               exclude: set[str] | frozenset[str] = frozenset(), generation=None, generator=None) -> list[Seed]:
+    """LM-generated pseudo-queries; the `max_queries` sample is drawn BEFORE generation (seeded), so only the
+    sampled documents are generated. `generation` is a doc2query.Doc2QueryArguments (default: packaged SmolLM2),
+    `generator` an already loaded doc2query.QueryGenerator."""
+    from diffret_pyserini.train.doc2query import generate_queries
+
+    eligible = [d.docid for d in iter_corpus(corpus) if len(d.text.split()) >= min_words and d.docid not in exclude]
+    if max_queries is not None and len(eligible) > max_queries:
+        eligible = random.Random(seed).sample(eligible, max_queries)
+    queries, _ = generate_queries(corpus, eligible, generation, generator=generator)
+    return [Seed(doc.docid, queries[doc.docid], [Passage(doc.docid, doc.title, doc.text)], {doc.docid})
+            for doc in iter_corpus(corpus) if doc.docid in queries]
+
+
+def pseudo_queries(corpus: str | Path, source: str, min_words: int, seed: int,
+                   exclude: set[str] | frozenset[str] = frozenset(), generation=None,
+                   max_queries: int | None = None) -> list[Seed]:
+    """Title, sentence or LM pseudo-queries from a corpus; documents sharing a title are excluded as negatives.
+    Documents in `exclude` give no query; `generation` and `max_queries` are for the lm source (see lm_queries)."""
+    if source == "lm":
+        return lm_queries(corpus, min_words, seed, max_queries, exclude, generation)
     rng = random.Random(seed)
     seeds: list[Seed] = []
     by_title: dict[str, set[str]] = {}
     for doc in iter_corpus(corpus):
         by_title.setdefault(title_key(doc.title), set()).add(doc.docid)
-        if len(doc.text.split()) < min_words:
+        if len(doc.text.split()) < min_words or doc.docid in exclude:
             continue
         if source == "titles":
             if len(doc.title.split()) >= 2:
@@ -142,9 +186,23 @@ def mine(args: MineArguments) -> Path:
         raise ValueError(f"--source must be one of {SOURCES}, got {args.source!r}")
     if not args.output:
         raise ValueError("--output: missing")
+    for name in ("lm_batch_size", "lm_max_doc_words"):
+        if args.source == "lm" and (isinstance(getattr(args, name), bool) or getattr(args, name) < 1):
+            raise ValueError(f"--{name} {getattr(args, name)!r}: must be an integer >= 1")
     dataset = resolve_dataset(args.dataset)
-    seeds = (qrels_queries(args.dataset, args.split) if args.source == "qrels"
-             else pseudo_queries(dataset.corpus_path, args.source, args.min_words, args.seed))
+    if args.exclude_docids and args.source == "qrels":
+        raise ValueError("--exclude_docids: only for the pseudo-query sources (titles, sentences, lm)")
+    exclude = read_docids(args.exclude_docids) if args.exclude_docids else frozenset()
+    if args.source == "qrels":
+        seeds = qrels_queries(args.dataset, args.split)
+    else:
+        from diffret_pyserini.train.doc2query import Doc2QueryArguments
+
+        cache = args.lm_cache or str(Path(args.indexes) / dataset_key(dataset) / "pseudo-queries")
+        generation = Doc2QueryArguments(model=args.lm_model, cache_dir=cache, batch_size=args.lm_batch_size,
+                                        max_doc_words=args.lm_max_doc_words, threads=args.lm_threads)
+        seeds = pseudo_queries(dataset.corpus_path, args.source, args.min_words, args.seed, exclude, generation,
+                               args.max_queries)
     if args.wrap_queries and args.source != "qrels":
         rng = random.Random(f"{args.seed}:wrap")
         for s in seeds:
