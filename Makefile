@@ -64,10 +64,11 @@ test: $(VENV_STAMP) $(SMOLLM2_STAMP)
 test-slow: $(VENV_STAMP) $(SMOLLM2_STAMP)
 	$(PY) -m pytest -q -m slow
 
-demo: $(VENV_STAMP)
+# SmolLM2 (make models) writes the held-out dev queries that choose the hybrids' alpha.
+demo: $(VENV_STAMP) $(SMOLLM2_STAMP)
 	$(PY) -m diffret_pyserini.pipeline
 
-demo-notitle: $(VENV_STAMP)
+demo-notitle: $(VENV_STAMP) $(SMOLLM2_STAMP)
 	$(PY) -m diffret_pyserini.pipeline --dataset cacm-notitle
 
 # SmolLM2 read bidirectionally (one pass, K slots) against PromptReps on the same weights (causal, K greedy

@@ -19,8 +19,8 @@ def test_dev_split_holds_out_pseudo_queries_of_the_corpus_not_its_topics(collect
     corpus = resolve_dataset(collection).corpus_path
     source, why = choose_source(corpus)
     assert source == "sentences" and "fewer than 200 documents have a title" in why
-    dev = dev_split(corpus, source)
-    again = dev_split(corpus, source)
+    dev = dev_split(corpus, source, queries="own")
+    again = dev_split(corpus, source, queries="own")
     assert dev.topics == again.topics and 20 <= len(dev.topics) <= 300 // 4  # seeded; a quarter at most
     topics = set(load_queries(resolve_dataset(collection).queries_path).values())
     docs = {d.docid: d.text for d in iter_corpus(corpus)}
@@ -29,12 +29,34 @@ def test_dev_split_holds_out_pseudo_queries_of_the_corpus_not_its_topics(collect
         assert qid == f"dev-{docid}" and docid in dev.docids and text in docs[docid] and text not in topics
 
 
-def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_another_alpha(collection, tmp_path):
+def test_dev_queries_are_written_by_the_lm_for_the_same_held_out_documents(collection, tmp_path):
+    from diffret_pyserini.datasets import iter_corpus, resolve_dataset
+    from diffret_pyserini.train.sources import lm_available
+
+    if not lm_available():
+        pytest.skip("SmolLM2 is not built (make models)")
+    corpus = resolve_dataset(collection).corpus_path
+    own = dev_split(corpus, "sentences", size=6, queries="own")
+    lm = dev_split(corpus, "sentences", size=6, queries="lm", cache_dir=tmp_path)
+    assert lm.source == "lm" and lm.docids == own.docids and len(own.topics) == 6
+    assert 3 <= len(lm.topics) <= 6 and set(lm.topics) <= set(own.topics)  # a dropped generation gives none
+    texts = {d.docid: d.text for d in iter_corpus(corpus)}
+    for qid, query in lm.topics.items():
+        assert query != own.topics[qid] and texts[qid[len("dev-"):]]  # written by the LM, not the sentence
+        assert lm.qrels[qid] == own.qrels[qid]
+    assert list(tmp_path.glob("*.jsonl"))  # cached by content for the next run
+
+
+def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_another_alpha(collection, tmp_path,
+                                                                                         monkeypatch, caplog):
     from diffret_pyserini.alpha_selection import ALPHA_GRID
     from diffret_pyserini.evaluation import read_metrics
     from diffret_pyserini.fusion import fuse
     from diffret_pyserini.runs import read_trec_run
 
+    from diffret_pyserini.train import sources
+
+    monkeypatch.setattr(sources, "lm_available", lambda: False)  # the held-out sentences as dev queries: fast
     systems = ["bm25", "sparse", "hybrid-bm25-sparse", "peer-minilm"]
     metrics = pipeline.run(args_for(tmp_path, collection, systems=systems))
     assert list(metrics) == ["bm25", "sparse", "hybrid-bm25-sparse", "peer-minilm"]
@@ -43,6 +65,7 @@ def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_anoth
     record = json.loads((run_dir / "alpha.json").read_text())
     row = record["systems"]["hybrid-bm25-sparse"]
     assert record["dev"]["source"] == "sentences" and record["dev"]["queries"] >= 20
+    assert "dev queries: SmolLM2 is not built" in caplog.text
     assert set(row["dev_ndcg@10"]) == {str(a) for a in ALPHA_GRID}
     alpha = row["alpha"]
     assert row["dev_ndcg@10"][str(alpha)] == max(row["dev_ndcg@10"].values())

@@ -110,9 +110,13 @@ def wants_finetune(args: PipelineArguments, dataset, source: str | None = None) 
     source = source or choose_source(dataset.corpus_path)[0]
     if source == "titles":
         return True
+    from diffret_pyserini.datasets import iter_corpus
     from diffret_pyserini.train.mine import pseudo_queries
 
-    found = len(pseudo_queries(dataset.corpus_path, source, MIN_WORDS, 0))
+    if source == "lm":  # one generated query per document with a text (counted, not generated, here)
+        found = sum(len(doc.text.split()) >= MIN_WORDS for doc in iter_corpus(dataset.corpus_path))
+    else:
+        found = len(pseudo_queries(dataset.corpus_path, source, MIN_WORDS, 0))
     if found < MIN_PSEUDO_QUERIES:
         log.info(f"--finetune auto: skipped, {dataset.corpus_path} gives {found} {source} pseudo-queries, fewer "
                  f"than {MIN_PSEUDO_QUERIES} (--finetune yes forces it)")
@@ -136,8 +140,11 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)
     source, why = choose_source(dataset.corpus_path)
     log.info(f"pseudo-queries: {source} ({why})")
-    dev = dev_split(dataset.corpus_path, source)
-    choices = {"pseudo_queries": {"source": source, "why": why, "dev_queries": len(dev.topics)}, "alpha": {}}
+    dev = dev_split(dataset.corpus_path, source, cache_dir=Path(args.indexes) / key / "pseudo-queries") \
+        if args.alpha_auto else None
+    choices = {"pseudo_queries": {"source": source, "why": why}, "alpha": {}}
+    if dev is not None:
+        choices["dev"] = {**dev.describe(), "held_out_documents": len(dev.docids)}
     own = [s for s in args.systems if s in SYSTEMS]
     models = [("", args.model)] if own else []
     if own and wants_finetune(args, dataset, source):
