@@ -17,10 +17,13 @@ def test_dev_split_holds_out_pseudo_queries_of_the_corpus_not_its_topics(collect
     from diffret_pyserini.datasets import iter_corpus, load_queries, resolve_dataset
 
     corpus = resolve_dataset(collection).corpus_path
+    from diffret_pyserini.train.sources import lm_available
+
     source, why = choose_source(corpus)
-    assert source == "sentences" and "fewer than 200 documents have a title" in why
-    dev = dev_split(corpus, source, queries="own")
-    again = dev_split(corpus, source, queries="own")
+    assert source == ("lm" if lm_available() else "sentences") and "fewer than 200 documents have a title" in why
+    dev = dev_split(corpus, "sentences", queries="own")
+    again = dev_split(corpus, "sentences", queries="own")
+    assert dev_split(corpus, "lm", queries="none").docids == dev.docids  # one held-out set for both sources
     assert dev.topics == again.topics and 20 <= len(dev.topics) <= 300 // 4  # seeded; a quarter at most
     topics = set(load_queries(resolve_dataset(collection).queries_path).values())
     docs = {d.docid: d.text for d in iter_corpus(corpus)}
