@@ -95,3 +95,14 @@ def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_anoth
     assert chosen.is_file() and (run_dir / f"hybrid-bm25-sparse.alpha-{other:g}.trec").is_file()
     assert (run_dir / "hybrid-bm25-sparse.trec").resolve().name == f"hybrid-bm25-sparse.alpha-{other:g}.trec"
     assert again["sparse"] == metrics["sparse"]
+
+
+def test_the_main_table_of_another_model_does_not_overwrite_the_default_models(tmp_path):
+    from diffret_pyserini.pipeline import PipelineArguments
+    from diffret_pyserini.pipeline.stages import main_table_dir
+
+    (tmp_path / "my-model").mkdir()
+    root = tmp_path / "runs" / "cacm"
+    assert main_table_dir(PipelineArguments(), root) == root
+    assert main_table_dir(PipelineArguments(model=str(tmp_path / "my-model")), root) == root / "main-my-model"
+    assert main_table_dir(PipelineArguments(tag="x"), root) == root / "main-splade-tiny-x"

@@ -180,8 +180,21 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
         peer_metrics, peer_paths = peers_stage(dataset, args, topics, key, peers)
         combined.update(peer_metrics)
         run_paths.update(peer_paths)
-    atomic_write_json(Path(args.runs) / key / "choices.json", choices)
+    report = main_table_dir(args, Path(args.runs) / key)
+    report.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(report / "choices.json", choices)
     if combined:  # the main table: zero-shot, fine-tuned (ft-) and peers side by side, with the run's choices
-        print(write_report(combined, Path(args.runs) / key, f"{dataset.name}: ours (ft- fine-tuned) and peers",
+        print(write_report(combined, report, f"{dataset.name}: ours (ft- fine-tuned) and peers",
                            runs=run_paths, qrels_path=dataset.qrels_path, run=choices))
     return combined
+
+
+def main_table_dir(args: PipelineArguments, runs_root: Path) -> Path:
+    """Where the main table goes: runs/<dataset>/ for the embedded default model, else
+    runs/<dataset>/main-<model>[-<tag>]/, so runs of two models on one dataset keep their own tables."""
+    from diffret_pyserini.packaged_models import resolve_model_path
+
+    if resolve_model_path(args.model) == resolve_model_path(PipelineArguments.model) and not args.tag:
+        return runs_root
+    name = Path(args.model).name if Path(args.model).is_dir() else str(args.model)
+    return runs_root / ("main-" + slug(name) + (f"-{args.tag}" if args.tag else ""))
