@@ -84,9 +84,9 @@ class EncodeStats:
     """What an encoding job computed: documents, forward passes, and positions with and without padding."""
 
     docs: int = 0
-    batches: int = 0
-    real_tokens: int = 0
-    padded_tokens: int = 0
+    batches: int = 0           # forward passes
+    real_tokens: int = 0       # positions holding text, prompt or slots
+    padded_tokens: int = 0     # every position computed: rows x longest row, summed over batches
 
     @property
     def padding(self) -> float:
