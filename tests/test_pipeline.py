@@ -173,7 +173,7 @@ def test_encoding_memory_stays_flat_in_corpus_size(tmp_path):
     text = "time sharing systems and compilers for matrix computations in storage allocation"
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"{i} {text}"}) + "\n" for i in range(n_docs)))
-    code = ("import json, sys, torch; torch.set_num_threads(2); sys.path.insert(0, sys.argv[1]); "
+    code = ("import json, sys, torch; torch.set_num_threads(1); sys.path.insert(0, sys.argv[1]); "
             "from test_pipeline import measure_encoding_rss; "
             "print(json.dumps(measure_encoding_rss(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))")
     proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(corpus), str(tmp_path / "out"),
