@@ -1,4 +1,5 @@
-"""Session-wide test set-up: offline Hugging Face, two CPU threads, tiny model folders, the CACM data folder."""
+"""Session-wide test set-up: offline Hugging Face, one CPU thread, tiny model folders, the CACM data folder, the
+pytest-xdist work units."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,10 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One OpenMP thread in the CLIs the tests start, as in this process (pytest_configure): these tiny models gain
+# nothing from two, and on a busy 2-core machine two spinning threads took twice the time (the memory test's
+# encode: 21 s at two threads against 9.5 s at one, load average 4-5).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # File digests are cached per user (fingerprint.py); tests keep theirs in a throwaway folder.
 if "DIFFRET_CACHE_DIR" not in os.environ:
     import tempfile
@@ -39,7 +44,34 @@ def _our_logs_reach_caplog():
 def pytest_configure(config):
     import torch
 
-    torch.set_num_threads(2)
+    # One thread: pytest-xdist runs two workers on the two cores (two threads each would oversubscribe them),
+    # and the CLIs the tests start get the same (OMP_NUM_THREADS above), so both sides compute alike.
+    torch.set_num_threads(1)
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistFileUnits(), "diffret-xdist-file-units")
+
+
+# Under pytest-xdist (`-n 2 --dist loadfile`): a test file is one unit of work, so its module fixtures are built
+# once; files that read the same expensive session fixture are one unit, so it is built once too.
+XDIST_UNITS = {"tests/test_pipeline.py": "tests/test_by_hand.py"}  # both read numeric_run
+
+
+class _XdistFileUnits:
+    """--dist loadfile with the files of XDIST_UNITS merged (xdist's own loadgroup marks do not work with
+    pytest 9: it renames items through an attribute pytest no longer reads)."""
+
+    @staticmethod
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getvalue("dist") != "loadfile":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        class FileUnits(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                path = nodeid.split("::", 1)[0]
+                return XDIST_UNITS.get(path, path)
+
+        return FileUnits(config, log)
 
 
 class TinyModelDirs(dict):

@@ -22,6 +22,16 @@ def sh(*cmd, cwd):
     return proc.stdout
 
 
+def sh_all(*cmds, cwd):
+    """Independent commands started together, each in its own interpreter as a user would type them: their
+    start-up (imports, a JVM) is most of their time and is single-threaded, so two cores run two at once."""
+    procs = [subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=cwd) for cmd in cmds]
+    results = [p.communicate() for p in procs]
+    for cmd, p, (_, err) in zip(cmds, procs, results):
+        assert p.returncode == 0, f"{' '.join(map(str, cmd))}\n{err[-3000:]}"
+
+
 def scores(path):
     return {qid: {doc: round(score, 4) for doc, score in hits} for qid, hits in read_trec_run(path).items()}
 
@@ -31,41 +41,40 @@ def by_hand(numeric_run, tmp_path_factory):
     tmp, data, _ = numeric_run  # the pipeline's own run of the same collection
     work = tmp_path_factory.mktemp("hand")
     enc = ["encoder", "--encoder", "splade-tiny", "--device", "cpu"]
-    sh(PY, "-m", "diffret_pyserini.encode", "input", "--corpus", data / "corpus.jsonl",
-       "output", "--embeddings", "enc", *enc, cwd=work)
-    sh(PY, "-m", "diffret_pyserini.encode", "input", "--topics", data / "queries.jsonl",
-       "output", "--embeddings", "queries", *enc, cwd=work)
-    sh(PY, "-m", "pyserini.index.lucene", "--collection", "JsonVectorCollection", "--input", "enc/sparse",
-       "--index", "impact", "--generator", "DefaultLuceneDocumentGenerator", "--impact", "--pretokenized",
-       "--threads", "1", cwd=work)
-    sh(PY, "-m", "pyserini.search.lucene", "--index", "impact", "--impact", "--encoder", "queries/sparse.jsonl",
-       "--min-idf", "-1", "--topics", "queries/topics.tsv", "--output", "sparse.trec", "--hits", HITS, cwd=work)
-    sh(PY, "-m", "pyserini.search.faiss", "--index", "enc/dense", "--encoded-queries", "queries/dense",
-       "--topics", "queries/topics.tsv", "--output", "dense.trec", "--hits", HITS, cwd=work)
-    sh(PY, "-m", "pyserini.search.hybrid", "dense", "--index", "enc/dense", "--encoded-queries", "queries/dense",
-       "sparse", "--index", "impact", "--impact", "--encoder", "queries/sparse.jsonl", "--min-idf", "-1",
-       "fusion", "--alpha", "1.0", "--normalization", "--hits", HITS,
-       "run", "--topics", "queries/topics.tsv", "--output", "hybrid.trec", "--hits", HITS, cwd=work)
     bm25_index = tmp / "indexes" / key(data) / "bm25" / "index"  # the pipeline's BM25 index (title + text)
-    sh(PY, "-m", "pyserini.search.hybrid", "dense", "--index", "enc/dense", "--encoded-queries", "queries/dense",
-       "sparse", "--index", bm25_index, "fusion", "--alpha", "1.0", "--normalization", "--hits", HITS,
-       "run", "--topics", "queries/topics.tsv", "--output", "hybrid-bm25.trec", "--hits", HITS, cwd=work)
-    # The same corpus through Pyserini's own encode CLI (one representation per pass), our encoder plugged in.
-    # This corpus has no title field, and Pyserini's reader insists on every field it is given: --fields text.
+    # The same corpus through Pyserini's own encode CLI too (one representation per pass), our encoder plugged
+    # in. This corpus has no title field, and Pyserini's reader insists on every field it is given: --fields text.
     common = ["input", "--corpus", data / "corpus.jsonl", "--fields", "text"]
     penc = ["--fields", "text", "--batch-size", "16", "--device", "cpu"]
-    sh(PY, "-m", "pyserini.encode", *common, "output", "--embeddings", "penc-sparse",
-       "encoder", "--encoder", "diffret-sparse:splade-tiny", *penc, cwd=work)
-    sh(PY, "-m", "pyserini.encode", *common, "output", "--embeddings", "penc-dense", "--to-faiss",
-       "encoder", "--encoder", "diffret-dense:splade-tiny", "--dimension", "128", *penc, cwd=work)
-    sh(PY, "-m", "pyserini.index.lucene", "--collection", "JsonVectorCollection", "--input", "penc-sparse",
-       "--index", "penc-impact", "--generator", "DefaultLuceneDocumentGenerator", "--impact", "--pretokenized",
-       "--threads", "1", cwd=work)
-    sh(PY, "-m", "pyserini.search.lucene", "--index", "penc-impact", "--impact", "--encoder",
-       "queries/sparse.jsonl", "--min-idf", "-1", "--topics", "queries/topics.tsv", "--output", "penc-sparse.trec",
-       "--hits", HITS, cwd=work)
-    sh(PY, "-m", "pyserini.search.faiss", "--index", "penc-dense", "--encoded-queries", "queries/dense",
-       "--topics", "queries/topics.tsv", "--output", "penc-dense.trec", "--hits", HITS, cwd=work)
+    impact = ["--collection", "JsonVectorCollection", "--generator", "DefaultLuceneDocumentGenerator", "--impact",
+              "--pretokenized", "--threads", "1"]
+    # Three rounds; the commands of a round need only what earlier rounds wrote.
+    sh_all([PY, "-m", "diffret_pyserini.encode", "input", "--corpus", data / "corpus.jsonl",
+            "output", "--embeddings", "enc", *enc],
+           [PY, "-m", "diffret_pyserini.encode", "input", "--topics", data / "queries.jsonl",
+            "output", "--embeddings", "queries", *enc],
+           [PY, "-m", "pyserini.encode", *common, "output", "--embeddings", "penc-sparse",
+            "encoder", "--encoder", "diffret-sparse:splade-tiny", *penc],
+           [PY, "-m", "pyserini.encode", *common, "output", "--embeddings", "penc-dense", "--to-faiss",
+            "encoder", "--encoder", "diffret-dense:splade-tiny", "--dimension", "128", *penc], cwd=work)
+    sh_all([PY, "-m", "pyserini.index.lucene", "--input", "enc/sparse", "--index", "impact", *impact],
+           [PY, "-m", "pyserini.index.lucene", "--input", "penc-sparse", "--index", "penc-impact", *impact],
+           [PY, "-m", "pyserini.search.faiss", "--index", "enc/dense", "--encoded-queries", "queries/dense",
+            "--topics", "queries/topics.tsv", "--output", "dense.trec", "--hits", HITS],
+           [PY, "-m", "pyserini.search.faiss", "--index", "penc-dense", "--encoded-queries", "queries/dense",
+            "--topics", "queries/topics.tsv", "--output", "penc-dense.trec", "--hits", HITS],
+           [PY, "-m", "pyserini.search.hybrid", "dense", "--index", "enc/dense", "--encoded-queries", "queries/dense",
+            "sparse", "--index", bm25_index, "fusion", "--alpha", "1.0", "--normalization", "--hits", HITS,
+            "run", "--topics", "queries/topics.tsv", "--output", "hybrid-bm25.trec", "--hits", HITS], cwd=work)
+    sh_all([PY, "-m", "pyserini.search.lucene", "--index", "impact", "--impact", "--encoder", "queries/sparse.jsonl",
+            "--min-idf", "-1", "--topics", "queries/topics.tsv", "--output", "sparse.trec", "--hits", HITS],
+           [PY, "-m", "pyserini.search.hybrid", "dense", "--index", "enc/dense", "--encoded-queries", "queries/dense",
+            "sparse", "--index", "impact", "--impact", "--encoder", "queries/sparse.jsonl", "--min-idf", "-1",
+            "fusion", "--alpha", "1.0", "--normalization", "--hits", HITS,
+            "run", "--topics", "queries/topics.tsv", "--output", "hybrid.trec", "--hits", HITS],
+           [PY, "-m", "pyserini.search.lucene", "--index", "penc-impact", "--impact", "--encoder",
+            "queries/sparse.jsonl", "--min-idf", "-1", "--topics", "queries/topics.tsv", "--output", "penc-sparse.trec",
+            "--hits", HITS], cwd=work)
     return tmp, data, work
 
 

@@ -37,6 +37,13 @@ def run(cmd, cwd=None):
     return proc
 
 
+def run_together(*cmds):
+    """Independent commands at once: their start-up (imports) is single-threaded, two cores run two."""
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
+    for proc, (_, err) in zip(procs, [p.communicate() for p in procs]):
+        assert proc.returncode == 0, err[-3000:]
+
+
 def index_impact(input_dir: Path, index_dir: Path) -> Path:
     run([sys.executable, "-m", "pyserini.index.lucene", "--collection", "JsonVectorCollection", "--input",
          str(input_dir), "--index", str(index_dir), "--generator", "DefaultLuceneDocumentGenerator",
@@ -103,12 +110,12 @@ def test_pyserini_encode_cli_with_our_encoder_sparse_and_faiss(encoded, tmp_path
 
     corpus = encoded / "corpus"
     common = ["input", "--corpus", str(corpus), "--fields", "title", "text", "--delimiter", " "]
-    run([sys.executable, "-m", "pyserini.encode", *common, "output", "--embeddings", str(tmp_path / "sparse"),
-         "encoder", "--encoder", "diffret-sparse:splade-tiny", "--fields", "title", "text", "--batch-size", "8",
-         "--device", "cpu"])
-    run([sys.executable, "-m", "pyserini.encode", *common, "output", "--embeddings", str(tmp_path / "dense"),
-         "--to-faiss", "encoder", "--encoder", "diffret-dense:splade-tiny", "--fields", "title", "text",
-         "--dimension", "128", "--batch-size", "8", "--device", "cpu"])
+    run_together([sys.executable, "-m", "pyserini.encode", *common, "output", "--embeddings",
+                  str(tmp_path / "sparse"), "encoder", "--encoder", "diffret-sparse:splade-tiny", "--fields", "title",
+                  "text", "--batch-size", "8", "--device", "cpu"],
+                 [sys.executable, "-m", "pyserini.encode", *common, "output", "--embeddings", str(tmp_path / "dense"),
+                  "--to-faiss", "encoder", "--encoder", "diffret-dense:splade-tiny", "--fields", "title", "text",
+                  "--dimension", "128", "--batch-size", "8", "--device", "cpu"])
     ours = {json.loads(x)["id"]: json.loads(x)["vector"]
             for x in (encoded / "enc" / "sparse" / "embeddings.jsonl").read_text().splitlines()}
     theirs = {json.loads(x)["id"]: json.loads(x)["vector"]
