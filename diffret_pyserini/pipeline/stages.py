@@ -15,7 +15,7 @@ from diffret_pyserini.pipeline.arguments import PipelineArguments
 from diffret_pyserini.pipeline.cells import EncodedCell, encode_stages, model_tag, search_cell, slug  # noqa: F401
 from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.stage_log import folder_lock
-from diffret_pyserini.systems import SYSTEMS, SearchInputs
+from diffret_pyserini.systems import HYBRID_SYSTEMS, SYSTEMS, SearchInputs
 
 log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
 
@@ -140,12 +140,13 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)
     source, why = choose_source(dataset.corpus_path)
     log.info(f"pseudo-queries: {source} ({why})")
-    dev = dev_split(dataset.corpus_path, source, cache_dir=Path(args.indexes) / key / "pseudo-queries") \
-        if args.alpha_auto else None
+    own = [s for s in args.systems if s in SYSTEMS]
+    dev = None  # the dev queries are written only when a hybrid's alpha is to be chosen on them
+    if args.alpha_auto and any(s in HYBRID_SYSTEMS for s in own):
+        dev = dev_split(dataset.corpus_path, source, cache_dir=Path(args.indexes) / key / "pseudo-queries")
     choices = {"pseudo_queries": {"source": source, "why": why}, "alpha": {}}
     if dev is not None:
         choices["dev"] = {**dev.describe(), "held_out_documents": len(dev.docids)}
-    own = [s for s in args.systems if s in SYSTEMS]
     models = [("", args.model)] if own else []
     if own and wants_finetune(args, dataset, source):
         from diffret_pyserini.train.default import finetuned_default
@@ -163,7 +164,7 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
         systems = [s for s in own if not (prefix and s == "bm25")]
         run_dir = Path(args.runs) / key / tag
         alphas = None
-        if args.alpha_auto:
+        if dev is not None:
             from diffret_pyserini.pipeline.fusion_dev import choose_alphas
 
             dev_fp = {**index_fp, "bm25": fingerprint(bm25=bm25_fingerprint(bm25))}
