@@ -79,10 +79,11 @@ def auto_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str]
 
 def peers_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], key: str,
                 peers: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, Path]]:
-    """The peers (peers.py, through Pyserini's own encoders) on the same collection and topics: runs and
-    metrics under runs/<dataset>/peers/, rows named peer-*; returns ({row: metrics}, {row: run path})."""
+    """The peers (peers.py, through Pyserini's own encoders) on the same collection and topics: runs under
+    runs/<dataset>/peers/, rows named peer-*, reported in the main table (a table of the peers alone, beside
+    BM25, is `python -m diffret_pyserini.peers`'s); returns ({row: metrics}, {row: run path})."""
     from diffret_pyserini.backbones.load import default_device
-    from diffret_pyserini.evaluation import evaluate_run, write_report
+    from diffret_pyserini.evaluation import evaluate_run
     from diffret_pyserini.peers import search_peers
 
     out = Path(args.runs) / key / "peers"
@@ -90,9 +91,7 @@ def peers_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str
                          batch_size=args.batch_size, device=str(default_device(args.device)), force=args.force)
     if dataset.qrels_path is None:
         return {}, paths
-    metrics = {row: evaluate_run(dataset.qrels_path, path) for row, path in paths.items()}
-    write_report(metrics, out, f"{dataset.name}: peers")
-    return metrics, paths
+    return {row: evaluate_run(dataset.qrels_path, path) for row, path in paths.items()}, paths
 
 
 def wants_finetune(args: PipelineArguments, dataset, source: str | None = None) -> bool:
