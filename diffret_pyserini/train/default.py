@@ -7,8 +7,8 @@
 No topics or judgements of the collection are read: queries are the corpus's own pseudo-queries (`source`:
 its document titles, the positive being the text without its title, or sentences of the text; `mine.py`,
 `sources.py` picks one per collection), negatives come from BM25 over the corpus. Documents held out for the
-fusion dev set (`exclude`) give no training query. The folder is reused while its fingerprint (corpus digest, base model digest, mining and training arguments)
-matches; an interrupted run resumes from its last checkpoint. Training runs as `python -m diffret_pyserini.train`
+fusion dev set (`exclude`) give no training query. The folder is reused while its fingerprint (corpus digest,
+base model digest, mining and training arguments) matches; an interrupted run resumes from its last checkpoint. Training runs as `python -m diffret_pyserini.train`
 in a child process (the command is logged in <model>-ft.finetune.json beside the folder), so its thread settings
 cannot disturb the caller.
 """
