@@ -26,7 +26,8 @@ def args_for(tmp_path, dataset, **kw):
     from diffret_pyserini.systems import SYSTEMS
 
     kw.setdefault("systems", list(SYSTEMS))
-    return PipelineArguments(dataset=str(dataset), model="splade-tiny", finetune="no",
+    kw.setdefault("finetune", "no")
+    return PipelineArguments(dataset=str(dataset), model="splade-tiny",
                              indexes=str(tmp_path / "indexes"), runs=str(tmp_path / "runs"), hits=100,
                              device="cpu", batch_size=16, **kw)
 

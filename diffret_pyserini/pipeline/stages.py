@@ -127,7 +127,7 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     """Run every stage; returns {system: {metric: value}} (fine-tuned systems prefixed 'ft-')."""
     from diffret_pyserini.encoder_spec import get_encoder
     from diffret_pyserini.evaluation import write_report
-    from diffret_pyserini.train.sources import choose_source, dev_split
+    from diffret_pyserini.train.sources import dev_split, source_candidates
 
     args.validate()  # every flag, then every input file, then the model: all before any index or encoding
     dataset = resolve_dataset(args.dataset)
@@ -137,23 +137,27 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     get_encoder(args.model, device=args.device, **args.load_options(), **args.settings()).check_lengths()
     key = dataset_key(dataset)
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)
-    source, why = choose_source(dataset.corpus_path)
-    log.info(f"pseudo-queries: {source} ({why})")
+    candidates, why = source_candidates(dataset.corpus_path)
     own = [s for s in args.systems if s in SYSTEMS]
-    dev = None  # the dev queries are written only when a hybrid's alpha is to be chosen on them
-    if args.alpha_auto and any(s in HYBRID_SYSTEMS for s in own):
+    sources = [s for s in candidates if wants_finetune(args, dataset, s)] if own else []  # to fine-tune on
+    source = (sources or candidates)[0]  # also the source of the held-out dev documents
+    dev = None  # the dev queries are written only when alphas or sources are to be chosen on them
+    if any(s in HYBRID_SYSTEMS for s in own) and (args.alpha_auto or len(sources) > 1):
         dev = dev_split(dataset.corpus_path, source, cache_dir=Path(args.indexes) / key / "pseudo-queries")
-    choices = {"pseudo_queries": {"source": source, "why": why}, "alpha": {}}
+    choices: dict = {"pseudo_queries": {"source": source, "candidates": sources, "why": why}, "alpha": {}}
     if dev is not None:
         choices["dev"] = {**dev.describe(), "held_out_documents": len(dev.docids)}
     models = [("", args.model)] if own else []
-    if own and wants_finetune(args, dataset, source):
-        from diffret_pyserini.train.default import finetuned_default
+    if sources:
+        from diffret_pyserini.pipeline.source_choice import finetune_on_best_source
 
-        log.info(f"fine-tuning the model on {source} pseudo-queries from the corpus (cached once trained) ...")
-        folder = finetuned_default(args.dataset, Path(args.indexes) / key / "finetuned", force=args.force,
-                                   base_model=args.model, source=source)
+        source, folder, scores = finetune_on_best_source(dataset, args, topics, key, bm25, sources, dev)
+        if scores:
+            choices["pseudo_queries"].update(source=source, dev=scores)
+            why += f"; {source} has the best dev hybrid of {', '.join(sources)}"
+            choices["pseudo_queries"]["why"] = why
         models.append(("ft-", str(folder)))
+    log.info(f"pseudo-queries: {source} ({why})")
     combined: dict[str, dict[str, float]] = {}
     run_paths: dict[str, Path] = {}  # combined row -> its run (run_dir/<system>.trec), for the significance
     for prefix, model in models:
@@ -163,7 +167,7 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
         systems = [s for s in own if not (prefix and s == "bm25")]
         run_dir = Path(args.runs) / key / tag
         alphas = None
-        if dev is not None:
+        if dev is not None and args.alpha_auto:
             from diffret_pyserini.pipeline.fusion_dev import choose_alphas
 
             dev_fp = {**index_fp, "bm25": fingerprint(bm25=bm25_fingerprint(bm25))}

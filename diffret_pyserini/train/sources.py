@@ -2,10 +2,11 @@
 
 No topics or judgements of the collection are read here: every query is made from the corpus itself.
 
-- `choose_source(corpus)`: 'titles' when the corpus has enough titled documents with a text (a title is the
-  closest thing to a query a corpus holds), else `FALLBACK_SOURCE` ('lm': SmolLM2 writes a title per
-  document), the best other source measured on CACM without titles (see README, "Fine-tuning without
-  titles"), or 'sentences' where SmolLM2 is not built.
+- `source_candidates(corpus)`: ['titles'] when the corpus has enough titled documents with a text (a title
+  is the closest thing to a query a corpus holds), else ['lm', 'sentences'] ('lm': SmolLM2 writes a title per
+  document), or ['sentences'] where SmolLM2 is not built. With more than one candidate the main job
+  fine-tunes on each and keeps the one whose best hybrid scores highest on the dev queries below
+  (pipeline/source_choice.py); `choose_source` is the first candidate, for callers with no dev set.
 - `dev_split(corpus, source)`: a seeded sample of `DEV_QUERIES` documents among those the source makes
   pseudo-queries from, held out: fine-tuning never trains on their queries (`DevSet.docids` are excluded
   from mining), so the dev figures that choose alpha are held out. Their dev queries are written by the
@@ -22,13 +23,12 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MIN_PSEUDO_QUERIES", "FALLBACK_SOURCE", "DEV_QUERIES", "DEV_SEED", "MIN_WORDS", "DevSet",
-           "choose_source", "lm_available", "dev_split"]
+__all__ = ["MIN_PSEUDO_QUERIES", "FALLBACK_SOURCES", "DEV_QUERIES", "DEV_SEED", "MIN_WORDS", "DevSet",
+           "choose_source", "source_candidates", "lm_available", "dev_split"]
 
 MIN_PSEUDO_QUERIES = 200  # below this many, a source is not enough to fine-tune on
-# Measured on cacm-notitle (README, "Fine-tuning without titles"): SmolLM2 titles for 1,000 documents beat
-# sentences in the best BM25 hybrid (nDCG@10 0.482 vs 0.473) and in dense/multi, not in sparse alone.
-FALLBACK_SOURCE = "lm"
+# The sources tried when a corpus has too few titles, in order of preference on a tie of their dev figures
+FALLBACK_SOURCES = ("lm", "sentences")
 DEV_QUERIES = 200
 DEV_SEED = 2026
 log = logging.getLogger("diffret_pyserini.pipeline")
@@ -49,17 +49,26 @@ class DevSet:
         return {"source": self.source, "queries": len(self.topics), "seed": DEV_SEED}
 
 
-def choose_source(corpus: str | Path, min_words: int = MIN_WORDS) -> tuple[str, str]:
-    """(source, why): 'titles' when at least MIN_PSEUDO_QUERIES documents have a title and a text, else
-    FALLBACK_SOURCE ('lm') when SmolLM2 is built, else 'sentences'."""
+def source_candidates(corpus: str | Path, min_words: int = MIN_WORDS) -> tuple[list[str], str]:
+    """(sources, why): ['titles'] when at least MIN_PSEUDO_QUERIES documents have a title and a text, else
+    FALLBACK_SOURCES ('lm' only when SmolLM2 is built), to be told apart on dev queries."""
     from diffret_pyserini.train.mine import has_title_queries
 
     if has_title_queries(corpus, min_words, MIN_PSEUDO_QUERIES):
-        return "titles", f"at least {MIN_PSEUDO_QUERIES} documents have a title and {min_words}+ text words"
+        return ["titles"], f"at least {MIN_PSEUDO_QUERIES} documents have a title and {min_words}+ text words"
     why = f"fewer than {MIN_PSEUDO_QUERIES} documents have a title and {min_words}+ text words"
-    if FALLBACK_SOURCE == "lm" and not lm_available():
-        return "sentences", why + "; SmolLM2 is not built (make models), so sentences, the next best measured"
-    return FALLBACK_SOURCE, why + f"; {FALLBACK_SOURCE} is the best other source measured"
+    sources = [s for s in FALLBACK_SOURCES if s != "lm" or lm_available()]
+    if "lm" not in sources:
+        why += "; SmolLM2 is not built (make models), so no lm source"
+    return sources, why
+
+
+def choose_source(corpus: str | Path, min_words: int = MIN_WORDS) -> tuple[str, str]:
+    """(source, why): the first of `source_candidates`, for callers that cannot compare them on dev queries."""
+    sources, why = source_candidates(corpus, min_words)
+    if len(sources) > 1:
+        why += f"; {sources[0]}, the first of {', '.join(sources)} (not compared on dev queries here)"
+    return sources[0], why
 
 
 def lm_available(model: str = "smollm2") -> bool:
