@@ -1,4 +1,5 @@
-"""Lucene indexes through Pyserini's own indexer CLI, and the BM25 stage shared by the pipeline and mining.
+"""Lucene indexes through Pyserini's own indexer (the Java program of `python -m pyserini.index.lucene`), and
+the BM25 stage shared by the pipeline and mining.
 
 Indexes are built into a per-process temporary folder and renamed into place when complete, so a killed or
 concurrent run never leaves (or sees) a half index under the final name. The indexer's long Java output goes
@@ -13,12 +14,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from diffret_pyserini.atomic import atomic_write
 from diffret_pyserini.datasets import Dataset, iter_corpus
 from diffret_pyserini.fingerprint import fingerprint, path_digest
+from diffret_pyserini.pyserini_java import index_collection_command
 from diffret_pyserini.stage_log import StageLog, folder_lock
 
 __all__ = ["dataset_key", "run_quiet", "build_lucene_index", "bm25_index", "bm25_fingerprint", "BM25_STAGE"]
@@ -53,12 +54,14 @@ def run_quiet(cmd: list[str], log_path: Path) -> None:
 
 
 def build_lucene_index(collection: str, input_dir: Path, index_dir: Path, threads: int, impact: bool) -> None:
-    """`python -m pyserini.index.lucene` into a per-process temp folder, renamed into place when complete."""
+    """Pyserini's indexer (`python -m pyserini.index.lucene`'s Java program, pyserini_java.py) into a
+    per-process temp folder, renamed into place when complete."""
     tmp = index_dir.with_name(f"{index_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pyserini.index.lucene", "--collection", collection, "--input", str(input_dir),
-           "--index", str(tmp), "--generator", "DefaultLuceneDocumentGenerator", "--threads", str(threads)]
-    cmd += ["--impact", "--pretokenized"] if impact else ["--storePositions", "--storeDocvectors", "--storeRaw"]
+    args = ["--collection", collection, "--input", str(input_dir), "--index", str(tmp),
+            "--generator", "DefaultLuceneDocumentGenerator", "--threads", str(threads)]
+    args += ["--impact", "--pretokenized"] if impact else ["--storePositions", "--storeDocvectors", "--storeRaw"]
+    cmd = index_collection_command(args)  # what `python -m pyserini.index.lucene ARGS` runs, minus its wrapper
     try:
         run_quiet(cmd, index_dir.with_name(index_dir.name + ".log"))
         shutil.rmtree(index_dir, ignore_errors=True)
