@@ -139,7 +139,9 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)
     candidates, why = source_candidates(dataset.corpus_path)
     own = [s for s in args.systems if s in SYSTEMS]
-    sources = [s for s in candidates if wants_finetune(args, dataset, s)] if own else []  # to fine-tune on
+    sources: list[str] = []  # to fine-tune on; the first asked alone, so a skip is said once
+    if own and wants_finetune(args, dataset, candidates[0]):
+        sources = [candidates[0], *(s for s in candidates[1:] if wants_finetune(args, dataset, s))]
     source = (sources or candidates)[0]  # also the source of the held-out dev documents
     dev = None  # the dev queries are written only when alphas or sources are to be chosen on them
     if any(s in HYBRID_SYSTEMS for s in own) and (args.alpha_auto or len(sources) > 1):
