@@ -1,13 +1,9 @@
 """Evaluation with Pyserini's own trec_eval, plus metrics.json, a markdown table and a bar chart.
 
 ``evaluate_run`` runs the trec_eval that ``python -m pyserini.eval.trec_eval`` runs, ``java -cp <Pyserini's
-jar> trec_eval -c -m M1 -m M2 ... QRELS RUN`` (`pyserini_java.trec_eval_command`), and parses every metric from its output.
-Pyserini's CLI is a thin wrapper over exactly that command (it adds the run-format and judged@k handling we do
-not use); calling the jar ourselves saves the wrapper's interpreter, its pyserini/pandas imports and its JVM
-start, about 1.5 s of a 2 s call, and the main job calls it once per run. Not
-``pyserini.eval.trec_eval.trec_eval`` in-process: it returns only the *last* metric's value when several are
-asked for (pyserini issue #2329) and prints to stdout. tests/test_by_hand.py checks that Pyserini's CLI gives
-the same figures.
+jar> trec_eval -c -m M1 -m M2 ... QRELS RUN`` (pyserini_java.py says why without the Python wrapper), and
+parses every metric from its output. Not ``pyserini.eval.trec_eval.trec_eval`` in-process: it returns only the
+*last* metric's value when several are asked for (pyserini issue #2329) and prints to stdout.
 """
 from __future__ import annotations
 
