@@ -42,18 +42,10 @@ def dev_score(alpha_record: dict) -> dict | None:
 
 def pick_source(scores: dict[str, dict | None]) -> str:
     """The source with the highest dev score ({source: dev_score(...)}, in order of preference); a tie or a
-    source without a score keeps the earlier one."""
-    chosen = None
-    for source, score in scores.items():
-        if chosen is None:
-            chosen = source
-            continue
-        best = scores[chosen]
-        if score is not None and (best is None or score["dev_ndcg@10"] > best["dev_ndcg@10"]):
-            chosen = source
-    if chosen is None:
+    source without a score keeps the earlier one (max returns the first of equal keys)."""
+    if not scores:
         raise ValueError("no candidate source to choose from")
-    return chosen
+    return max(scores, key=lambda s: float("-inf") if scores[s] is None else scores[s]["dev_ndcg@10"])
 
 
 def finetune_on_best_source(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], key: str,
