@@ -62,22 +62,22 @@ def finetune_on_best_source(dataset: Dataset, args: PipelineArguments, topics: d
     hybrids = [s for s in args.systems if s in HYBRID_SYSTEMS]
     compare = len(sources) > 1 and dev is not None and bool(hybrids)
     folders: dict[str, Path] = {}
-    scores: dict[str, dict | None] = {}
     for source in sources if compare else sources[:1]:
         log.info(f"fine-tuning the model on {source} pseudo-queries from the corpus (cached once trained) ...")
         folders[source] = finetuned_default(args.dataset, Path(args.indexes) / key / "finetuned", force=args.force,
                                             base_model=args.model, source=source)
-        if not compare:
-            break
-        cell = encode_stages(dataset, args, topics, str(folders[source]))
+    if not compare:
+        return sources[0], folders[sources[0]], {}
+    scores: dict[str, dict | None] = {}
+    for source, folder in folders.items():
+        cell = encode_stages(dataset, args, topics, str(folder))
         run_dir = Path(args.runs) / key / cell.tag
         dev_fp = {"bm25": fingerprint(bm25=bm25_fingerprint(bm25)), "model": cell.fingerprint}
-        choose_alphas(cell, dev, bm25, str(folders[source]), args, hybrids, dev_fp, run_dir)
+        choose_alphas(cell, dev, bm25, str(folder), args, hybrids, dev_fp, run_dir)
         record = run_dir / ALPHA_FILE  # absent when the dev set is too small to choose on
-        scores[source] = dev_score(json.loads(record.read_text())) if record.is_file() else None
-        if scores[source] is not None:
-            s = scores[source]
+        scores[source] = s = dev_score(json.loads(record.read_text())) if record.is_file() else None
+        if s is not None:
             log.info(f"pseudo-queries {source}: best dev hybrid {s['system']} nDCG@10 {s['dev_ndcg@10']:.4f} "
                      f"(alpha {s['alpha']}, {len(dev.topics)} dev queries)")
-    source = pick_source(scores) if compare else sources[0]
+    source = pick_source(scores)
     return source, folders[source], scores
