@@ -1,5 +1,6 @@
-"""README's "every stage by hand": Pyserini's own CLIs on our outputs give the pipeline's runs, with the corpus
-encoded by `python -m diffret_pyserini.encode` and by `python -m pyserini.encode` with our encoder.
+"""README's "every stage by hand": Pyserini's own CLIs on the outputs of `python -m diffret_pyserini.encode` give
+the pipeline's runs. (`python -m pyserini.encode` with our encoder writes what our encode CLI writes, vector for
+vector: tests/test_pyserini_e2e.py.)
 
 The commands here are the README's, on a small real sample (CACM documents, titles as queries).
 """
@@ -42,27 +43,16 @@ def by_hand(numeric_run, tmp_path_factory):
     work = tmp_path_factory.mktemp("hand")
     enc = ["encoder", "--encoder", "splade-tiny", "--device", "cpu"]
     bm25_index = tmp / "indexes" / key(data) / "bm25" / "index"  # the pipeline's BM25 index (title + text)
-    # The same corpus through Pyserini's own encode CLI too (one representation per pass), our encoder plugged
-    # in. This corpus has no title field, and Pyserini's reader insists on every field it is given: --fields text.
-    common = ["input", "--corpus", data / "corpus.jsonl", "--fields", "text"]
-    penc = ["--fields", "text", "--batch-size", "16", "--device", "cpu"]
     impact = ["--collection", "JsonVectorCollection", "--generator", "DefaultLuceneDocumentGenerator", "--impact",
               "--pretokenized", "--threads", "1"]
     # Three rounds; the commands of a round need only what earlier rounds wrote.
     sh_all([PY, "-m", "diffret_pyserini.encode", "input", "--corpus", data / "corpus.jsonl",
             "output", "--embeddings", "enc", *enc],
            [PY, "-m", "diffret_pyserini.encode", "input", "--topics", data / "queries.jsonl",
-            "output", "--embeddings", "queries", *enc],
-           [PY, "-m", "pyserini.encode", *common, "output", "--embeddings", "penc-sparse",
-            "encoder", "--encoder", "diffret-sparse:splade-tiny", *penc],
-           [PY, "-m", "pyserini.encode", *common, "output", "--embeddings", "penc-dense", "--to-faiss",
-            "encoder", "--encoder", "diffret-dense:splade-tiny", "--dimension", "128", *penc], cwd=work)
+            "output", "--embeddings", "queries", *enc], cwd=work)
     sh_all([PY, "-m", "pyserini.index.lucene", "--input", "enc/sparse", "--index", "impact", *impact],
-           [PY, "-m", "pyserini.index.lucene", "--input", "penc-sparse", "--index", "penc-impact", *impact],
            [PY, "-m", "pyserini.search.faiss", "--index", "enc/dense", "--encoded-queries", "queries/dense",
             "--topics", "queries/topics.tsv", "--output", "dense.trec", "--hits", HITS],
-           [PY, "-m", "pyserini.search.faiss", "--index", "penc-dense", "--encoded-queries", "queries/dense",
-            "--topics", "queries/topics.tsv", "--output", "penc-dense.trec", "--hits", HITS],
            [PY, "-m", "pyserini.search.hybrid", "dense", "--index", "enc/dense", "--encoded-queries", "queries/dense",
             "sparse", "--index", bm25_index, "fusion", "--alpha", "1.0", "--normalization", "--hits", HITS,
             "run", "--topics", "queries/topics.tsv", "--output", "hybrid-bm25.trec", "--hits", HITS], cwd=work)
@@ -71,10 +61,7 @@ def by_hand(numeric_run, tmp_path_factory):
            [PY, "-m", "pyserini.search.hybrid", "dense", "--index", "enc/dense", "--encoded-queries", "queries/dense",
             "sparse", "--index", "impact", "--impact", "--encoder", "queries/sparse.jsonl", "--min-idf", "-1",
             "fusion", "--alpha", "1.0", "--normalization", "--hits", HITS,
-            "run", "--topics", "queries/topics.tsv", "--output", "hybrid.trec", "--hits", HITS],
-           [PY, "-m", "pyserini.search.lucene", "--index", "penc-impact", "--impact", "--encoder",
-            "queries/sparse.jsonl", "--min-idf", "-1", "--topics", "queries/topics.tsv", "--output", "penc-sparse.trec",
-            "--hits", HITS], cwd=work)
+            "run", "--topics", "queries/topics.tsv", "--output", "hybrid.trec", "--hits", HITS], cwd=work)
     return tmp, data, work
 
 
@@ -86,13 +73,6 @@ def pipeline_run(tmp, data, system):
 def test_pyserini_search_clis_reproduce_the_pipeline_runs(by_hand, system):
     tmp, data, work = by_hand
     assert scores(work / f"{system}.trec") == scores(pipeline_run(tmp, data, system))
-
-
-@pytest.mark.parametrize("system", ["sparse", "dense"])
-def test_pyserini_encode_cli_with_our_encoder_reproduces_the_pipeline_runs(by_hand, system):
-    """`python -m pyserini.encode` (our encoder through its class map) -> Pyserini's index and search CLIs."""
-    tmp, data, work = by_hand
-    assert scores(work / f"penc-{system}.trec") == scores(pipeline_run(tmp, data, system))
 
 
 @pytest.mark.parametrize("theirs_name, system", [("hybrid", "hybrid-dense"), ("hybrid-bm25", "hybrid-bm25-dense")])

@@ -103,8 +103,10 @@ def test_multi_vector_store_holds_kp_vectors_per_document(encoded):
     np.testing.assert_allclose(norms, 1.0, atol=1e-2)
 
 
-def test_pyserini_encode_cli_with_our_encoder_sparse_and_faiss(encoded, tmp_path):
-    """`python -m pyserini.encode` unchanged: our class is found through its class map."""
+def test_pyserini_encode_cli_with_our_encoder_writes_what_our_encode_cli_writes(encoded, tmp_path):
+    """`python -m pyserini.encode` unchanged: our class is found through its class map, and its outputs are our
+    CLI's, vector for vector (tests/test_by_hand.py shows that our CLI's outputs give the pipeline's runs)."""
+    import faiss
     from pyserini.search.faiss import FaissSearcher
     from pyserini.search.lucene import LuceneImpactSearcher
 
@@ -116,11 +118,15 @@ def test_pyserini_encode_cli_with_our_encoder_sparse_and_faiss(encoded, tmp_path
                  [sys.executable, "-m", "pyserini.encode", *common, "output", "--embeddings", str(tmp_path / "dense"),
                   "--to-faiss", "encoder", "--encoder", "diffret-dense:splade-tiny", "--fields", "title", "text",
                   "--dimension", "128", "--batch-size", "8", "--device", "cpu"])
-    ours = {json.loads(x)["id"]: json.loads(x)["vector"]
-            for x in (encoded / "enc" / "sparse" / "embeddings.jsonl").read_text().splitlines()}
-    theirs = {json.loads(x)["id"]: json.loads(x)["vector"]
-              for x in (tmp_path / "sparse" / "embeddings.jsonl").read_text().splitlines()}
-    assert theirs[PLANTED_ID] == ours[PLANTED_ID]  # same text (empty title) -> same vector
+
+    def vectors(path):
+        return [(x["id"], x["vector"]) for x in map(json.loads, path.read_text().splitlines())]
+
+    ours, theirs = vectors(encoded / "enc" / "sparse" / "embeddings.jsonl"), vectors(tmp_path / "sparse" / "embeddings.jsonl")
+    assert len(theirs) == 41 and theirs == ours  # every document, in corpus order, the same impacts
+    assert (tmp_path / "dense" / "docid").read_text() == (encoded / "enc" / "dense" / "docid").read_text()
+    a, b = (faiss.read_index(str(d / "index")) for d in (tmp_path / "dense", encoded / "enc" / "dense"))
+    np.testing.assert_allclose(a.reconstruct_n(0, a.ntotal), b.reconstruct_n(0, b.ntotal), atol=1e-5)
     index = index_impact(tmp_path / "sparse", tmp_path / "impact")
     sparse = LuceneImpactSearcher(str(index), DiffRetQueryEncoder("diffret-sparse:splade-tiny"), min_idf=-1)
     assert sparse.search(QUERY, k=3)[0].docid == PLANTED_ID
