@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from diffret_pyserini.atomic import TMP_MARK, atomic_path, atomic_write, atomic_write_json, atomic_write_text
+from diffret_pyserini.faiss_indexes import flat_vectors, write_flat_ip_index
 from diffret_pyserini.multivector_store import MultiVectorStore, write_multi_store
 from diffret_pyserini.representations import REPRESENTATIONS
 
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _HAS_WS = re.compile(r"\s")
+MERGE_BLOCK = 65536  # vectors copied at a time when merging shards
 
 
 class ResumeError(RuntimeError):
@@ -82,17 +84,9 @@ def _compact_multi(multi: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarr
 
 
 def _write_faiss(path: Path, ids: Sequence[str], parts: Iterable[np.ndarray], dim: int) -> None:
-    import faiss  # imported late: a sparse-only run should not need it
-
-    index = faiss.IndexFlatIP(dim)
-    for block in parts:
-        index.add(np.ascontiguousarray(block, dtype=np.float32))
-    if index.ntotal != len(ids):
-        raise ValueError(f"{path}: {index.ntotal} vectors for {len(ids)} docids")
     path.mkdir(parents=True, exist_ok=True)
+    write_flat_ip_index(path / "index", parts, dim, expected=len(ids))
     atomic_write_text(path / "docid", "".join(f"{i}\n" for i in ids))
-    with atomic_path(path / "index") as tmp:
-        faiss.write_index(index, str(tmp))
 
 
 class RepresentationShardWriter:
@@ -302,14 +296,13 @@ class RepresentationShardWriter:
 def merge_shards(out_dir: str | os.PathLike, shard_num: int) -> dict[str, Path]:
     """Merge finalized ``dense-shardNNN``/``multi-shardNNN`` folders into ``dense``/``multi`` (in shard order,
     like pyserini.encode.merge_faiss_index). Sparse shards need no merge: index the ``sparse`` folder."""
-    import faiss
-
     out, merged = Path(out_dir), {}
     dense = [out / f"dense-shard{i:03d}" for i in range(shard_num)]
     if all(d.is_dir() for d in dense):
         ids = [line for d in dense for line in (d / "docid").read_text(encoding="utf-8").splitlines()]
-        indexes = [faiss.read_index(str(d / "index")) for d in dense]
-        _write_faiss(out / "dense", ids, (ix.reconstruct_n(0, ix.ntotal) for ix in indexes), indexes[0].d)
+        shards = [flat_vectors(d / "index") for d in dense]  # memory-mapped: copied block by block
+        blocks = (v[lo:lo + MERGE_BLOCK] for v in shards for lo in range(0, len(v), MERGE_BLOCK))
+        _write_faiss(out / "dense", ids, blocks, shards[0].shape[1])
         merged["dense"] = out / "dense"
     multi = [out / f"multi-shard{i:03d}" for i in range(shard_num)]
     if all((d / "meta.json").is_file() for d in multi):

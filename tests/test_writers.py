@@ -273,3 +273,34 @@ def test_store_dtypes_int8_and_float16(tmp_path):
     assert store.scales is None and not (tmp_path / "s" / "scales.npy").exists()
     with pytest.raises(ValueError, match="without their scales"):
         write_multi_store(tmp_path / "t", ["a"], [np.zeros((2, 8), np.int8)], np.array([2]), 8, "int8")
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [5], [3, 0, 4, 1]])
+def test_flat_index_written_block_by_block_is_faiss_own_file(tmp_path, sizes):
+    import faiss
+
+    from diffret_pyserini.faiss_indexes import write_flat_ip_index
+
+    rng = np.random.default_rng(len(sizes))
+    blocks = [rng.standard_normal((n, 6)).astype(np.float64) for n in sizes]  # any float dtype is taken
+    assert write_flat_ip_index(tmp_path / "ours", iter(blocks), 6) == sum(sizes)
+    index = faiss.IndexFlatIP(6)
+    for b in blocks:
+        index.add(b.astype(np.float32))
+    faiss.write_index(index, str(tmp_path / "faiss"))
+    assert (tmp_path / "ours").read_bytes() == (tmp_path / "faiss").read_bytes()
+    back = faiss.read_index(str(tmp_path / "ours"))
+    assert back.ntotal == sum(sizes) and back.metric_type == faiss.METRIC_INNER_PRODUCT
+
+
+def test_flat_index_with_a_wrong_count_or_width_replaces_nothing(tmp_path):
+    from diffret_pyserini.faiss_indexes import write_flat_ip_index
+
+    path = tmp_path / "index"
+    write_flat_ip_index(path, [np.ones((2, 4))], 4)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"index: 3 vectors for 2 docids"):
+        write_flat_ip_index(path, [np.ones((3, 4))], 4, expected=2)
+    with pytest.raises(ValueError, match=r"a block of shape \(1, 5\) in a 4-dimensional index"):
+        write_flat_ip_index(path, [np.ones((1, 5))], 4)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["index"]
