@@ -42,18 +42,14 @@ def gguf_parsed_once():
     """
     import gguf
 
-    originals = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
-    readers = functools.lru_cache(maxsize=None)(lambda path, mode: originals["GGUFReader"](path, mode))
-    name_maps = functools.lru_cache(maxsize=None)(originals["get_tensor_name_map"])
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers = functools.cache(reader)
     gguf.GGUFReader = lambda path, mode="r": readers(str(Path(path).resolve()), mode)
-    gguf.get_tensor_name_map = name_maps
+    gguf.get_tensor_name_map = functools.cache(name_map)
     try:
         yield
     finally:
-        for name, original in originals.items():
-            setattr(gguf, name, original)
-        readers.cache_clear()
-        name_maps.cache_clear()
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
 
 def byte_level_tokenizer(tokenizer, gguf_path: str | os.PathLike):

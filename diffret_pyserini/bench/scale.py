@@ -109,6 +109,15 @@ def model_encode(n: int, opts: BenchOptions, work: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ writer job
+def writer_spec(n: int, opts: BenchOptions, out: Path, terms: list[int] | None = None,
+                impacts: list[int] | None = None) -> dict:
+    """The writer job for n synthetic documents of opts' shapes; without measured distributions, every document
+    has opts.doc_terms terms with impacts drawn from 1..299."""
+    return {"docs": n, "dim": opts.search_dim, "kp": opts.search_kp, "seed": opts.seed, "out": str(out),
+            "terms_per_doc": terms or [opts.doc_terms], "impacts": impacts or list(range(1, 300)),
+            "vocab_size": opts.vocab_size}
+
+
 def writer_job(spec: dict) -> dict:
     """Child: stream N synthetic documents through RepresentationShardWriter; seconds in the writer alone."""
     from diffret_pyserini.writers import RepresentationShardWriter
@@ -304,13 +313,12 @@ def run(opts: BenchOptions) -> dict[str, Any]:
             model_rows.append(model_encode(n, opts, work / f"model-{n}"))
         # the smallest encode's distributions, so that runs with different model sizes share them
         smallest = min(model_rows, key=lambda r: r["docs"]) if model_rows else None
-        terms = smallest["terms_per_doc"] if smallest else [opts.doc_terms]
-        impacts = smallest["impacts"] if smallest else list(range(1, 300))
+        terms = smallest["terms_per_doc"] if smallest else None
+        impacts = smallest["impacts"] if smallest else None
         sizes = []
         for n in opts.scale_sizes:
             out = work / f"n{n}"
-            spec = {"docs": n, "dim": opts.search_dim, "kp": opts.search_kp, "seed": opts.seed, "out": str(out),
-                    "terms_per_doc": terms, "impacts": impacts, "vocab_size": opts.vocab_size}
+            spec = writer_spec(n, opts, out, terms, impacts)
             timed, exact = queries_for(n, opts.quick)
             job = {"docs": n, "out": str(out), "opts": opts.to_dict(), "queries": timed, "recall_queries": exact,
                    "dense_flat_s": None, "multi_store_s": None, "writer": spec,

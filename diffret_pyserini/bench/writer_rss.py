@@ -2,8 +2,8 @@
 
     python -m diffret_pyserini.bench.writer_rss 1000000 [WORKDIR]
 
-Kp=16 x H=128 multi vectors, their mean as the dense vector, 120 Zipfian terms per sparse document; the outputs
-are written under WORKDIR and removed. Prints one JSON line.
+The scale section's default shapes (Kp=16 x H=128 multi vectors, their mean as the dense vector, 120 Zipfian
+terms per sparse document); the outputs are written under WORKDIR and removed. Prints one JSON line.
 """
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import shutil
 import sys
 import tempfile
 
-from diffret_pyserini.bench.scale import writer_job
+from pathlib import Path
+
+from diffret_pyserini.bench.common import BenchOptions
+from diffret_pyserini.bench.scale import writer_job, writer_spec
 
 
 def main(argv: list[str]) -> int:
     n = int(argv[0])
     out = tempfile.mkdtemp(dir=argv[1] if len(argv) > 1 else None)
     try:
-        r = writer_job({"docs": n, "dim": 128, "kp": 16, "seed": 0, "out": out, "terms_per_doc": [120],
-                        "impacts": list(range(1, 300)), "vocab_size": 30522})
+        r = writer_job(writer_spec(n, BenchOptions(), Path(out)))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     print(json.dumps({"docs": n, "writer_seconds": r["writer_seconds"], "generate_seconds": r["generate_seconds"],
