@@ -60,9 +60,9 @@ def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_anoth
     from diffret_pyserini.train import sources
 
     monkeypatch.setattr(sources, "lm_available", lambda: False)  # the held-out sentences as dev queries: fast
-    systems = ["bm25", "sparse", "hybrid-bm25-sparse", "peer-minilm"]
+    systems = ["bm25", "sparse", "hybrid-bm25-sparse", "peer-splade-pooling"]
     metrics = pipeline.run(args_for(tmp_path, collection, systems=systems))
-    assert list(metrics) == ["bm25", "sparse", "hybrid-bm25-sparse", "peer-minilm"]
+    assert list(metrics) == ["bm25", "sparse", "hybrid-bm25-sparse", "peer-splade-pooling"]
     runs = tmp_path / "runs" / key(collection)
     run_dir = runs / "splade-tiny-kq4-kp16"
     record = json.loads((run_dir / "alpha.json").read_text())
@@ -83,9 +83,9 @@ def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_anoth
     choices = json.loads((runs / "choices.json").read_text())
     assert choices["pseudo_queries"]["source"] == "sentences" and choices["alpha"] == {"hybrid-bm25-sparse": alpha}
     # the peer ran through Pyserini's own encoder, its rows stand in the combined table
-    assert (runs / "peers" / "peer-minilm.trec").is_file()
+    assert (runs / "peers" / "peer-splade-pooling.trec").is_file()
     table = (runs / "metrics.md").read_text()
-    assert "peer-minilm" in table and "p (t)" in table and '"source": "sentences"' in table
+    assert "peer-splade-pooling" in table and "p (t)" in table and '"source": "sentences"' in table
     recorded = json.loads((runs / "metrics.json").read_text())
     assert recorded["_run"] == choices and read_metrics(runs / "metrics.json") == metrics
     # another alpha: a second run file; the first is kept

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_chain import run_chain
 from diffret_pyserini.pyserini_encoders import DiffRetDocumentEncoder, DiffRetQueryEncoder
 
 PLANTED_ID = "PLANTED-1"
@@ -35,13 +36,6 @@ def run(cmd, cwd=None):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
-
-
-def run_together(*cmds):
-    """Independent commands at once: their start-up (imports) is single-threaded, two cores run two."""
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
-    for proc, (_, err) in zip(procs, [p.communicate() for p in procs]):
-        assert proc.returncode == 0, err[-3000:]
 
 
 def index_impact(input_dir: Path, index_dir: Path) -> Path:
@@ -112,12 +106,13 @@ def test_pyserini_encode_cli_with_our_encoder_writes_what_our_encode_cli_writes(
 
     corpus = encoded / "corpus"
     common = ["input", "--corpus", str(corpus), "--fields", "title", "text", "--delimiter", " "]
-    run_together([sys.executable, "-m", "pyserini.encode", *common, "output", "--embeddings",
-                  str(tmp_path / "sparse"), "encoder", "--encoder", "diffret-sparse:splade-tiny", "--fields", "title",
-                  "text", "--batch-size", "8", "--device", "cpu"],
-                 [sys.executable, "-m", "pyserini.encode", *common, "output", "--embeddings", str(tmp_path / "dense"),
-                  "--to-faiss", "encoder", "--encoder", "diffret-dense:splade-tiny", "--fields", "title", "text",
-                  "--dimension", "128", "--batch-size", "8", "--device", "cpu"])
+    # both CLIs in one interpreter (tests/cli_chain.py): each `python -m pyserini.encode ...` to the letter
+    run_chain([["pyserini.encode", *common, "output", "--embeddings", tmp_path / "sparse", "encoder",
+                "--encoder", "diffret-sparse:splade-tiny", "--fields", "title", "text", "--batch-size", "8",
+                "--device", "cpu"],
+               ["pyserini.encode", *common, "output", "--embeddings", tmp_path / "dense", "--to-faiss",
+                "encoder", "--encoder", "diffret-dense:splade-tiny", "--fields", "title", "text",
+                "--dimension", "128", "--batch-size", "8", "--device", "cpu"]], cwd=tmp_path)
 
     def vectors(path):
         return [(x["id"], x["vector"]) for x in map(json.loads, path.read_text().splitlines())]
