@@ -1,6 +1,8 @@
 """Runs `python -m MODULE ARGS...` commands one after another in ONE interpreter, each exactly as `python -m`
 would (runpy, `__main__`, its own sys.argv): Pyserini's CLIs import pyserini.encode, transformers and a JVM
-before doing anything, about 9 s of CPU per command, so a chain pays it once.
+before doing anything, about 9 s of CPU per command, so a chain pays it once. What differs from separate
+interpreters: imported modules and the JVM are shared, so a command sees what earlier ones left in them (as in
+one Python session calling each CLI's main); each command's own `__main__` runs fresh.
 
     python tests/cli_chain.py CHAIN.json     # [{"argv": ["pyserini.search.faiss", ...], "stdout": "out.txt"}, ...]
 
