@@ -27,7 +27,7 @@ def by_hand(numeric_run, tmp_path_factory):
     bm25_index = tmp / "indexes" / key(data) / "bm25" / "index"  # the pipeline's BM25 index (title + text)
     impact = ["--collection", "JsonVectorCollection", "--generator", "DefaultLuceneDocumentGenerator", "--impact",
               "--pretokenized", "--threads", "1"]
-    # One interpreter runs the chain (tests/cli_chain.py): each command is `python -m MODULE ARGS` to the letter,
+    # One interpreter runs the chain (tests/cli_chain.py): each command as `python -m MODULE ARGS` runs it,
     # and Pyserini's imports (9 s of CPU per command) are paid once.
     run_chain([["diffret_pyserini.encode", "input", "--corpus", data / "corpus.jsonl",
                 "output", "--embeddings", "enc", *enc],

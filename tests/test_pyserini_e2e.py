@@ -106,7 +106,7 @@ def test_pyserini_encode_cli_with_our_encoder_writes_what_our_encode_cli_writes(
 
     corpus = encoded / "corpus"
     common = ["input", "--corpus", str(corpus), "--fields", "title", "text", "--delimiter", " "]
-    # both CLIs in one interpreter (tests/cli_chain.py): each `python -m pyserini.encode ...` to the letter
+    # both CLIs in one interpreter (tests/cli_chain.py), each as `python -m pyserini.encode ...` runs it
     run_chain([["pyserini.encode", *common, "output", "--embeddings", tmp_path / "sparse", "encoder",
                 "--encoder", "diffret-sparse:splade-tiny", "--fields", "title", "text", "--batch-size", "8",
                 "--device", "cpu"],
