@@ -105,7 +105,8 @@ class DiffRetEncoder:
         self.excluded_ids = sorted({backbone.slot_id, *tok.all_special_ids})
         self._terms: R.TermVocabulary | None = None
         self._builders: dict[tuple[str, int, int], PromptBuilder] = {}
-        # word -> token ids, for the content filter, where a word's ids do not depend on its context
+        # word -> its candidate ids (_is_term_id), for the content filter, where a word's ids do not depend on
+        # its context
         self._word_ids: dict[str, tuple[int, ...]] | None = {} if R.tokenizes_words_independently(tok) else None
 
     # ------------------------------------------------------------------ prompts
@@ -215,10 +216,11 @@ class DiffRetEncoder:
 
     def _candidate_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's content-token ids that render to a term (the sparse side's candidates), sorted."""
-        keep = self.terms.id_to_term
-        vocab = self.backbone.vocab_size
-        return [sorted(i for i in ids if i < vocab and keep[i] is not None)
-                for ids in R.content_token_ids(self.backbone.tokenizer, texts, self.excluded_ids, self._word_ids)]
+        return [sorted(ids) for ids in R.content_token_ids(self.backbone.tokenizer, texts, self.excluded_ids,
+                                                            self._word_ids, self._is_term_id)]
+
+    def _is_term_id(self, i: int) -> bool:
+        return i < self.backbone.vocab_size and self.terms.id_to_term[i] is not None
 
     def _all_columns(self, n: int, device) -> tuple[None, torch.Tensor]:
         allowed = torch.ones((n, self.backbone.vocab_size), dtype=torch.bool, device=device)
@@ -253,12 +255,11 @@ class DiffRetEncoder:
         if not self.settings.content_filter:
             return self._all_columns(len(texts), device)
         per_text = self._candidate_ids(texts)
-        width = max((len(ids) for ids in per_text), default=0)
+        lengths = torch.tensor([len(ids) for ids in per_text], dtype=torch.long)
+        width = int(lengths.max()) if len(per_text) else 0
+        allowed = torch.arange(width) < lengths[:, None]
         columns = torch.zeros((len(texts), width), dtype=torch.long)
-        allowed = torch.zeros((len(texts), width), dtype=torch.bool)
-        for row, ids in enumerate(per_text):
-            columns[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            allowed[row, :len(ids)] = True
+        columns[allowed] = torch.tensor([i for ids in per_text for i in ids], dtype=torch.long)  # row-major fill
         return columns.to(device), allowed.to(device)
 
     def sparse_vectors(self, texts: Sequence[str], features: torch.Tensor, valid: torch.Tensor) -> list[dict]:

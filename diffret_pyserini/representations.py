@@ -9,7 +9,7 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -137,13 +137,16 @@ def tokenizes_words_independently(tokenizer) -> bool:
 
 
 def content_token_ids(tokenizer, texts: Sequence[str], excluded: Iterable[int] = (),
-                      word_cache: dict[str, tuple[int, ...]] | None = None) -> list[set[int]]:
+                      word_cache: dict[str, tuple[int, ...]] | None = None,
+                      keep: Callable[[int], bool] | None = None) -> list[set[int]]:
     """Per text, the token ids of its content words, re-tokenised with and without a leading space.
 
     Both spellings matter for byte-level BPE vocabularies, where 'Ġword' and 'word' are different ids.
-    `word_cache` (only for tokenizers where `tokenizes_words_independently`) maps a word to its ids across calls,
-    so the tokenizer sees only words it has not seen before: a corpus repeats most of its words, and at batch 1
-    the tokenizer call, not the lookup, was the cost. The result is the same with or without it.
+    `keep`, when given, drops the ids it says no to (the encoder's: ids that render to no term).
+    `word_cache` (only for tokenizers where `tokenizes_words_independently`) maps a word to its kept ids across
+    calls, so the tokenizer sees only words it has not seen before and `keep` runs once per word: a corpus repeats
+    most of its words, and at batch 1 the tokenizer call, not the lookup, was the cost. A cache serves one
+    `keep`. The result is the same with or without it.
     """
     excluded = set(excluded)
     words = [content_words(t) for t in texts]
@@ -155,12 +158,12 @@ def content_token_ids(tokenizer, texts: Sequence[str], excluded: Iterable[int] =
             new = distinct
         if new:
             encoded = tokenizer(new, add_special_tokens=False)["input_ids"]
-            word_cache.update(zip(new, map(tuple, encoded)))
-        return [{i for w in ws for i in word_cache[w]} - excluded for ws in words]
+            word_cache.update(zip(new, (tuple(i for i in ids if keep is None or keep(i)) for ids in encoded)))
+        return [set().union(*map(word_cache.__getitem__, ws)) - excluded for ws in words]
     joined = [" ".join(ws) for ws in words]
     both = tokenizer(joined + [" " + j if j else "" for j in joined], add_special_tokens=False)["input_ids"]
     plain, spaced = both[:len(texts)], both[len(texts):]
-    return [(set(a) | set(b)) - excluded for a, b in zip(plain, spaced)]
+    return [{i for i in set(a) | set(b) if keep is None or keep(i)} - excluded for a, b in zip(plain, spaced)]
 
 
 # ------------------------------------------------------------------------------------------------ term strings

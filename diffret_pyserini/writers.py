@@ -59,14 +59,25 @@ def _check_id(docid: Any) -> str:
     return docid
 
 
-def _int_vector(vec: Mapping[str, Any], what: str) -> dict[str, int]:
+GOOD_TERMS_LIMIT = 2_000_000  # checked terms a writer remembers (a vocabulary is ~30-250k; bounds the memory)
+
+
+def _int_vector(vec: Mapping[str, Any], what: str, good_terms: set[str] | None = None) -> dict[str, int]:
     """Impact weights must be non-negative ints: Anserini reads them as term frequencies, and Pyserini passes
-    query weights through JInt (1.7 would silently become 1)."""
+    query weights through JInt (1.7 would silently become 1).
+
+    `good_terms` remembers the terms already checked (a writer's terms come from one vocabulary, so each is
+    checked once, not once per document: the per-term regex was most of `write_batch`'s time)."""
     out = {}
     for term, w in vec.items():
-        if not isinstance(term, str) or not term or _HAS_WS.search(term):
-            raise ValueError(f"{what}: term {term!r} is empty or contains whitespace (the indexer would split it)")
-        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)) or w < 0:
+        if good_terms is None or term not in good_terms:
+            if not isinstance(term, str) or not term or _HAS_WS.search(term):
+                raise ValueError(f"{what}: term {term!r} is empty or contains whitespace (the indexer would split "
+                                 "it)")
+            if good_terms is not None and len(good_terms) < GOOD_TERMS_LIMIT:
+                good_terms.add(term)
+        plain = type(w) is int  # the common case, checked first; bool is not int here, nor is np.bool_
+        if (not plain and (isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)))) or w < 0:
             raise ValueError(f"{what}: weight {w!r} of term {term!r} must be a non-negative int (quantise first)")
         if w:
             out[term] = int(w)
@@ -121,6 +132,7 @@ class RepresentationShardWriter:
         settings = {"fingerprint": fingerprint, "representations": sorted(self.representations), "multi_dtype": self.multi_dtype,
                     "shard_id": shard_id, "shard_num": shard_num}
         self._buffer: list[dict[str, Any]] = []  # one entry per write_batch call, trimmed as chunks commit
+        self._good_terms: set[str] = set()  # sparse terms already checked (_int_vector)
         self._buffered = 0
         if overwrite:
             self._clear()
@@ -184,7 +196,7 @@ class RepresentationShardWriter:
         if sparse is not None:
             if len(sparse) != n:
                 raise ValueError(f"{n} docids but {len(sparse)} sparse vectors")
-            batch["sparse"] = [_int_vector(v, f"doc {i}") for i, v in zip(docids, sparse)]
+            batch["sparse"] = [_int_vector(v, f"doc {i}", self._good_terms) for i, v in zip(docids, sparse)]
         self._buffer.append(batch)
         self._buffered += n
         while self._buffered >= self.chunk_size:

@@ -75,3 +75,40 @@ def splade_encoder():
     from diffret_pyserini.encoder_spec import get_encoder
 
     return get_encoder("splade-tiny", device="cpu", kp=4)
+
+
+def test_tokenising_overlaps_the_forward_pass_only_where_a_core_or_an_accelerator_is_free(monkeypatch):
+    import os
+
+    import torch
+
+    from diffret_pyserini.encode_jobs import overlap_pays
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert not overlap_pays("cpu") and not overlap_pays(torch.device("cpu"))
+    assert overlap_pays("cuda:0") and overlap_pays(torch.device("cuda", 1))  # the host idles during its forwards
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert overlap_pays("cpu")
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_with_or_without_the_tokenise_thread_the_outputs_and_errors_are_the_same(tmp_path, splade_encoder,
+                                                                               monkeypatch, overlap):
+    from diffret_pyserini import encode_jobs
+    from diffret_pyserini.datasets import DatasetError
+
+    corpus = tmp_path / "corpus.jsonl"
+    lines = open(resolve_dataset("cacm").corpus_path).readlines()[:40]
+    corpus.write_text("".join(lines))
+    encode_corpus(splade_encoder, corpus, tmp_path / "reference", batch_size=8, chunk_size=16)
+    calls = []
+    monkeypatch.setattr(encode_jobs, "overlap_pays", lambda device: calls.append(device) or overlap)
+    encode_corpus(splade_encoder, corpus, tmp_path / "out", batch_size=8, chunk_size=16, overwrite=True)
+    assert calls == [splade_encoder.backbone.device]
+    assert_same_outputs(read_outputs(tmp_path / "reference"), read_outputs(tmp_path / "out"), 1e-6)
+    # a bad line in a later window is raised where that window is planned, by either path, with what was
+    # committed before it kept
+    corpus.write_text("".join(lines[:20]) + '{"_id": "x", "text": 5}\n' + "".join(lines[20:]))
+    with pytest.raises(DatasetError, match=r"corpus.jsonl:21: .*text"):
+        encode_corpus(splade_encoder, corpus, tmp_path / "bad", batch_size=8, chunk_size=16)

@@ -130,3 +130,9 @@ def test_per_text_sparse_columns_give_what_the_batch_union_gives():
         union = R.to_term_dicts(R.quantize(pooled, enc.settings.scale), enc.terms.id_to_term, columns)
     assert got == union
     assert got[1] == {} and "parallel" in got[0] and "storage" in got[2]
+    # each row's own columns: the union's ids that row allows, in order, then zero padding that is not allowed
+    own, own_allowed = enc.row_columns(texts)
+    assert own.shape[1] == int(allowed.sum(dim=1).max())
+    for row in range(len(texts)):
+        assert own[row][own_allowed[row]].tolist() == columns[allowed[row]].tolist()
+        assert not own[row][~own_allowed[row]].any()

@@ -157,6 +157,23 @@ def test_word_cache_gives_the_joined_tokenisation_and_skips_known_words(monkeypa
     assert sorted(cache) == ["fresh", "growth", "ideas", "vocabulary"]
 
 
+def test_keep_drops_the_same_ids_with_and_without_the_word_cache():
+    from transformers import AutoTokenizer
+
+    from diffret_pyserini.packaged_models import resolve_model_path
+
+    bert = AutoTokenizer.from_pretrained(resolve_model_path("splade-tiny"), local_files_only=True)
+    texts = ["Parallel sorting algorithms on a multiprocessor", "sorting networks", ""]
+    every = R.content_token_ids(bert, texts)
+    odd = R.content_token_ids(bert, texts, keep=lambda i: i % 2 == 1)
+    assert odd == [{i for i in ids if i % 2} for ids in every] and odd[0] and odd[2] == set()
+    cache: dict = {}
+    assert R.content_token_ids(bert, texts, word_cache=cache, keep=lambda i: i % 2 == 1) == odd
+    assert all(i % 2 for ids in cache.values() for i in ids)  # the cache holds kept ids only
+    assert R.content_token_ids(bert, texts[1:], excluded=sorted(odd[1])[:1], word_cache=cache,
+                               keep=lambda i: i % 2 == 1) == [odd[1] - {sorted(odd[1])[0]}, set()]
+
+
 def test_space_sensitive_tokenizers_keep_both_spellings_and_get_no_word_cache(tiny_model_dirs):
     from transformers import AutoTokenizer
 

@@ -171,6 +171,25 @@ def test_write_batch_validation(tmp_path):
         w.write_batch(["x", "y"], data[1], dense=np.zeros((2, 4)), sparse=data[5])
 
 
+def test_sparse_checks_hold_for_terms_and_weights_already_seen():
+    """The writer checks each distinct term once; weights are checked every time, and a bad term is still
+    caught after good ones were remembered."""
+    from diffret_pyserini.writers import _int_vector
+
+    seen: set[str] = set()
+    assert _int_vector({"a": 3, "b": np.int64(2), "z": 0}, "doc 1", seen) == {"a": 3, "b": 2}
+    assert seen == {"a", "b", "z"}
+    assert type(_int_vector({"b": np.int64(2)}, "doc 2", seen)["b"]) is int
+    for bad in (True, np.bool_(True), 1.0, -1, np.int64(-2), "3"):
+        with pytest.raises(ValueError, match="doc 3: weight .* of term 'a' must be a non-negative int"):
+            _int_vector({"a": bad}, "doc 3", seen)
+    with pytest.raises(ValueError, match="doc 4: term 'c d' is empty or contains whitespace"):
+        _int_vector({"a": 1, "c d": 1}, "doc 4", seen)
+    with pytest.raises(ValueError, match="doc 5: term '' is empty"):
+        _int_vector({"": 1}, "doc 5", seen)
+    assert seen == {"a", "b", "z"}
+
+
 def test_shards_and_merge(tmp_path):
     import faiss
 
