@@ -184,3 +184,30 @@ def test_shaped_model_runs_the_checkpoint_code_as_its_backbone_kind(tiny_model_d
     assert backbone.kind == kind and backbone.slot_id == tiny_models.MASK_ID
     encoded = DiffRetEncoder(backbone, EncoderSettings(kp=3)).encode(["time sharing systems"], "passage")
     assert encoded.dense.shape == (1, 64) and encoded.multi.shape[:2] == (1, 3)
+
+
+def test_the_gpu_check_dry_runs_on_cpu_with_its_throughput_and_cost_rows(tiny_model_dirs, tmp_path, capsys):
+    """The prepared GPU script (`bench.gpu_check`), run here with --quick: random-weight Dream and causal folders
+    of one shape, throughput at K=1 and 16 on the Dream folder, cost of K against PromptReps on the decoder."""
+    from diffret_pyserini.bench import gpu_check, throughput
+
+    fixtures = tiny_models.require_fixtures()
+    out = tmp_path / "out"
+    assert gpu_check.main(["--dream-code", str(fixtures / "dream-tiny"), "--like", str(tiny_model_dirs["qwen2"]),
+                           "--out", str(out), "--device", "cpu", "--quick"]) == 0
+    doc = json.loads((out / "throughput.json").read_text())
+    assert doc["kind"] == "dream" and Path(doc["model"]).name == "dream-shaped" and doc["kp"] == [1, 16]
+    collections = 2 if throughput.ORIGINAL_CACM.is_file() else 1
+    assert [r["kp"] for r in doc["rows"]] == [1, 16] * collections
+    for r in doc["rows"]:
+        assert r["docs"] == 64 and r["padding"]["after"] < r["padding"]["before"]
+        assert min(r["docs_per_s"].values()) > 0 and r["batches"]["after"] >= 1
+    assert (out / "throughput.png").read_bytes()[:8] == PNG_MAGIC
+    cost = json.loads((out / "cost-of-k.json").read_text())
+    assert cost["ks"] == [1, 16]
+    methods = {(Path(r["system"].split()[0]).name, r["method"]) for r in cost["rows"]}
+    assert {("decoder-shaped", "promptreps-ar"), ("decoder-shaped", "one-pass"), ("dream-shaped", "one-pass")} \
+        <= methods
+    promptreps = [r for r in cost["rows"] if r["method"] == "promptreps-ar"]
+    assert promptreps and all(r["forward_calls_per_batch"] == r["k"] for r in promptreps)
+    assert "| K |" in capsys.readouterr().out  # the throughput table, printed

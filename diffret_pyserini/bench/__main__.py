@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"vectors per document in the MaxSim store (default {DEFAULTS.search_kp})")
     p.add_argument("--search-kq", type=int, help=f"vectors per query for MaxSim (default {DEFAULTS.search_kq})")
     p.add_argument("--hits", type=int, help=f"hits per query (default {DEFAULTS.hits})")
+    p.add_argument("--throughput-kp", nargs="+", type=int, help="passage slots K of the throughput section "
+                   f"(default {' '.join(map(str, DEFAULTS.throughput_kp))})")
+    p.add_argument("--throughput-rows", type=int, help="rows cap of a length-bucketed batch in the throughput "
+                   f"section (default {DEFAULTS.throughput_rows})")
+    p.add_argument("--throughput-max-tokens", type=int, help="padded positions per length-bucketed batch in the "
+                   f"throughput section (default {DEFAULTS.throughput_max_tokens}; raise it to fill a GPU)")
     p.add_argument("--scale-sizes", nargs="+", type=int, help="corpus sizes of the scale section "
                    f"(default {' '.join(map(str, DEFAULTS.scale_sizes))}); --scale-model-sizes: real-model encodes")
     p.add_argument("--scale-model-sizes", nargs="+", type=int, help=argparse.SUPPRESS)
@@ -77,13 +83,14 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     for name in ("decoder", "masked"):
         if isinstance(given.get(name), str) and given[name].lower() == "none":
             given[name] = None
-    for name in ("sections", "models", "ks", "sizes", "search_queries", "scale_sizes", "scale_model_sizes"):
+    for name in ("sections", "models", "ks", "sizes", "search_queries", "scale_sizes", "scale_model_sizes",
+                 "throughput_kp"):
         if name in given:
             given[name] = tuple(given[name])
     base = BenchOptions.quick_config() if args.quick else BenchOptions()
     opts = replace(base, **given)
-    if min(opts.ks) < 1:
-        raise ValueError("--ks: every K must be >= 1")
+    if min(opts.ks) < 1 or min(opts.throughput_kp) < 1:
+        raise ValueError("--ks, --throughput-kp: every K must be >= 1")
     return opts
 
 

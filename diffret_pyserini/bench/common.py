@@ -55,6 +55,9 @@ class BenchOptions:
     search_kq: int = 4
     search_kp: int = 16
     hits: int = 100
+    throughput_kp: tuple[int, ...] = (16,)  # passage slots K of the throughput section's rows
+    throughput_rows: int = 64             # rows cap of a bucketed batch there (the token budget binds first)
+    throughput_max_tokens: int = 8192     # padded positions per bucketed batch there
     scale_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)  # the scale section's corpus sizes
     scale_model_sizes: tuple[int, ...] = (1000, 10_000)        # sizes encoded with the real model there
     vocab_size: int = 30522               # synthetic sparse vocabulary (SPLADE-tiny's size), Zipfian

@@ -86,6 +86,27 @@ def build(code: Path, like: str, out: Path, seed: int = 0) -> Path:
     return out
 
 
+def random_decoder(like: str, out: Path, seed: int = 0) -> Path:
+    """A causal decoder of `like`'s shape and tokenizer with random weights, written to OUT (atomically): the
+    PromptReps side of a cost comparison where the real weights are out of reach (with `stop_early=False` the
+    baseline makes its K steps whatever the weights say)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from diffret_pyserini.packaged_models import resolve_model_path
+
+    like_dir = Path(resolve_model_path(like))
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(like_dir, local_files_only=True))
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(like_dir, local_files_only=True).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffret_pyserini.bench.shaped_model", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

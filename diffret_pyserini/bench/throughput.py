@@ -27,10 +27,11 @@ TARGET_SPEEDUP = 1.6    # after >= 1.6 x before, docs/s
 TARGET_PADDING = 0.05   # after: padding <= 5% of the positions computed
 TARGET_LIMIT = 1.10     # after: within 10% of the body's own forward time on the same tokens
 BEFORE_BATCH = 32
-AFTER_BATCH = 64        # rows cap of a bucketed batch; the token budget below is what binds
-MAX_TOKENS = 8192
-KP = 16
-ORIGINAL_CACM = Path(__file__).resolve().parents[3] / "shared" / "data" / "cacm" / "original" / "cacm.tar.gz"
+_REPO = Path(__file__).resolve().parents[2]
+# ../shared beside the checkout, or shared/ inside it (what travels to a device machine with the working tree)
+_ORIGINAL = Path("shared") / "data" / "cacm" / "original" / "cacm.tar.gz"
+ORIGINAL_CACM = next((p for p in (_REPO.parent / _ORIGINAL, _REPO / _ORIGINAL) if p.is_file()),
+                     _REPO.parent / _ORIGINAL)
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -62,7 +63,7 @@ def collections(work: Path, limit: int | None) -> list[tuple[str, Path]]:
     return out
 
 
-def body_limit(encoder, corpus: Path, device: torch.device) -> tuple[callable, dict]:
+def body_limit(encoder, corpus: Path, device: torch.device, rows: int, max_tokens: int) -> tuple[callable, dict]:
     """A callable timing only the backbone body over the after arm's batches (inputs built beforehand)."""
     from diffret_pyserini.datasets import iter_corpus
     from diffret_pyserini.encode_jobs import batched, plan_window
@@ -71,7 +72,7 @@ def body_limit(encoder, corpus: Path, device: torch.device) -> tuple[callable, d
     builder = encoder.builder("passage")
     inputs, lengths = [], []
     for chunk in batched(iter_corpus(corpus), 1024):
-        window = plan_window(encoder, chunk, None, AFTER_BATCH, MAX_TOKENS, True)
+        window = plan_window(encoder, chunk, None, rows, max_tokens, True)
         lengths += window.plan.lengths
         builder.pretokenized(window.texts, window.text_ids)
         for rows in window.plan.batches:
@@ -102,9 +103,10 @@ def measure(name: str, corpus: Path, encoder, opts: BenchOptions, work: Path) ->
             encode_corpus(encoder, corpus, work / label, overwrite=True, stats=stats[label], **kw)
         return run
 
-    limit_run, shape = body_limit(encoder, corpus, device)
+    rows, max_tokens = opts.throughput_rows, opts.throughput_max_tokens
+    limit_run, shape = body_limit(encoder, corpus, device, rows, max_tokens)
     cells = {"before": arm("before", batch_size=BEFORE_BATCH, length_buckets=False),
-             "after": arm("after", batch_size=AFTER_BATCH, max_tokens=MAX_TOKENS, length_buckets=True),
+             "after": arm("after", batch_size=rows, max_tokens=max_tokens, length_buckets=True),
              "limit": limit_run}
     wall: dict[str, list[float]] = {k: [] for k in cells}
     cpu: dict[str, list[float]] = {k: [] for k in cells}
@@ -129,7 +131,8 @@ def measure(name: str, corpus: Path, encoder, opts: BenchOptions, work: Path) ->
 
     speedup, limit_ratio = ratio(wall, "before", "after"), ratio(wall, "after", "limit")
     padding = {k: stats[k].padding for k in ("before", "after")}
-    return {"collection": name, "corpus": str(corpus), "docs": docs, **shape, "rounds": len(wall["after"]),
+    return {"collection": name, "kp": encoder.settings.kp, "corpus": str(corpus), "docs": docs, **shape,
+            "rounds": len(wall["after"]),
             "seconds": {k: statistics.median(v) for k, v in wall.items()},
             "cpu_seconds": {k: statistics.median(v) for k, v in cpu.items()},
             "samples": wall, "cpu_samples": cpu,
@@ -142,23 +145,28 @@ def measure(name: str, corpus: Path, encoder, opts: BenchOptions, work: Path) ->
 
 
 def run(opts: BenchOptions) -> dict[str, Any]:
+    """Every collection at every K of `opts.throughput_kp`, on the first one-pass system (`--decoder` read
+    bidirectionally, else `--masked`, else the first of `--models`: a Dream or LLaDA folder)."""
     import shutil
 
-    from diffret_pyserini.bench.common import load_cached
+    from diffret_pyserini.bench.common import one_pass_systems
     from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
 
-    model = opts.decoder or opts.masked
-    kind = "bidirectional" if opts.decoder else "masked"
-    backbone = load_cached(model, kind, opts.device, opts.dtype, trust_remote_code=opts.trust_remote_code)
+    systems = one_pass_systems(opts)
+    if not systems:
+        raise ValueError("throughput: no model (give --decoder, --masked or --models)")
+    system = systems[0]
+    backbone = system.backbone(opts)
     saved = dict(getattr(getattr(backbone, "spec", None), "settings", {}) or {})
-    encoder = DiffRetEncoder(backbone, EncoderSettings.from_dict({**saved, "kp": KP}))
     work = Path(opts.workdir or Path(opts.out) / "work") / "throughput"
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
         for name, corpus in collections(work, 64 if opts.quick else None):
-            log(f"throughput: {name} ({corpus})")
-            rows.append(measure(name, corpus, encoder, opts, work))
+            for kp in opts.throughput_kp:
+                log(f"throughput: {name} ({corpus}), K={kp}")
+                encoder = DiffRetEncoder(backbone, EncoderSettings.from_dict({**saved, "kp": kp}))
+                rows.append(measure(name, corpus, encoder, opts, work))
     finally:
         if not opts.keep_work:
             shutil.rmtree(work, ignore_errors=True)
@@ -166,8 +174,10 @@ def run(opts: BenchOptions) -> dict[str, Any]:
                 work.parent.rmdir()
             except OSError:
                 pass
-    return {"rows": rows, "model": model, "kind": kind, "kp": KP, "before": f"corpus order, batch {BEFORE_BATCH}",
-            "after": f"length-bucketed per 1,024-doc chunk, <= {AFTER_BATCH} rows and <= {MAX_TOKENS} tokens",
+    return {"rows": rows, "model": system.model, "kind": system.kind or "auto", "kp": list(opts.throughput_kp),
+            "dtype": str(backbone.dtype), "before": f"corpus order, batch {BEFORE_BATCH}",
+            "after": f"length-bucketed per 1,024-doc chunk, <= {opts.throughput_rows} rows and "
+                     f"<= {opts.throughput_max_tokens} tokens",
             "targets": {"padding": TARGET_PADDING, "speedup": TARGET_SPEEDUP, "after_over_limit": TARGET_LIMIT}}
 
 
@@ -177,17 +187,18 @@ def tables(doc: dict) -> str:
     rows = []
     for r in doc["rows"]:
         t = r["targets_met"]
-        rows.append([r["collection"], r["docs"], f"{r['median_tokens']:.0f} / {r['p90_tokens']:.0f}",
+        rows.append([r["collection"], r.get("kp", doc["kp"]), r["docs"],
+                     f"{r['median_tokens']:.0f} / {r['p90_tokens']:.0f}",
                      f"{r['padding']['before']:.1%}", f"{r['padding']['after']:.1%} ({yes(t['padding'])})",
                      f"{r['docs_per_s']['before']:.1f}", f"{r['docs_per_s']['after']:.1f}",
                      f"{r['speedup']:.2f}x ({yes(t['speedup'])})", f"{r['speedup_cpu']:.2f}x",
                      f"{r['docs_per_s']['limit']:.1f}", f"{r['after_over_limit']:.3f} ({yes(t['limit'])})",
                      f"{r['after_over_limit_cpu']:.3f}", r["rounds"]])
-    head = (f"{doc['model']} ({doc['kind']}), K={doc['kp']}, dense + multi + sparse written. Before: "
+    head = (f"{doc['model']} ({doc['kind']}, {doc.get('dtype', 'float32')}), dense + multi + sparse written. Before: "
             f"{doc['before']}; after: {doc['after']}; limit: the body's forward alone on the after batches. "
             f"Targets: padding <= {doc['targets']['padding']:.0%}, after >= {doc['targets']['speedup']}x "
             f"before, after <= {doc['targets']['after_over_limit']:.2f} x limit.\n\n")
-    return head + table(["collection", "docs", "tokens median / p90 (with prompt)", "padding before",
+    return head + table(["collection", "K", "docs", "tokens median / p90 (with prompt)", "padding before",
                          "padding after", "docs/s before", "docs/s after", "speedup (wall)", "speedup (CPU)",
                          "docs/s limit", "after / limit (wall)", "after / limit (CPU)", "rounds"], rows)
 
@@ -202,8 +213,8 @@ def plot(doc: dict, path: Path) -> None:
     for j, arm in enumerate(("before", "after", "limit")):
         ax.bar([i + (j - 1) * width for i in range(len(doc["rows"]))],
                [r["docs_per_s"][arm] for r in doc["rows"]], width, label=arm)
-    ax.set_xticks(range(len(doc["rows"])), [r["collection"] for r in doc["rows"]])
+    ax.set_xticks(range(len(doc["rows"])), [f"{r['collection']}\nK={r.get('kp', doc['kp'])}" for r in doc["rows"]])
     ax.set_ylabel("documents / s")
-    ax.set_title(f"whole-corpus encoding, {doc['model']} K={doc['kp']}")
+    ax.set_title(f"whole-corpus encoding, {doc['model']}")
     ax.legend()
     save(fig, path)
