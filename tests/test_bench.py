@@ -211,3 +211,22 @@ def test_the_gpu_check_dry_runs_on_cpu_with_its_throughput_and_cost_rows(tiny_mo
     promptreps = [r for r in cost["rows"] if r["method"] == "promptreps-ar"]
     assert promptreps and all(r["forward_calls_per_batch"] == r["k"] for r in promptreps)
     assert "| K |" in capsys.readouterr().out  # the throughput table, printed
+
+
+def test_the_body_limit_plans_every_window_as_the_after_arm_does(tmp_path):
+    """Over more than one 1,024-document window, the limit's inputs are the after arm's batches, no more."""
+    import torch
+
+    from diffret_pyserini.bench.throughput import body_limit
+    from diffret_pyserini.datasets import iter_corpus, resolve_dataset
+    from diffret_pyserini.encode_jobs import EncodeStats, encode_corpus
+    from diffret_pyserini.encoder_spec import get_encoder
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(open(resolve_dataset("cacm").corpus_path).readlines()[:1100]))
+    encoder = get_encoder("splade-tiny", device="cpu", kp=2, passage_max_length=16)
+    _, shape = body_limit(encoder, corpus, torch.device("cpu"), 48, 1024)
+    stats = EncodeStats()
+    encode_corpus(encoder, corpus, tmp_path / "after", batch_size=48, max_tokens=1024, stats=stats)
+    assert stats.docs == len(list(iter_corpus(corpus))) == 1100
+    assert shape["batches"] == stats.batches > 1100 // 48

@@ -63,7 +63,8 @@ def collections(work: Path, limit: int | None) -> list[tuple[str, Path]]:
     return out
 
 
-def body_limit(encoder, corpus: Path, device: torch.device, rows: int, max_tokens: int) -> tuple[callable, dict]:
+def body_limit(encoder, corpus: Path, device: torch.device, max_rows: int, max_tokens: int,
+               ) -> tuple[callable, dict]:
     """A callable timing only the backbone body over the after arm's batches (inputs built beforehand)."""
     from diffret_pyserini.datasets import iter_corpus
     from diffret_pyserini.encode_jobs import batched, plan_window
@@ -72,7 +73,7 @@ def body_limit(encoder, corpus: Path, device: torch.device, rows: int, max_token
     builder = encoder.builder("passage")
     inputs, lengths = [], []
     for chunk in batched(iter_corpus(corpus), 1024):
-        window = plan_window(encoder, chunk, None, rows, max_tokens, True)
+        window = plan_window(encoder, chunk, None, max_rows, max_tokens, True)
         lengths += window.plan.lengths
         builder.pretokenized(window.texts, window.text_ids)
         for rows in window.plan.batches:
