@@ -40,6 +40,25 @@ def atomic_path(path: str | os.PathLike, tmp_dir: str | os.PathLike | None = Non
 
 
 @contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty folder ``path + '.tmp-<pid>'`` to fill; on success it replaces ``path`` (an older ``path``
+    is removed first), so ``path`` is never a half-written folder; on error the temp folder is removed."""
+    import shutil
+
+    final = Path(path)
+    tmp = final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        _fsync_dir(final.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8",
                  tmp_dir: str | os.PathLike | None = None) -> Iterator[Any]:
     """Open ``path + '.tmp-<pid>'`` for writing; on success flush, fsync and rename it onto ``path``."""

@@ -323,3 +323,22 @@ def test_flat_index_with_a_wrong_count_or_width_replaces_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"a block of shape \(1, 5\) in a 4-dimensional index"):
         write_flat_ip_index(path, [np.ones((1, 5))], 4)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_atomic_dir_replaces_the_folder_only_when_complete(tmp_path):
+    from diffret_pyserini.atomic import atomic_dir
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="killed midway"):
+        with atomic_dir(out) as tmp:
+            (tmp / "half.txt").write_text("half")
+            raise RuntimeError("killed midway")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temp folder left
+    assert [p.name for p in out.iterdir()] == ["old.txt"]  # the old folder is untouched
+    with atomic_dir(out) as tmp:
+        assert tmp.is_dir() and not any(tmp.iterdir()) and tmp.parent == tmp_path
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in out.iterdir()] == ["new.txt"]

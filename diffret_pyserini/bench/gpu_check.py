@@ -11,8 +11,8 @@
 3. `cost-of-k` at K=1 and K=16: one-pass latency (the Dream folder, and the decoder read bidirectionally) against
    PromptReps' K greedy steps on the decoder, for a query and a passage at batch 1 and a batch of passages.
 
-Each section writes OUT/<section>.{json,png} and prints its tables. Naming `--dream-code` is the consent to run that folder's
-Python (the model is built from it), as `--trust-remote-code` is elsewhere.
+Each section writes OUT/<section>.{json,png} and prints its tables. Naming `--dream-code` is the consent to
+run that folder's Python (the model is built from it), as `--trust-remote-code` is elsewhere.
 """
 from __future__ import annotations
 

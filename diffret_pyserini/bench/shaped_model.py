@@ -10,7 +10,8 @@ checkpoint, or the tiny fixtures): its `*.py` files and config are copied into O
 hidden size, layers, heads, feed-forward width and vocabulary of `--like` (a Hugging Face decoder folder or a
 packaged name), whose tokenizer OUT takes. The mask id is the slot token our bidirectional backbone would pick
 in that tokenizer. The weights are random: the folder measures cost (the same matrix products as trained
-weights of that shape), never effectiveness. OUT is written to a temp folder and renamed when complete.
+weights of that shape), never effectiveness. OUT is written to a temp folder and renamed when complete
+(`atomic.atomic_dir`).
 
 Naming a folder with `--code` is the consent to run its Python here (the model is built from it). OUT ships
 that code too, so loading it runs it: `load_backbone(OUT, trust_remote_code=True)` (`--trust-remote-code`).
@@ -22,6 +23,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
+
+from diffret_pyserini.atomic import atomic_dir
 
 # config key of each architecture -> the Llama-style config key of the --like model it is taken from
 _SHAPES = {
@@ -68,21 +71,17 @@ def build(code: Path, like: str, out: Path, seed: int = 0) -> Path:
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id)
     config = shaped_config(code_config, like_config, mask_id, pad_id, eos_id)
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for source in code.glob("*.py"):
-        shutil.copy2(source, tmp / source.name)
-    (tmp / "config.json").write_text(json.dumps(config, indent=1))
-    torch.manual_seed(seed)
-    model = AutoModel.from_config(AutoConfig.from_pretrained(tmp, trust_remote_code=True, local_files_only=True),
-                                  trust_remote_code=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    for source in code.glob("*.py"):  # save_pretrained may rewrite the folder; the code must stay beside it
-        shutil.copy2(source, tmp / source.name)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        for source in code.glob("*.py"):
+            shutil.copy2(source, tmp / source.name)
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(tmp, trust_remote_code=True, local_files_only=True),
+                                      trust_remote_code=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        for source in code.glob("*.py"):  # save_pretrained may rewrite the folder; the code must stay beside it
+            shutil.copy2(source, tmp / source.name)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -96,14 +95,11 @@ def random_decoder(like: str, out: Path, seed: int = 0) -> Path:
     from diffret_pyserini.packaged_models import resolve_model_path
 
     like_dir = Path(resolve_model_path(like))
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(like_dir, local_files_only=True))
-    model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(like_dir, local_files_only=True).save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(like_dir, local_files_only=True))
+        model.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(like_dir, local_files_only=True).save_pretrained(tmp)
     return out
 
 
