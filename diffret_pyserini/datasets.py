@@ -7,7 +7,6 @@ BEIR TSV or TREC. Every problem raises :class:`DatasetError` ``"{path}:{line}: {
 from __future__ import annotations
 
 import gzip
-import importlib.resources
 import json
 import os
 import re
@@ -18,11 +17,12 @@ from typing import IO
 
 __all__ = [
     "DatasetError", "Document", "Dataset", "iter_corpus", "count_corpus", "load_queries", "load_qrels",
-    "resolve_dataset", "check_dataset", "write_topics_tsv", "pyserini_topic_reader", "PACKAGED_DATASETS",
+    "resolve_dataset", "check_dataset", "write_topics_tsv", "pyserini_topic_reader", "PACKAGED_DATASETS", "PACKAGED_DATA_DIR",
     "normalize_text", "corpus_files", "json_lines", "json_object", "parse_document_line",
 ]
 
 PACKAGED_DATASETS = ("cacm", "cacm-notitle")
+PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "data"  # the collections shipped in the package
 _ID_KEYS = ("_id", "id", "docid")
 _WS = re.compile(r"\s+")
 _HAS_WS = re.compile(r"\s")
@@ -285,7 +285,7 @@ def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """``{qid: {docid: relevance}}`` from BEIR TSV (``query-id corpus-id score``, header optional) or TREC
     qrels (``qid iter docid rel``), in file order (qids by first appearance, docids in line order).
 
-    This is the only qrels reader: :func:`check_dataset` and ``evaluation.convert_qrels`` (what trec_eval
+    This is the only qrels reader: :func:`check_dataset` and ``eval.trec_eval.convert_qrels`` (what trec_eval
     reads) both use it, so a file is either rejected up front or evaluated exactly as validated. A UTF-8 BOM,
     blank lines, CRLF and a gzip suffix are accepted. The header, if any, must be the first non-blank line.
     The column count is fixed by the first data line. Grades must be integers; a negative grade means judged
@@ -352,7 +352,7 @@ def resolve_dataset(dir_or_name: str | os.PathLike) -> Dataset:
     d = Path(dir_or_name)
     if not d.is_dir():
         if str(dir_or_name) in PACKAGED_DATASETS:
-            d = Path(str(importlib.resources.files("diffret_pyserini") / "data" / str(dir_or_name)))
+            d = PACKAGED_DATA_DIR / str(dir_or_name)
         else:
             raise DatasetError(d, f"not a directory nor a packaged dataset ({', '.join(PACKAGED_DATASETS)})")
     corpus = _one_of(d, ("corpus.jsonl", "corpus.jsonl.gz"), "corpus")

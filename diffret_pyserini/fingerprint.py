@@ -5,16 +5,21 @@ digest is cached by (resolved path, size, mtime_ns, ctime_ns, inode) in a small 
 ``~/.cache/diffret_pyserini/file-digests.json`` (``$DIFFRET_CACHE_DIR`` names another folder). The cache is
 an optimisation only: when it cannot be read or written, digests are computed and nothing is cached. A file
 modified in the last 2 seconds is hashed but not cached.
+
+Stage bookkeeping (``StageLog``, ``folder_lock``): which stages of a long job are done, by fingerprint, and
+one lock per folder, so a second process on the same folder waits, then reuses the first one's result.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 from diffret_pyserini.atomic import atomic_write_json
 
@@ -136,3 +141,43 @@ def fingerprint(**parts) -> str:
     """A short stable hash of JSON-able parts (paths should already be digests)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+LOCK_NAME = ".lock"
+
+
+class StageLog:
+    """Fingerprints of finished stages, kept in one JSON file written atomically.
+
+    `mark` re-reads the file before writing, so stages recorded meanwhile by another process are kept."""
+
+    def __init__(self, path: Path, force: bool = False):
+        self.path = Path(path)
+        self.force = force
+        self.done = self._read()
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def is_done(self, stage: str, fp: str) -> bool:
+        return not self.force and self.done.get(stage) == fp
+
+    def mark(self, stage: str, fp: str) -> None:
+        self.done = {**self._read(), stage: fp}
+        atomic_write_json(self.path, self.done)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if missing) until the block ends; waits for another holder.
+
+    An advisory `flock` on `folder/.lock`: released by the kernel when the holder dies, so a killed run never
+    leaves a stale lock behind."""
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / LOCK_NAME, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield d
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

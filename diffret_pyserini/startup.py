@@ -53,7 +53,7 @@ def patch_jnius_config(module) -> None:
 
 
 def register_pyserini_encoders(module) -> None:
-    from diffret_pyserini.plugin import register
+    from diffret_pyserini.encode.plugin import register
 
     register(module)
 

@@ -2,7 +2,7 @@
 import json
 
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset
-from diffret_pyserini.indexing import dataset_key
+from diffret_pyserini.index.lucene import dataset_key
 from diffret_pyserini.pipeline import PipelineArguments
 
 
@@ -23,7 +23,7 @@ def make_numeric_collection(root, n_docs=40):
 
 def args_for(tmp_path, dataset, **kw):
     """Pipeline arguments for a test run: our systems and BM25 (no peers unless asked for in `systems`)."""
-    from diffret_pyserini.systems import SYSTEMS
+    from diffret_pyserini.search.systems import SYSTEMS
 
     kw.setdefault("systems", list(SYSTEMS))
     kw.setdefault("finetune", "no")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffret_pyserini.backbones import load_backbone
-from diffret_pyserini.backbones.bidirectional import bool_key_mask_4d
-from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
+from diffret_pyserini.model.backbones import load_backbone
+from diffret_pyserini.model.backbones.bidirectional import bool_key_mask_4d
+from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
 
 TEXTS = ["the cat sat on the mat", "retrieval of passages with diffusion models and many words in it",
          "", "query words"]

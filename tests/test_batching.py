@@ -6,10 +6,10 @@ import faiss
 import numpy as np
 import pytest
 
-from diffret_pyserini.batching import plan_batches
+from diffret_pyserini.encode.batching import plan_batches
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset
-from diffret_pyserini.encode_jobs import EncodeStats, encode_corpus
-from diffret_pyserini.multivector_store import MultiVectorStore
+from diffret_pyserini.encode.jobs import EncodeStats, encode_corpus
+from diffret_pyserini.index.multivector import MultiVectorStore
 
 
 def test_plan_covers_every_row_once_within_rows_and_token_budget():
@@ -72,7 +72,7 @@ def test_bucketed_encode_equals_corpus_order_and_writes_in_corpus_order(tmp_path
 
 @pytest.fixture(scope="module")
 def splade_encoder():
-    from diffret_pyserini.encoder_spec import get_encoder
+    from diffret_pyserini.model.spec import get_encoder
 
     return get_encoder("splade-tiny", device="cpu", kp=4)
 
@@ -82,7 +82,7 @@ def test_tokenising_overlaps_the_forward_pass_only_where_a_core_or_an_accelerato
 
     import torch
 
-    from diffret_pyserini.encode_jobs import overlap_pays
+    from diffret_pyserini.encode.jobs import overlap_pays
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
@@ -95,7 +95,7 @@ def test_tokenising_overlaps_the_forward_pass_only_where_a_core_or_an_accelerato
 @pytest.mark.parametrize("overlap", [True, False])
 def test_with_or_without_the_tokenise_thread_the_outputs_and_errors_are_the_same(tmp_path, splade_encoder,
                                                                                monkeypatch, overlap):
-    from diffret_pyserini import encode_jobs
+    from diffret_pyserini.encode import jobs as encode_jobs
     from diffret_pyserini.datasets import DatasetError
 
     corpus = tmp_path / "corpus.jsonl"

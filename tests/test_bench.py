@@ -171,9 +171,9 @@ def test_shaped_config_takes_the_shape_of_the_like_model():
 @pytest.mark.parametrize("arch, kind", [("dream-tiny", "dream"), ("llada-tiny", "llada")])
 def test_shaped_model_runs_the_checkpoint_code_as_its_backbone_kind(tiny_model_dirs, tmp_path, arch, kind):
     """The random-weight folder loads through trust_remote_code as a diffusion backbone and encodes."""
-    from diffret_pyserini.backbones import load_backbone
+    from diffret_pyserini.model.backbones import load_backbone
     from diffret_pyserini.bench.shaped_model import main as shaped_main
-    from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
+    from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
 
     fixtures = tiny_models.require_fixtures()
     like = tiny_model_dirs["qwen2"]
@@ -219,8 +219,8 @@ def test_the_body_limit_plans_every_window_as_the_after_arm_does(tmp_path):
 
     from diffret_pyserini.bench.throughput import body_limit
     from diffret_pyserini.datasets import iter_corpus, resolve_dataset
-    from diffret_pyserini.encode_jobs import EncodeStats, encode_corpus
-    from diffret_pyserini.encoder_spec import get_encoder
+    from diffret_pyserini.encode.jobs import EncodeStats, encode_corpus
+    from diffret_pyserini.model.spec import get_encoder
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(open(resolve_dataset("cacm").corpus_path).readlines()[:1100]))

@@ -7,7 +7,7 @@ import pytest
 
 from diffret_pyserini.budget.select import argmax_k, compose_run, fuse_rrf, select_agree, select_nqc, select_slot
 from diffret_pyserini.budget.signals import nqc
-from diffret_pyserini.per_query import best_fixed, oracle, paired_test, randomization_p, restrict
+from diffret_pyserini.eval.per_query import best_fixed, oracle, paired_test, randomization_p, restrict
 
 # nDCG@10 per query of three (Kq, Kp) cells, made up by hand
 TABLE = {(1, 1): {"a": 0.2, "b": 0.5, "c": 0.0},
@@ -90,7 +90,7 @@ def unjudged(tmp_path_factory):
 
 def test_selectors_are_deterministic_and_need_no_qrels(unjudged, tmp_path):
     from diffret_pyserini.budget import METHODS
-    from diffret_pyserini.budget.auto import gather, select, train_learned
+    from diffret_pyserini.pipeline.adaptive_k import gather, select, train_learned
     from diffret_pyserini.datasets import load_queries, resolve_dataset
     from numeric_collection import args_for
 

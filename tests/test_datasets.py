@@ -346,7 +346,7 @@ def test_write_topics_tsv_names(tmp_path):
 
 
 def test_packaged_cacm_notitle_is_exactly_what_its_derivation_writes(tmp_path):
-    from diffret_pyserini.derived_datasets import without_titles
+    from diffret_pyserini.data.derive import without_titles
 
     out = without_titles("cacm", tmp_path / "notitle")
     packaged = resolve_dataset("cacm-notitle")

@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from diffret_pyserini.dense_postprocess import (DenseTransform, apply_to_encoded_queries, apply_to_faiss_dir,
+from diffret_pyserini.index.dense_postprocess import (DenseTransform, apply_to_encoded_queries, apply_to_faiss_dir,
                                                  fit_transform, main, mean_pairwise_cosine, read_faiss_dir)
 
 S = np.sqrt(0.5)
@@ -74,7 +74,7 @@ def _collapsed(tmp_path):
     topical part; each query is the corpus offset plus one document's topic."""
     import faiss
 
-    from diffret_pyserini.writers import write_query_embeddings_pkl
+    from diffret_pyserini.index.faiss_dirs import write_query_embeddings_pkl
 
     n, h = 6, 8
     docs = np.zeros((n, h), np.float32)

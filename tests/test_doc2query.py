@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset
-from diffret_pyserini.packaged_models import ModelNotFoundError, resolve_model_path
-from diffret_pyserini.representations import content_words
+from diffret_pyserini.model.packaged import ModelNotFoundError, resolve_model_path
+from diffret_pyserini.model.representations import content_words
 from diffret_pyserini.train import doc2query
 from diffret_pyserini.train.data import read_examples
 from diffret_pyserini.train.doc2query import (Doc2QueryArguments, QueryGenerator, before_trailer, cache_path,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from diffret_pyserini import encode as encode_cli
+from diffret_pyserini.encode import __main__ as encode_cli
 
 
 def run_cli(tmp_path, corpus, capsys, *extra):
@@ -73,7 +73,7 @@ def test_queries_with_bad_lines_name_file_and_line(tmp_path, capsys):
 
 
 def test_shards_split_the_corpus_like_pyserini_encode_and_merge_back(tmp_path, capsys):
-    from diffret_pyserini.writers import merge_shards
+    from diffret_pyserini.encode.writers import merge_shards
 
     docs = [json.dumps({"_id": f"d{i}", "text": f"document number {i} about compilers"}) for i in range(11)]
     corpus = write_lines(tmp_path / "corpus.jsonl", docs)
@@ -105,14 +105,14 @@ def test_a_sigkilled_encode_leaves_no_output_and_resumes_only_the_missing_docume
     import numpy as np
 
     from diffret_pyserini.datasets import resolve_dataset
-    from diffret_pyserini.encode_jobs import encode_corpus
-    from diffret_pyserini.encoder_spec import get_encoder
+    from diffret_pyserini.encode.jobs import encode_corpus
+    from diffret_pyserini.model.spec import get_encoder
 
     n_docs = 160  # the kill comes after 64 committed docs; the other 96 take seconds, so it cannot finish first
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(open(resolve_dataset("cacm").corpus_path).readlines()[:n_docs]))
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "diffret_pyserini.encode", "input", "--corpus", str(corpus), "output",
+    cmd = [sys.executable, "-m", "diffret_pyserini.encode.__main__", "input", "--corpus", str(corpus), "output",
            "--embeddings", str(out), "--chunk-size", "32", "encoder", "--encoder", "splade-tiny", "--kp", "4",
            "--batch-size", "16", "--device", "cpu"]
     manifest = out / "work" / "shard-000" / "manifest.json"

@@ -1,4 +1,4 @@
-"""runs.py and evaluation.py: run files, Pyserini's trec_eval, metrics.json / table / plot, and BM25 on CACM."""
+"""runs.py and eval/trec_eval.py: run files, Pyserini's trec_eval, metrics.json / table / plot, and BM25 on CACM."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from diffret_pyserini.datasets import DatasetError, load_qrels
-from diffret_pyserini.evaluation import (
+from diffret_pyserini.eval.trec_eval import (
     convert_qrels, display_name, evaluate_run, format_table, plot_metrics, read_metrics, write_metrics,
 )
-from diffret_pyserini.runs import read_trec_run, write_trec_run
+from diffret_pyserini.eval.runs import read_trec_run, write_trec_run
 
 CACM = Path(__file__).resolve().parents[1] / "diffret_pyserini" / "data" / "cacm"  # the packaged copy
 

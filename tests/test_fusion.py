@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffret_pyserini import maxsim_scoring
-from diffret_pyserini.fusion import center_normalize, fuse, fuse_pyserini, min_max_normalize, sort_scores
-from diffret_pyserini.maxsim_scoring import maxsim, maxsim_segments
+from diffret_pyserini.search import maxsim_scoring
+from diffret_pyserini.search.fusion import center_normalize, fuse, fuse_pyserini, min_max_normalize, sort_scores
+from diffret_pyserini.search.maxsim_scoring import maxsim, maxsim_segments
 
 Q = np.array([[1.0, 0.0], [0.0, 1.0]])
 D = np.array([[0.6, 0.8], [-1.0, 0.0]])

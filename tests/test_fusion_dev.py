@@ -52,10 +52,10 @@ def test_dev_queries_are_written_by_the_lm_for_the_same_held_out_documents(colle
 
 def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_another_alpha(collection, tmp_path,
                                                                                          monkeypatch, caplog):
-    from diffret_pyserini.alpha_selection import ALPHA_GRID
-    from diffret_pyserini.evaluation import read_metrics
-    from diffret_pyserini.fusion import fuse
-    from diffret_pyserini.runs import read_trec_run
+    from diffret_pyserini.search.fusion import ALPHA_GRID
+    from diffret_pyserini.eval.trec_eval import read_metrics
+    from diffret_pyserini.search.fusion import fuse
+    from diffret_pyserini.eval.runs import read_trec_run
 
     from diffret_pyserini.train import sources
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import tiny_models
-from diffret_pyserini.backbones import DeviceError, ModelLoadError, load_backbone
-from diffret_pyserini.backbones.load import DIFFRET_CONFIG, default_device
+from diffret_pyserini.model.backbones import DeviceError, ModelLoadError, load_backbone
+from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG, default_device
 
 TRUST_HINT = "pass --trust-remote-code (trust_remote_code=True) to run it"
 NO_WEIGHTS = "no model weights (model.safetensors, pytorch_model.bin or a sharded *.index.json)"
@@ -44,7 +44,7 @@ def assert_one_line(err: pytest.ExceptionInfo) -> str:
 LOAD_TWICE = """
 import json, sys
 from pathlib import Path
-from diffret_pyserini.backbones import ModelLoadError, load_backbone
+from diffret_pyserini.model.backbones import ModelLoadError, load_backbone
 folder, markers = sys.argv[1], [Path(m) for m in sys.argv[2:]]
 result = {}
 try:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from diffret_pyserini import packaged_models as models
+from diffret_pyserini.model import packaged as models
 
 
 def test_offline_env(monkeypatch):
@@ -104,7 +104,7 @@ def test_resolving_does_not_import_cognition():
     import subprocess
     import sys
 
-    code = ("import sys; from diffret_pyserini.packaged_models import resolve_model_path; "
+    code = ("import sys; from diffret_pyserini.model.packaged import resolve_model_path; "
             "resolve_model_path('splade-tiny'); print('cognition' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -114,8 +114,8 @@ def test_per_text_sparse_columns_give_what_the_batch_union_gives():
     """Encoding scores each text over its own candidates; the batch-union space (training's) gives the same terms."""
     import torch
 
-    from diffret_pyserini import representations as R
-    from diffret_pyserini.encoder_spec import get_encoder
+    from diffret_pyserini.model import representations as R
+    from diffret_pyserini.model.spec import get_encoder
 
     enc = get_encoder("splade-tiny", kp=8)
     texts = ["Parallel sorting algorithms on a multiprocessor.", "", "Compilers for ALGOL 60 and their storage",

@@ -4,9 +4,9 @@ import json
 import pytest
 
 from diffret_pyserini.datasets import load_queries, normalize_text, resolve_dataset
-from diffret_pyserini.evaluation import read_metrics
-from diffret_pyserini.peers import PEERS, PeerContext, main, splade_pooling
-from diffret_pyserini.runs import read_trec_run
+from diffret_pyserini.eval.trec_eval import read_metrics
+from diffret_pyserini.pipeline.peers import PEERS, PeerContext, main, splade_pooling
+from diffret_pyserini.eval.runs import read_trec_run
 from tests.numeric_collection import key, make_numeric_collection
 
 
@@ -75,7 +75,7 @@ def test_cli_bad_flag_is_one_line(tmp_path, capsys):
 
 @pytest.mark.slow  # SmolLM2 on CPU: ~1 s a document on a loaded 2-core machine
 def test_promptreps_single_rows(tmp_path):
-    from diffret_pyserini.peers import promptreps_single
+    from diffret_pyserini.pipeline.peers import promptreps_single
 
     small = make_numeric_collection(tmp_path / "small", n_docs=21)
     runs = promptreps_single(_ctx(tmp_path / "peers", small))

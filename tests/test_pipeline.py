@@ -8,10 +8,10 @@ import pytest
 
 from diffret_pyserini import pipeline
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset
-from diffret_pyserini.encode_jobs import encode_corpus
+from diffret_pyserini.encode.jobs import encode_corpus
 from diffret_pyserini.pipeline import PipelineArguments
 from numeric_collection import args_for, key, make_numeric_collection
-from diffret_pyserini.systems import SYSTEMS
+from diffret_pyserini.search.systems import SYSTEMS
 
 METRICS = {"nDCG@10", "MAP", "R@100", "R@1000"}
 
@@ -42,8 +42,8 @@ def test_main_job_on_a_second_collection_with_numeric_ids_and_no_titles(numeric_
 
 def test_bm25_hybrids_fuse_the_bm25_run_with_our_run(numeric_run):
     """hybrid-bm25-X is the equal-weight min-max fusion of the bm25 run and the X run (both at the same depth)."""
-    from diffret_pyserini.fusion import fuse
-    from diffret_pyserini.runs import read_trec_run
+    from diffret_pyserini.search.fusion import fuse
+    from diffret_pyserini.eval.runs import read_trec_run
 
     tmp, dataset, metrics = numeric_run
     run_dir = tmp / "runs" / key(dataset) / "splade-tiny-kq4-kp16"
@@ -107,7 +107,7 @@ class CrashAfter:
 
 
 def test_killed_encoding_resumes_and_reencodes_only_what_is_missing(tmp_path):
-    from diffret_pyserini.encoder_spec import get_encoder
+    from diffret_pyserini.model.spec import get_encoder
 
     corpus = resolve_dataset("cacm").corpus_path
     sample = tmp_path / "corpus.jsonl"
@@ -151,7 +151,7 @@ class RssProbe:
 
 def measure_encoding_rss(corpus, out, kp: int, batch: int) -> list[int]:
     """The resident set after every batch of an encode of `corpus` (run in a fresh interpreter by the test)."""
-    from diffret_pyserini.encoder_spec import get_encoder
+    from diffret_pyserini.model.spec import get_encoder
 
     probe = RssProbe(get_encoder("splade-tiny", device="cpu", kp=kp))
     encode_corpus(probe, corpus, out, batch_size=batch, chunk_size=64)
@@ -162,7 +162,7 @@ def test_encoding_memory_stays_flat_in_corpus_size(tmp_path):
     """Resident memory (all of it, native included: torch, FAISS, numpy) does not grow while a corpus streams
     through: what the writer would hold if it kept every batch (the multi vectors alone: ~26 MB) is far above
     the bound. Texts of one length, so the allocator's fragmentation from varying batch shapes (which
-    encode_jobs.release_free_memory keeps in check; see its docstring) does not blur the measurement. Short
+    encode.jobs.release_free_memory keeps in check; see its docstring) does not blur the measurement. Short
     texts: what the writer would hold is Kp vectors a document whatever its length, and the forward pass over
     ~100-word texts took 8x the time for the same check (a writer keeping every batch grows it by ~30 MB either
     way). Run in a fresh interpreter: a JVM that earlier tests started in this one grows on its own."""

@@ -4,8 +4,8 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from diffret_pyserini.packaged_models import resolve_model_path
-from diffret_pyserini.prompts import DEFAULT_TEMPLATES, PromptBuilder, build_layout, load_templates
+from diffret_pyserini.model.packaged import resolve_model_path
+from diffret_pyserini.model.prompts import DEFAULT_TEMPLATES, PromptBuilder, build_layout, load_templates
 
 
 @pytest.fixture(scope="module")

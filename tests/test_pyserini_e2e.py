@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cli_chain import run_chain
-from diffret_pyserini.pyserini_encoders import DiffRetDocumentEncoder, DiffRetQueryEncoder
+from diffret_pyserini.encode.pyserini_encoders import DiffRetDocumentEncoder, DiffRetQueryEncoder
 
 PLANTED_ID = "PLANTED-1"
 PLANTED_TEXT = "Xylophone tuning with zebrafish acoustics: a xylophone resonance study"
@@ -50,7 +50,7 @@ def encoded(tmp_path_factory):
     """Our own CLI: all three representations from one pass over a corpus with a planted document."""
     root = tmp_path_factory.mktemp("e2e")
     corpus = write_corpus(root / "corpus" / "corpus.jsonl")
-    run([sys.executable, "-m", "diffret_pyserini.encode", "input", "--corpus", str(corpus), "output",
+    run([sys.executable, "-m", "diffret_pyserini.encode.__main__", "input", "--corpus", str(corpus), "output",
          "--embeddings", str(root / "enc"), "encoder", "--encoder", "splade-tiny", "--batch-size", "8",
          "--device", "cpu"])
     return root
@@ -89,7 +89,7 @@ def test_faiss_dense_ranks_the_planted_document_first(encoded):
 
 
 def test_multi_vector_store_holds_kp_vectors_per_document(encoded):
-    from diffret_pyserini.multivector_store import MultiVectorStore
+    from diffret_pyserini.index.multivector import MultiVectorStore
 
     store = MultiVectorStore.load(encoded / "enc" / "multi")
     assert len(store) == 41 and store.vectors.shape == (41 * 16, 128)

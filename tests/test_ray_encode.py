@@ -15,10 +15,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from diffret_pyserini import encode as encode_cli  # noqa: E402
+from diffret_pyserini.encode import __main__ as encode_cli  # noqa: E402
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset  # noqa: E402
-from diffret_pyserini.encode_jobs import EncodeStats, encode_corpus  # noqa: E402
-from diffret_pyserini.ray_encode import (BlockEncoder, EncoderRecipe, RayEncodeError, encode_corpus_ray,  # noqa: E402
+from diffret_pyserini.encode.jobs import EncodeStats, encode_corpus  # noqa: E402
+from diffret_pyserini.encode.ray_data import (BlockEncoder, EncoderRecipe, RayEncodeError, encode_corpus_ray,  # noqa: E402
                                          merge_blocks, scan_blocks)
 from test_batching import assert_same_outputs, read_outputs  # noqa: E402
 
@@ -38,7 +38,7 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def encoder():
-    from diffret_pyserini.encoder_spec import get_encoder
+    from diffret_pyserini.model.spec import get_encoder
 
     return get_encoder("splade-tiny", device="cpu", kp=4)
 
@@ -71,7 +71,7 @@ def test_sigkilled_ray_encode_resumes_from_committed_blocks_and_equals_an_uninte
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(cacm_lines(120)))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "diffret_pyserini.encode", "input", "--corpus", str(corpus), "output",
+    cmd = [sys.executable, "-m", "diffret_pyserini.encode.__main__", "input", "--corpus", str(corpus), "output",
            "--embeddings", str(out), "--chunk-size", "8", "encoder", "--encoder", "splade-tiny", "--kp", "4",
            "--device", "cpu", "--batch-size", "8", "--ray", local_ray, "--ray-workers", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -14,7 +14,7 @@ import torch
 
 from diffret_pyserini import pipeline
 from diffret_pyserini.datasets import resolve_dataset
-from diffret_pyserini.indexing import dataset_key
+from diffret_pyserini.index.lucene import dataset_key
 from numeric_collection import make_numeric_collection
 
 N_BIG = 20_000  # encoding this many documents takes minutes here: a check that came after it could not pass

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from diffret_pyserini import representations as R
+from diffret_pyserini.model import representations as R
 
 
 def test_dense_single_is_mean_of_normalised_slot_vectors():
@@ -108,7 +108,7 @@ def test_render_term_is_lucene_safe(token, style, term):
 def test_term_vocabulary_of_a_real_wordpiece_tokenizer_round_trips():
     from transformers import AutoTokenizer
 
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("splade-tiny"), local_files_only=True)
     vocab = R.TermVocabulary(tok, excluded_ids=[tok.mask_token_id])
@@ -128,7 +128,7 @@ def test_word_cache_gives_the_joined_tokenisation_and_skips_known_words(monkeypa
     call with known words does not reach the tokenizer; byte-level BPE does not qualify for it."""
     from transformers import AutoTokenizer
 
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
 
     bert = AutoTokenizer.from_pretrained(resolve_model_path("splade-tiny"), local_files_only=True)
     assert R.tokenizes_words_independently(bert)
@@ -160,7 +160,7 @@ def test_word_cache_gives_the_joined_tokenisation_and_skips_known_words(monkeypa
 def test_keep_drops_the_same_ids_with_and_without_the_word_cache():
     from transformers import AutoTokenizer
 
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
 
     bert = AutoTokenizer.from_pretrained(resolve_model_path("splade-tiny"), local_files_only=True)
     texts = ["Parallel sorting algorithms on a multiprocessor", "sorting networks", ""]

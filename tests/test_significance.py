@@ -1,4 +1,4 @@
-"""significance.py and the significance columns of evaluation.write_report: scipy's paired tests against BM25,
+"""significance.py and the significance columns of eval.trec_eval.write_report: scipy's paired tests against BM25,
 topics better/worse, peers marked, on TREC runs built from the packaged CACM judgements (no index needed)."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from scipy import stats
 
 from diffret_pyserini.datasets import load_qrels
-from diffret_pyserini.evaluation import evaluate_per_query, format_table, plot_metrics, read_metrics, write_report
-from diffret_pyserini.per_query import paired_test, randomization_p, t_test_p
-from diffret_pyserini.runs import write_trec_run
-from diffret_pyserini.significance import compare_to_baseline, row_cells, row_kind
+from diffret_pyserini.eval.trec_eval import evaluate_per_query, format_table, plot_metrics, read_metrics, write_report
+from diffret_pyserini.eval.per_query import paired_test, randomization_p, t_test_p
+from diffret_pyserini.eval.runs import write_trec_run
+from diffret_pyserini.eval.significance import compare_to_baseline, row_cells, row_kind
 
 QRELS = Path(__file__).resolve().parents[1] / "diffret_pyserini" / "data" / "cacm" / "qrels" / "test.tsv"
 

@@ -57,7 +57,7 @@ def test_the_pipeline_fine_tunes_on_each_source_and_keeps_the_best_on_dev(tmp_pa
     sentence dev queries the BERT scores higher (dev nDCG@10 0.73 vs 0.24, measured), so its source, the second,
     must be chosen and the ft- rows must be its model's. (The names only label the candidates: the first one's
     held-out sentences are the dev queries, as SmolLM2 is switched off for speed.)"""
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
     from diffret_pyserini.train import default
 
     collection = make_numeric_collection(tmp_path / "numeric", n_docs=240)

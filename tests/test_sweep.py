@@ -28,7 +28,7 @@ def swept(tmp_path_factory):
 
 
 def test_sweep_writes_per_query_metrics_tables_heatmaps_and_oracles(swept):
-    from diffret_pyserini.evaluation import evaluate_run
+    from diffret_pyserini.eval.trec_eval import evaluate_run
 
     tmp, dataset, out = swept
     per_query = json.loads((out / "per_query.json").read_text())

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffret_pyserini.backbones import load_backbone
-from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
+from diffret_pyserini.model.backbones import load_backbone
+from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
 from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
 from diffret_pyserini.train.data import Example, GroupBatches, Passage, read_examples, write_examples
 from diffret_pyserini.train.trainer import read_history, train
@@ -282,7 +282,7 @@ def test_finetuned_default_trains_once_and_then_returns_the_cached_folder(tiny_m
     folder = default.finetuned_default(data, root, base_model=str(tiny_model_dirs["bert"]))
     assert folder == root / "bert-ft" and (folder / "diffret_config.json").is_file()
     from diffret_pyserini.datasets import resolve_dataset
-    from diffret_pyserini.indexing import dataset_key
+    from diffret_pyserini.index.lucene import dataset_key
 
     bm25 = tmp_path / "indexes" / dataset_key(resolve_dataset(data)) / "bm25" / "index"
     assert bm25.is_dir()  # the pipeline's BM25 index, reused
@@ -299,7 +299,7 @@ def test_finetuned_default_trains_once_and_then_returns_the_cached_folder(tiny_m
 def test_training_forward_is_the_inference_forward(tiny_model_dirs):
     """TrainableEncoder and DiffRetEncoder.encode run one `represent`; the batch's shared sparse column space
     gives each text the very term weights its own columns give at inference."""
-    from diffret_pyserini import representations as R
+    from diffret_pyserini.model import representations as R
     from diffret_pyserini.train.trainable_encoder import build_encoder
 
     docs, queries = synthetic(6, seed=8)

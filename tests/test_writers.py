@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from diffret_pyserini.atomic import atomic_write, atomic_write_json
-from diffret_pyserini.multivector_store import MultiVectorStore
-from diffret_pyserini.writers import (
-    RepresentationShardWriter, ResumeError, merge_shards, write_query_embeddings_pkl, write_query_multi,
+from diffret_pyserini.index.multivector import MultiVectorStore
+from diffret_pyserini.index.faiss_dirs import write_query_embeddings_pkl
+from diffret_pyserini.encode.writers import (
+    RepresentationShardWriter, ResumeError, merge_shards, write_query_multi,
     write_query_sparse_jsonl,
 )
 
@@ -174,7 +175,7 @@ def test_write_batch_validation(tmp_path):
 def test_sparse_checks_hold_for_terms_and_weights_already_seen():
     """The writer checks each distinct term once; weights are checked every time, and a bad term is still
     caught after good ones were remembered."""
-    from diffret_pyserini.writers import _int_vector
+    from diffret_pyserini.encode.writers import _int_vector
 
     seen: set[str] = set()
     assert _int_vector({"a": 3, "b": np.int64(2), "z": 0}, "doc 1", seen) == {"a": 3, "b": 2}
@@ -278,7 +279,7 @@ def test_sparse_output_indexes_and_searches_in_anserini(tmp_path):
 def test_store_dtypes_int8_and_float16(tmp_path):
     """write_multi_store: int8 keeps codes + one scale per vector (within max|x|/254 of the input); a float16
     store written over it in the same folder drops the stale scales."""
-    from diffret_pyserini.multivector_store import QUANT_TOLERANCE, write_multi_store
+    from diffret_pyserini.index.multivector import QUANT_TOLERANCE, write_multi_store
 
     rng = np.random.default_rng(3)
     vecs = rng.standard_normal((10, 8)).astype(np.float32)
@@ -298,7 +299,7 @@ def test_store_dtypes_int8_and_float16(tmp_path):
 def test_flat_index_written_block_by_block_is_faiss_own_file(tmp_path, sizes):
     import faiss
 
-    from diffret_pyserini.faiss_indexes import write_flat_ip_index
+    from diffret_pyserini.index.faiss_dirs import write_flat_ip_index
 
     rng = np.random.default_rng(len(sizes))
     blocks = [rng.standard_normal((n, 6)).astype(np.float64) for n in sizes]  # any float dtype is taken
@@ -313,7 +314,7 @@ def test_flat_index_written_block_by_block_is_faiss_own_file(tmp_path, sizes):
 
 
 def test_flat_index_with_a_wrong_count_or_width_replaces_nothing(tmp_path):
-    from diffret_pyserini.faiss_indexes import write_flat_ip_index
+    from diffret_pyserini.index.faiss_dirs import write_flat_ip_index
 
     path = tmp_path / "index"
     write_flat_ip_index(path, [np.ones((2, 4))], 4)

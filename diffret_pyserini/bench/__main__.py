@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from diffret_pyserini.packaged_models import set_offline_env
+    from diffret_pyserini.model.packaged import set_offline_env
 
     set_offline_env()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

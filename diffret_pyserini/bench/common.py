@@ -83,7 +83,7 @@ class BenchOptions:
 
 # ------------------------------------------------------------------------------------------------ environment
 def resolve_device(device: str) -> torch.device:
-    from diffret_pyserini.backbones.load import default_device
+    from diffret_pyserini.model.backbones.load import default_device
 
     return default_device(device)
 
@@ -310,7 +310,7 @@ def load_cached(model: str, kind: str | None, device: str, dtype: str, stop_earl
     """A backbone per (model, kind, device, dtype, stop_early, trust_remote_code), loaded once per process.
 
     `trust_remote_code` lets a Dream/LLaDA folder's own code run (see `load_backbone`)."""
-    from diffret_pyserini.backbones import load_backbone
+    from diffret_pyserini.model.backbones import load_backbone
 
     key = (model, kind, device, dtype, stop_early, trust_remote_code)
     if key not in _BACKBONES:
@@ -353,7 +353,7 @@ def one_pass_systems(opts: BenchOptions) -> list[SystemSpec]:
     if opts.masked:
         systems.append(SystemSpec(opts.masked, "masked"))
     if opts.models:
-        from diffret_pyserini.backbones.load import read_spec
+        from diffret_pyserini.model.backbones.load import read_spec
 
         systems += [SystemSpec(m, read_spec(m, None).kind) for m in opts.models]  # kind from its config
     return systems
@@ -361,7 +361,7 @@ def one_pass_systems(opts: BenchOptions) -> list[SystemSpec]:
 
 def encoder_for(backbone, opts: BenchOptions, k: int):
     """DiffRetEncoder with K slots for both roles and the benchmark's text lengths (model defaults kept)."""
-    from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
+    from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
 
     saved = dict(getattr(getattr(backbone, "spec", None), "settings", {}) or {})
     saved.update(kq=k, kp=k, passage_max_length=opts.doc_tokens, query_max_length=opts.query_tokens)

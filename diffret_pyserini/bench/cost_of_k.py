@@ -16,7 +16,7 @@ from typing import Any
 from diffret_pyserini.bench.common import (BenchOptions, Cell, SystemSpec, encoder_for, log, one_pass_systems,
                                            paired_ratio, passages_of_tokens, cacm_queries, resolve_device,
                                            run_interleaved)
-from diffret_pyserini.encoder import REPRESENTATIONS
+from diffret_pyserini.model.encoder import REPRESENTATIONS
 
 TARGET_PASSAGE_RATIO = 1.10     # one-pass latency(K=16)/latency(K=1), 256-token passages, batch 1 and B
 TARGET_QUERY_SLACK = 1.05       # one-pass query latency ratio <= 1.05 x token-count ratio

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from diffret_pyserini.bench import __main__ as bench
     from diffret_pyserini.bench.shaped_model import build, random_decoder
-    from diffret_pyserini.packaged_models import set_offline_env
+    from diffret_pyserini.model.packaged import set_offline_env
 
     set_offline_env()
     out = Path(args.out)

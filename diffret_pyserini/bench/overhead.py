@@ -24,14 +24,14 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from diffret_pyserini import representations as R
+from diffret_pyserini.model import representations as R
 from diffret_pyserini.bench.common import (BenchOptions, Cell, SystemSpec, encoder_for, log, one_pass_systems,
                                            paired_ratio, passages_of_tokens, resolve_device, run_interleaved, sync)
-from diffret_pyserini.encoder import REPRESENTATIONS
-from diffret_pyserini.prompts import PromptBuilder
+from diffret_pyserini.model.encoder import REPRESENTATIONS
+from diffret_pyserini.model.prompts import PromptBuilder
 
 TARGET_BODY_RATIO = 1.05  # ours <= 1.05 x (body + LM head at the K slots)
-CHUNK_SIZE = 1024         # documents per committed chunk, as `diffret_pyserini.encode.encode_corpus` writes them
+CHUNK_SIZE = 1024         # documents per committed chunk, as `diffret_pyserini.encode.__main__.encode_corpus` writes them
 # Stage names, in pipeline order; sparse sub-stages are nested inside "sparse extraction".
 STAGES = ("prompts (tokenise + layout)", "forward (body + slot gather)", "dense pooling",
           "sparse extraction", "sparse: content filter (tokenise words)", "sparse: logits on kept columns",
@@ -132,7 +132,7 @@ class BatchWriter:
         self.reset()
 
     def reset(self) -> None:
-        from diffret_pyserini.writers import RepresentationShardWriter
+        from diffret_pyserini.encode.writers import RepresentationShardWriter
 
         shutil.rmtree(self.root, ignore_errors=True)
         self.writer = RepresentationShardWriter(self.root, REPRESENTATIONS, chunk_size=self.chunk_size,

@@ -28,7 +28,7 @@ def encoder_spec(spec: SystemSpec, opts: BenchOptions) -> str:
 
 
 def measure(spec: SystemSpec, opts: BenchOptions) -> dict:
-    from diffret_pyserini.pyserini_encoders import DiffRetDocumentEncoder  # imports pyserini.encode (JVM)
+    from diffret_pyserini.encode.pyserini_encoders import DiffRetDocumentEncoder  # imports pyserini.encode (JVM)
 
     device = resolve_device(opts.device)
     name = encoder_spec(spec, opts)

@@ -10,7 +10,7 @@ Per corpus size N (each stage in its own fresh interpreter, so peak RSS is that 
   docs/s of the writer alone and peak RSS, at every N;
   (the writer runs first in the size's process, so its peak RSS is read before any index is built);
 - index: build time, file size and in-memory code size per representation and index type (Lucene impact;
-  FAISS flat / SQfp16 / SQ8 / HNSW / IVF-PQ through `diffret_pyserini.index`; multi-vector store float16 and
+  FAISS flat / SQfp16 / SQ8 / HNSW / IVF-PQ through `diffret_pyserini.index.__main__`; multi-vector store float16 and
   int8, candidate index SQfp16 / IVF-SQfp16 / IVF-PQ);
 - search: p50/p95 per query (sequential) and recall@10 against exact search (flat FAISS for dense, exact MaxSim
   over every document for multi; Lucene's impact search is exact).
@@ -88,10 +88,10 @@ def cycled_corpus(path: Path, n: int) -> None:
 
 
 def model_encode(n: int, opts: BenchOptions, work: Path) -> dict:
-    """Real encode of n cycled CACM documents with `diffret_pyserini.encode` (SPLADE-tiny); docs/s, RSS, terms."""
+    """Real encode of n cycled CACM documents with `diffret_pyserini.encode.__main__` (SPLADE-tiny); docs/s, RSS, terms."""
     corpus, out = work / "corpus.jsonl", work / "enc"
     cycled_corpus(corpus, n)
-    args = ["run-module", "diffret_pyserini.encode", "input", "--corpus", str(corpus), "output", "--embeddings",
+    args = ["run-module", "diffret_pyserini.encode.__main__", "input", "--corpus", str(corpus), "output", "--embeddings",
             str(out), "--overwrite", "encoder", "--model", opts.masked or "splade-tiny", "--device", "cpu",
             "--kp", str(opts.search_kp), "--kq", str(opts.search_kq), "--batch-size", "32",
             "--max-length", str(opts.doc_tokens)]
@@ -120,7 +120,7 @@ def writer_spec(n: int, opts: BenchOptions, out: Path, terms: list[int] | None =
 
 def writer_job(spec: dict) -> dict:
     """Child: stream N synthetic documents through RepresentationShardWriter; seconds in the writer alone."""
-    from diffret_pyserini.writers import RepresentationShardWriter
+    from diffret_pyserini.encode.writers import RepresentationShardWriter
 
     n, dim, kp, seed = spec["docs"], spec["dim"], spec["kp"], spec["seed"]
     rng = np.random.default_rng([seed, n])
@@ -204,8 +204,8 @@ def index_job(spec: dict) -> dict:
 
     from diffret_pyserini.bench.search_scaling import build_impact_index
     from diffret_pyserini.bench.synthetic import LookupEncoder
-    from diffret_pyserini.faiss_indexes import IndexSettings, build_dense_dir, index_code_bytes
-    from diffret_pyserini.multivector_store import convert_store
+    from diffret_pyserini.index.faiss_dirs import IndexSettings, build_dense_dir, index_code_bytes
+    from diffret_pyserini.index.multivector import convert_store
     from diffret_pyserini.search.maxsim import MultiVectorSearcher
 
     opts = BenchOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["opts"].items()})
@@ -231,7 +231,7 @@ def index_job(spec: dict) -> dict:
         row("sparse", "Lucene impact", t, dir_bytes(root / "impact"), None, lat, None)
         del impact
 
-    # dense: flat (as written) + the other types built from it by diffret_pyserini.index
+    # dense: flat (as written) + the other types built from it by diffret_pyserini.index.__main__
     hnsw_m = 16 if n >= 1_000_000 else 32
     flat = FaissSearcher(str(root / "dense"), LookupEncoder(q["dense"]))
     lat, exact = _latency(lambda s, kk: flat.search(s, k=kk), texts, k)
@@ -271,7 +271,7 @@ def index_job(spec: dict) -> dict:
         settings = IndexSettings(type="ivfpq" if kind == "ivfpq" else "flat", nlist=nlist, nprobe=32)
         index_arg = {"sqfp16": "SQfp16", "ivfsqfp16": None, "ivfpq": "ivfpq"}[kind]
         if index_arg is None:
-            from diffret_pyserini.faiss_indexes import default_nlist
+            from diffret_pyserini.index.faiss_dirs import default_nlist
 
             index_arg = f"IVF{nlist or default_nlist(n_vec)},SQfp16"
         cache = root / f"cand-{kind}.faiss"

@@ -87,7 +87,7 @@ def candidate_index_bytes(index: Any) -> int:
 
 def build(size: int, opts: BenchOptions, work: Path, rng: np.random.Generator, n_queries: int):
     """Write the synthetic corpus and every index; returns (paths, build seconds, sizes, queries, dense)."""
-    from diffret_pyserini.multivector_store import write_multi_store
+    from diffret_pyserini.index.multivector import write_multi_store
 
     log(f"search {size}: synthetic data")
     ranks, gen_sparse = timed(lambda: S.write_sparse_corpus(work / "sparse" / "docs.jsonl", size, opts.vocab_size,

@@ -59,8 +59,8 @@ def build(code: Path, like: str, out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from diffret_pyserini.backbones.load import slot_token_id
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.backbones.load import slot_token_id
+    from diffret_pyserini.model.packaged import resolve_model_path
 
     like_dir = Path(resolve_model_path(like))
     code_config = json.loads((code / "config.json").read_text())
@@ -92,7 +92,7 @@ def random_decoder(like: str, out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
 
     like_dir = Path(resolve_model_path(like))
     with atomic_dir(out) as tmp:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
-    from diffret_pyserini.packaged_models import set_offline_env
+    from diffret_pyserini.model.packaged import set_offline_env
 
     set_offline_env()
     try:

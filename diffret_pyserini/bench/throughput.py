@@ -67,7 +67,7 @@ def body_limit(encoder, corpus: Path, device: torch.device, max_rows: int, max_t
                ) -> tuple[callable, dict]:
     """A callable timing only the backbone body over the after arm's batches (inputs built beforehand)."""
     from diffret_pyserini.datasets import iter_corpus
-    from diffret_pyserini.encode_jobs import batched, plan_window
+    from diffret_pyserini.encode.jobs import batched, plan_window
 
     backbone = encoder.backbone
     builder = encoder.builder("passage")
@@ -93,7 +93,7 @@ def body_limit(encoder, corpus: Path, device: torch.device, max_rows: int, max_t
 
 
 def measure(name: str, corpus: Path, encoder, opts: BenchOptions, work: Path) -> dict:
-    from diffret_pyserini.encode_jobs import EncodeStats, encode_corpus
+    from diffret_pyserini.encode.jobs import EncodeStats, encode_corpus
 
     device = resolve_device(opts.device)
     stats: dict[str, EncodeStats] = {}
@@ -151,7 +151,7 @@ def run(opts: BenchOptions) -> dict[str, Any]:
     import shutil
 
     from diffret_pyserini.bench.common import one_pass_systems
-    from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
+    from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
 
     systems = one_pass_systems(opts)
     if not systems:

@@ -4,7 +4,9 @@
                  first-stage run, agreement between the runs of several Kq
     select.py    the selectors (slot, nqc, agree, learned) and the fusion baseline (RRF over the Kq runs)
     learned.py   the small learned selector, trained on pseudo-queries made from the corpus (never test topics)
-    auto.py      `--kq auto`: encode and search at each candidate Kq, select per query, write the run
+
+`--kq auto` (encode and search at each candidate Kq, select per query, write the run) is the pipeline's
+stage pipeline/adaptive_k.py, which calls these.
 
 Every selector is deterministic and reads only query texts, encodings and runs; qrels are never an input.
 """

@@ -21,7 +21,7 @@ SLOT_FEATURES = ("distinct_frac", "stop_frac", "repeat_frac", "entropy", "margin
 
 def _spent_ids(encoder) -> set[int]:
     """Vocabulary ids whose prediction carries no content: special ids, stopwords, punctuation-only tokens."""
-    from diffret_pyserini.representations import english_stopwords
+    from diffret_pyserini.model.representations import english_stopwords
 
     cached = getattr(encoder, "_budget_spent_ids", None)
     if cached is not None:

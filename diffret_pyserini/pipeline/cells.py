@@ -18,10 +18,10 @@ from pathlib import Path
 
 from diffret_pyserini.datasets import Dataset
 from diffret_pyserini.fingerprint import fingerprint, path_digest
-from diffret_pyserini.indexing import build_lucene_index, dataset_key
+from diffret_pyserini.index.lucene import build_lucene_index, dataset_key
 from diffret_pyserini.pipeline.arguments import PipelineArguments
-from diffret_pyserini.stage_log import StageLog, folder_lock
-from diffret_pyserini.systems import SearchInputs, run_system, uses_bm25, uses_model
+from diffret_pyserini.fingerprint import StageLog, folder_lock
+from diffret_pyserini.search.systems import SearchInputs, run_system, uses_bm25, uses_model
 
 log = logging.getLogger("diffret_pyserini.pipeline")
 
@@ -75,8 +75,8 @@ def _link(link: Path, target: Path, replace_file: bool = False) -> None:
 def encode_passages(dataset: Dataset, args: PipelineArguments, encoder, root: Path, model: str,
                     ) -> tuple[dict, str]:
     """Encode the corpus (resumable) into `root` and build its impact index; returns (paths, fingerprint)."""
-    from diffret_pyserini.encode_jobs import encode_corpus
-    from diffret_pyserini.writers import ResumeError
+    from diffret_pyserini.encode.jobs import encode_corpus
+    from diffret_pyserini.encode.writers import ResumeError
 
     with folder_lock(root):  # a second run on the same folder waits, then reuses what the first made
         stages = StageLog(root / "stages.json", args.force)
@@ -84,7 +84,7 @@ def encode_passages(dataset: Dataset, args: PipelineArguments, encoder, root: Pa
             if args.ray is None:
                 return encode_corpus(encoder, dataset.corpus_path, root, overwrite=overwrite,
                                      **args.encoding_options())
-            from diffret_pyserini.ray_encode import EncoderRecipe, encode_corpus_ray
+            from diffret_pyserini.encode.ray_data import EncoderRecipe, encode_corpus_ray
 
             # every setting of this role's encoder, so each actor builds exactly it
             recipe = EncoderRecipe(model, args.device, args.load_options(), encoder.settings.to_dict())
@@ -108,7 +108,7 @@ def encode_passages(dataset: Dataset, args: PipelineArguments, encoder, root: Pa
 
 def encode_query_set(encoder, topics: dict[str, str], root: Path, batch_size: int, force: bool = False) -> str:
     """Encode `topics` into `root`/queries unless the recorded fingerprint matches; returns that fingerprint."""
-    from diffret_pyserini.encode_jobs import encode_queries, encoder_fingerprint
+    from diffret_pyserini.encode.jobs import encode_queries, encoder_fingerprint
 
     with folder_lock(root):
         stages = StageLog(root / "stages.json", force)
@@ -122,7 +122,7 @@ def encode_query_set(encoder, topics: dict[str, str], root: Path, batch_size: in
 def role_encoders(model: str, args: PipelineArguments):
     """(query encoder, passage encoder, settings, defaults): each role's encoder has the OTHER role's budget at
     the model's default, so a corpus encoding's fingerprint depends on Kp only and a query encoding's on Kq."""
-    from diffret_pyserini.encoder_spec import get_encoder
+    from diffret_pyserini.model.spec import get_encoder
 
     load = args.load_options()
     encoder = get_encoder(model, device=args.device, **load, **args.settings())
@@ -164,7 +164,7 @@ def search_cell(inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str], a
     """Search every system over one cell into run_dir/<system>.trec (skipped while its fingerprint matches).
 
     A hybrid's alpha comes from `alphas` (chosen on dev pseudo-queries), else --alpha, else 0.5."""
-    from diffret_pyserini.runs import write_trec_run
+    from diffret_pyserini.eval.runs import write_trec_run
 
     paths = {}
     with folder_lock(run_dir):

@@ -2,7 +2,7 @@
 
 The dev queries (train/sources.dev_split) are encoded like the topics, into
 indexes/<dataset>/<model>-kq<Kq>/dev/queries/, every seat of the requested hybrids is searched for them, and
-alpha_selection.choose_alpha picks each hybrid's alpha. The choice and its dev figures are written to
+search.fusion.choose_alpha picks each hybrid's alpha. The choice and its dev figures are written to
 runs/<dataset>/<tag>/alpha.json and reused while the fingerprint of what made them still matches.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.fingerprint import fingerprint
 from diffret_pyserini.pipeline.arguments import PipelineArguments
 from diffret_pyserini.pipeline.cells import EncodedCell, encode_query_set, role_encoders
-from diffret_pyserini.stage_log import StageLog, folder_lock
-from diffret_pyserini.systems import HYBRID_SYSTEMS, run_system, uses_bm25
+from diffret_pyserini.fingerprint import StageLog, folder_lock
+from diffret_pyserini.search.systems import HYBRID_SYSTEMS, run_system, uses_bm25
 from diffret_pyserini.train.sources import DevSet
 
 __all__ = ["ALPHA_FILE", "MIN_DEV_QUERIES", "choose_alphas", "read_alphas"]
@@ -39,7 +39,7 @@ def read_alphas(run_dir: Path) -> dict[str, float]:
 def choose_alphas(cell: EncodedCell, dev: DevSet, bm25: Path, model: str, args: PipelineArguments,
                   systems: list[str], index_fp: dict[str, str], run_dir: Path) -> dict[str, float]:
     """{hybrid system: alpha} for the hybrids among `systems`, chosen on `dev` (see the module docstring)."""
-    from diffret_pyserini.alpha_selection import ALPHA_GRID, choose_alpha
+    from diffret_pyserini.search.fusion import ALPHA_GRID, choose_alpha
 
     hybrids = [s for s in systems if s in HYBRID_SYSTEMS]
     if not hybrids:

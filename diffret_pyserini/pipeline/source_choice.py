@@ -16,9 +16,9 @@ from pathlib import Path
 
 from diffret_pyserini.datasets import Dataset
 from diffret_pyserini.fingerprint import fingerprint
-from diffret_pyserini.indexing import bm25_fingerprint
+from diffret_pyserini.index.lucene import bm25_fingerprint
 from diffret_pyserini.pipeline.arguments import PipelineArguments
-from diffret_pyserini.systems import HYBRID_SYSTEMS, uses_bm25
+from diffret_pyserini.search.systems import HYBRID_SYSTEMS, uses_bm25
 from diffret_pyserini.train.sources import DevSet
 
 __all__ = ["dev_score", "pick_source", "finetune_on_best_source"]

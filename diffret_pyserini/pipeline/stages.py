@@ -1,7 +1,7 @@
 """The main job's stages: BM25, encoding, impact index, search and evaluation, each cached by fingerprint.
 
-See the package docstring for the folder layout. Indexing and stage bookkeeping live below (indexing.py,
-stage_log.py), shared with training; this module only orders the stages and names the outputs.
+See the package docstring for the folder layout. Indexing and stage bookkeeping live below (index/lucene.py,
+fingerprint.py), shared with training; this module only orders the stages and names the outputs.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 
 from diffret_pyserini.datasets import Dataset, check_dataset, load_queries, normalize_text, resolve_dataset
 from diffret_pyserini.fingerprint import fingerprint
-from diffret_pyserini.indexing import bm25_fingerprint, bm25_index, dataset_key
+from diffret_pyserini.index.lucene import bm25_fingerprint, bm25_index, dataset_key
 from diffret_pyserini.pipeline.arguments import PipelineArguments
 from diffret_pyserini.pipeline.cells import EncodedCell, encode_stages, model_tag, search_cell, slug  # noqa: F401
 from diffret_pyserini.atomic import atomic_write_json
-from diffret_pyserini.stage_log import folder_lock
-from diffret_pyserini.systems import HYBRID_SYSTEMS, SYSTEMS, SearchInputs
+from diffret_pyserini.fingerprint import folder_lock
+from diffret_pyserini.search.systems import HYBRID_SYSTEMS, SYSTEMS, SearchInputs
 
 log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
 
@@ -23,7 +23,7 @@ log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
 def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str],
                         args: PipelineArguments, systems: list[str], alphas: dict[str, float] | None = None,
                         ) -> dict[str, dict[str, float]]:
-    from diffret_pyserini.evaluation import convert_qrels, evaluate_run, write_report
+    from diffret_pyserini.eval.trec_eval import convert_qrels, evaluate_run, write_report
 
     paths = search_cell(inputs, run_dir, index_fp, args, systems, alphas)
     if dataset.qrels_path is not None:  # TREC qrels beside the runs, for `python -m pyserini.eval.trec_eval`
@@ -43,10 +43,10 @@ def auto_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str]
                bm25_fp: str, runs_root: Path, run_dir: Path) -> dict[str, dict[str, float]]:
     """--kq auto: every candidate Kq searched at the model's Kp, then one run per (system, method), written as
     run_dir/<system>-kq-<method>.trec and evaluated like the fixed systems."""
-    from diffret_pyserini.budget.auto import AUTO_SYSTEMS, auto_system_name, gather, select, train_learned
-    from diffret_pyserini.evaluation import evaluate_run, write_report
+    from diffret_pyserini.pipeline.adaptive_k import AUTO_SYSTEMS, auto_system_name, gather, select, train_learned
+    from diffret_pyserini.eval.trec_eval import evaluate_run, write_report
     from diffret_pyserini.pipeline.cells import role_encoders
-    from diffret_pyserini.runs import write_trec_run
+    from diffret_pyserini.eval.runs import write_trec_run
 
     systems = [s for s in args.systems if s in AUTO_SYSTEMS]
     if not systems:
@@ -68,7 +68,7 @@ def auto_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str]
             if dataset.qrels_path is not None:
                 metrics[name] = evaluate_run(dataset.qrels_path, path)
     if metrics:  # the fixed systems' table with the adaptive rows added
-        from diffret_pyserini.evaluation import read_metrics
+        from diffret_pyserini.eval.trec_eval import read_metrics
 
         fixed = read_metrics(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
         rows = {**fixed, **metrics}
@@ -81,10 +81,10 @@ def peers_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str
                 peers: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, Path]]:
     """The peers (peers.py, through Pyserini's own encoders) on the same collection and topics: runs under
     runs/<dataset>/peers/, rows named peer-*, reported in the main table (a table of the peers alone, beside
-    BM25, is `python -m diffret_pyserini.peers`'s); returns ({row: metrics}, {row: run path})."""
-    from diffret_pyserini.backbones.load import default_device
-    from diffret_pyserini.evaluation import evaluate_run
-    from diffret_pyserini.peers import search_peers
+    BM25, is `python -m diffret_pyserini.pipeline.peers`'s); returns ({row: metrics}, {row: run path})."""
+    from diffret_pyserini.model.backbones.load import default_device
+    from diffret_pyserini.eval.trec_eval import evaluate_run
+    from diffret_pyserini.pipeline.peers import search_peers
 
     out = Path(args.runs) / key / "peers"
     paths = search_peers(dataset, topics, args.indexes, out, peers, hits=args.hits, threads=args.threads,
@@ -97,7 +97,7 @@ def peers_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str
 def wants_finetune(args: PipelineArguments, dataset, source: str | None = None) -> bool:
     """'yes'/'no' as given; 'auto': the embedded default model on a corpus with enough pseudo-queries of the
     chosen source (train/sources.py); otherwise say why it is skipped."""
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
     from diffret_pyserini.train.sources import MIN_PSEUDO_QUERIES, MIN_WORDS, choose_source
 
     if args.finetune != "auto":
@@ -125,8 +125,8 @@ def wants_finetune(args: PipelineArguments, dataset, source: str | None = None) 
 
 def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     """Run every stage; returns {system: {metric: value}} (fine-tuned systems prefixed 'ft-')."""
-    from diffret_pyserini.encoder_spec import get_encoder
-    from diffret_pyserini.evaluation import write_report
+    from diffret_pyserini.model.spec import get_encoder
+    from diffret_pyserini.eval.trec_eval import write_report
     from diffret_pyserini.train.sources import dev_split, source_candidates
 
     args.validate()  # every flag, then every input file, then the model: all before any index or encoding
@@ -198,7 +198,7 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
 def main_table_dir(args: PipelineArguments, runs_root: Path) -> Path:
     """Where the main table goes: runs/<dataset>/ for the embedded default model, else
     runs/<dataset>/main-<model>[-<tag>]/, so runs of two models on one dataset keep their own tables."""
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
 
     if resolve_model_path(args.model) == resolve_model_path(PipelineArguments.model) and not args.tag:
         return runs_root

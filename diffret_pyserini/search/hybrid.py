@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Sequence
 from pyserini.search.faiss import DenseSearchResult
 from pyserini.search.hybrid import HybridSearcher
 
-from diffret_pyserini.fusion import fuse, fuse_pyserini
+from diffret_pyserini.search.fusion import fuse, fuse_pyserini
 
 __all__ = ["RobustHybridSearcher", "MODES"]
 

@@ -1,6 +1,6 @@
 """Multi-vector MaxSim searcher with Pyserini's dense-searcher interface.
 
-Store format (written by ``diffret_pyserini.writers``): a folder with ``vectors.npy`` (float16/float32
+Store format (written by ``diffret_pyserini.encode.writers``): a folder with ``vectors.npy`` (float16/float32
 [n_vectors, H], L2-normalised rows), ``offsets.npy`` (int64 [n_docs + 1]; doc i owns rows
 offsets[i]:offsets[i+1]), ``docid`` (one id per line) and ``meta.json`` {"dim", "dtype", "n_docs", "n_vectors"}.
 
@@ -21,27 +21,18 @@ be 819 MB).
 from __future__ import annotations
 
 import functools
-import math
 import os
 from typing import Any, Sequence
 
 import faiss
 import numpy as np
 
-from diffret_pyserini.faiss_indexes import INDEX_TYPES, IndexSettings, build_index, factory_string, ivf_nlist
-from diffret_pyserini.maxsim_scoring import maxsim_segments, rows_of_docs
-from diffret_pyserini.multivector_store import MultiVectorStore
+from diffret_pyserini.index.faiss_dirs import IndexSettings, ivf_nlist
+from diffret_pyserini.index.multivector import MultiVectorStore, build_candidate_index, candidate_index_spec
+from diffret_pyserini.search.maxsim_scoring import maxsim_segments, rows_of_docs
 
-__all__ = ["MultiVectorSearcher", "load_store", "auto_index_spec"]
+__all__ = ["MultiVectorSearcher", "load_store"]
 
-# 'auto' scans every vector (exhaustive, so candidates are exact) up to this many vectors, then switches to
-# IVF. Measured on this 2-core CPU, 4 query vectors x 1.6M x 128, FAISS alone: IndexFlatIP ~63 ms, SQfp16
-# ~40 ms (p95 46; it reads half the bytes, and over a float16 store its codes are the store's values exactly,
-# so its candidates equal Flat's); + ~5 ms re-scoring that misses a 50 ms p95, so 1.6M goes to IVF (~1-3 ms).
-EXHAUSTIVE_MAX_VECTORS = 1_000_000
-# Above this many bytes of float16 codes 'auto' switches from IVF-SQfp16 to IVF-PQ candidates (the exact
-# re-scoring reads the store, so the candidate index only has to find the documents, not score them).
-COMPRESSED_MIN_CODE_BYTES = 4 << 30
 _SCORE_BLOCK_ROWS = 1 << 18  # int8 stores: rows dequantised at a time when every document is scored
 _SEARCH_CHUNK = 4096  # query vectors per FAISS search call in batch_search
 
@@ -63,22 +54,6 @@ def load_store(store_dir: str | os.PathLike, mmap: bool = True) -> tuple[np.ndar
 
 
 
-def auto_index_spec(n_vectors: int, dim: int | None = None) -> str:
-    """FAISS factory string used by ``index='auto'``: exhaustive 'SQfp16' up to EXHAUSTIVE_MAX_VECTORS, else
-    'IVF{nlist},SQfp16' with nlist ~ 4 * sqrt(n) rounded to a power of two (1.6M vectors -> IVF4096,SQfp16),
-    and, once the float16 codes would pass COMPRESSED_MIN_CODE_BYTES (given ``dim``), IVF-PQ
-    ('IVF{nlist},PQ{m}x8', see faiss_indexes.default_pq_m). IVF candidates are approximate: fine on clustered
-    (real) embeddings, poor on near-uniform random vectors; raise ``nprobe`` or ``candidates_per_vector``, or
-    pass index='SQfp16', when exactness matters more than latency.
-    """
-    nlist = min(max(2 ** int(round(math.log2(4 * math.sqrt(max(n_vectors, 1))))), 256), 65536)
-    if dim is not None and n_vectors * dim * 2 > COMPRESSED_MIN_CODE_BYTES:
-        return factory_string(IndexSettings(type="ivfpq", nlist=nlist), dim, n_vectors)
-    if n_vectors <= EXHAUSTIVE_MAX_VECTORS:
-        return "SQfp16"
-    return f"IVF{nlist},SQfp16"
-
-
 class MultiVectorSearcher:
     """MaxSim search over a multi-vector store; a drop-in dense side for Pyserini's ``HybridSearcher``.
 
@@ -95,7 +70,7 @@ class MultiVectorSearcher:
         = 16k rows: ~5 ms, mostly the float16 -> float32 conversion); larger k' trades time for recall.
     exact : score every document with exact MaxSim (no FAISS index is built).
     index : 'auto' (see ``auto_index_spec``), 'Flat' (IndexFlatIP: exhaustive, keeps a float32 copy),
-        'SQfp16' (exhaustive over float16 codes), one of faiss_indexes.INDEX_TYPES in lower case ('ivfpq':
+        'SQfp16' (exhaustive over float16 codes), one of index.faiss_dirs.INDEX_TYPES in lower case ('ivfpq':
         the compressed candidate index, 'ivfsq8', 'hnsw', 'sq8', ...; shaped by ``index_settings``), or any
         FAISS ``index_factory`` string (inner-product metric), e.g. 'IVF4096,SQfp16' (approximate candidates,
         ~10x faster at 1.6M vectors).
@@ -107,7 +82,7 @@ class MultiVectorSearcher:
         hand-off cost more than it saved: p50 44 ms with 2 threads vs 24 ms with 1 on a loaded 2-core host).
     index_settings : IndexSettings for a named index type (nlist, pq_m, pq_nbits, ...); nprobe above wins.
 
-    The store may be float16, float32 or int8 (codes + per-vector scales, see multivector_store): int8 rows are
+    The store may be float16, float32 or int8 (codes + per-vector scales, see index.multivector): int8 rows are
     dequantised as they are read, for training, adding and re-scoring alike.
     """
 
@@ -138,15 +113,7 @@ class MultiVectorSearcher:
         self.owner = np.repeat(np.arange(self.num_docs, dtype=np.int32), np.diff(self.offsets))
         self.index_settings = index_settings or IndexSettings()
         self.index_settings.nprobe = int(nprobe)
-        if self.exact:
-            self.index_spec = None
-        elif index == "auto":
-            self.index_spec = auto_index_spec(self.num_vectors, self.dimension)
-        elif index.lower() in INDEX_TYPES:
-            self.index_settings.type = index.lower()
-            self.index_spec = factory_string(self.index_settings, self.dimension, self.num_vectors)
-        else:
-            self.index_spec = index
+        self.index_spec = None if self.exact else candidate_index_spec(self.store, index, self.index_settings)
         self.index = None
         if not self.exact and self.num_vectors:
             self.index = self._load_or_build_index(index_cache)
@@ -169,8 +136,7 @@ class MultiVectorSearcher:
         return index
 
     def _build_index(self, spec: str) -> Any:
-        # k-means needs ~40 points per centroid; a fixed-seed sorted sample reads the memmap in order.
-        return build_index(spec, self.dimension, self.num_vectors, self.store.rows, self.index_settings)
+        return build_candidate_index(self.store, spec, self.index_settings)
 
     # --------------------------------------------------------------------------------------- queries
     def _as_query(self, query: Any) -> np.ndarray:

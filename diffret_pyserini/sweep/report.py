@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from diffret_pyserini.atomic import atomic_write_bytes, atomic_write_text
-from diffret_pyserini.per_query import best_fixed, common_queries, mean_of, oracle, paired_test, restrict
+from diffret_pyserini.eval.per_query import best_fixed, common_queries, mean_of, oracle, paired_test, restrict
 
 TOP_HELPED = 5
 

@@ -10,7 +10,7 @@
 `--train_data` is a Tevatron jsonl (see `python -m diffret_pyserini.train.mine` to make one with BM25 hard
 negatives) or a BEIR folder with qrels/train.tsv. OUTPUT then holds `diffret_config.json` plus the LoRA adapter
 (`adapter/`) or full weights, and works as `--model`/`--encoder` for diffret_pyserini.pipeline,
-diffret_pyserini.encode and pyserini.encode. `--resume` continues from the newest complete OUTPUT/checkpoint-N.
+diffret_pyserini.encode.__main__ and pyserini.encode. `--resume` continues from the newest complete OUTPUT/checkpoint-N.
 Every transformers.TrainingArguments flag works (--gradient_accumulation_steps, --deepspeed, --bf16,
 --report_to, --save_total_limit, ...); under torchrun / accelerate launch in-batch negatives span all processes.
 """
@@ -21,7 +21,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from diffret_pyserini.cli import guarded, one_line, pop_debug, run_dataclass_cli
-    from diffret_pyserini.packaged_models import set_offline_env
+    from diffret_pyserini.model.packaged import set_offline_env
     from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
     from diffret_pyserini.train.trainer import train
 

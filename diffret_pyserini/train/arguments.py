@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 import transformers
 
-from diffret_pyserini.arguments import EncoderOverrides, ModelLoadArguments
+from diffret_pyserini.model.arguments import EncoderOverrides, ModelLoadArguments
 
 
 @dataclass

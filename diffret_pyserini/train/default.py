@@ -26,7 +26,7 @@ from typing import Iterable
 
 from diffret_pyserini.datasets import resolve_dataset
 from diffret_pyserini.fingerprint import fingerprint, path_digest
-from diffret_pyserini.indexing import dataset_key
+from diffret_pyserini.index.lucene import dataset_key
 from diffret_pyserini.atomic import atomic_write_json
 
 BASE_MODEL = "splade-tiny"
@@ -52,7 +52,7 @@ log = logging.getLogger("diffret_pyserini.finetune")  # shown as [finetune]
 def recipe(base_model: str) -> dict:
     """Training arguments for a base model: the tuned recipe for SPLADE-tiny; LoRA (r=16, alpha=64) for
     anything else, which is too big to fine-tune fully on a CPU."""
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
 
     if resolve_model_path(base_model) == resolve_model_path(BASE_MODEL):
         return dict(TRAIN)
@@ -78,7 +78,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     `<indexes>/<dataset>/bm25` (built if missing), where `indexes` defaults to the folder two levels above
     `out_root`, else `indexes`. A second call with the same inputs returns at once; `force` trains again.
     """
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
     from diffret_pyserini.train.data import read_examples, write_examples
     from diffret_pyserini.train.mine import MineArguments, mine
 

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator, Sequence
 from diffret_pyserini.atomic import atomic_write, atomic_write_json
 from diffret_pyserini.datasets import iter_corpus, normalize_text
 from diffret_pyserini.fingerprint import fingerprint, path_digest
-from diffret_pyserini.stage_log import folder_lock
+from diffret_pyserini.fingerprint import folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def before_trailer(text: str, min_words: int = 5) -> str:
 
 def clean_query(raw: str, text: str, strip_the: bool = True) -> tuple[str | None, str]:
     """The usable query in a raw generation, or (None, why it is junk). Cut at the first quote or newline."""
-    from diffret_pyserini.representations import content_words
+    from diffret_pyserini.model.representations import content_words
 
     query = normalize_text(re.split(r'["\n\u201c\u201d]', raw, maxsplit=1)[0]).strip(" .,;:-")
     if strip_the and query[:4].lower() == "the " and len(query) > 4:
@@ -119,7 +119,7 @@ def clean_query(raw: str, text: str, strip_the: bool = True) -> tuple[str | None
 
 def cache_path(corpus: str | os.PathLike, args: Doc2QueryArguments) -> Path:
     """The cache file of this corpus content, model content and generation settings."""
-    from diffret_pyserini.packaged_models import resolve_model_path
+    from diffret_pyserini.model.packaged import resolve_model_path
 
     key = fingerprint(corpus=path_digest(corpus), model=path_digest(resolve_model_path(args.model)), prompt=PROMPT,
                       prefill=PREFILL, max_new_tokens=args.max_new_tokens, max_doc_words=args.max_doc_words,
@@ -156,7 +156,7 @@ class QueryGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from diffret_pyserini.packaged_models import resolve_model_path
+        from diffret_pyserini.model.packaged import resolve_model_path
 
         folder = resolve_model_path(args.model)
         self.torch, self.args = torch, args

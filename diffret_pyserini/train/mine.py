@@ -85,7 +85,7 @@ class Seed:
 def is_prose(sentence: str, min_words: int = 6, max_words: int = 40) -> bool:
     """A sentence worth asking about: 6-40 words, mostly alphabetic (not a 'CA580902 JB March 22' trailer),
     with at least 4 content words."""
-    from diffret_pyserini.representations import content_words
+    from diffret_pyserini.model.representations import content_words
 
     words = sentence.split()
     if not min_words <= len(words) <= max_words:
@@ -180,7 +180,7 @@ def qrels_queries(dataset_dir: str | Path, split: str) -> list[Seed]:
 
 def mine(args: MineArguments) -> Path:
     """Mine BM25 negatives for every seed query and write the Tevatron jsonl; returns its path."""
-    from diffret_pyserini.indexing import bm25_index, dataset_key
+    from diffret_pyserini.index.lucene import bm25_index, dataset_key
 
     if args.source not in SOURCES:
         raise ValueError(f"--source must be one of {SOURCES}, got {args.source!r}")

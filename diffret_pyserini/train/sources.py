@@ -73,7 +73,7 @@ def choose_source(corpus: str | Path, min_words: int = MIN_WORDS) -> tuple[str, 
 
 def lm_available(model: str = "smollm2") -> bool:
     """Whether the packaged query-writing LM is built (`make models`)."""
-    from diffret_pyserini.packaged_models import ModelNotFoundError, resolve_model_path
+    from diffret_pyserini.model.packaged import ModelNotFoundError, resolve_model_path
 
     try:
         resolve_model_path(model)

@@ -18,9 +18,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from diffret_pyserini.backbones import Backbone, load_backbone
-from diffret_pyserini.backbones.load import DIFFRET_CONFIG
-from diffret_pyserini.encoder import DiffRetEncoder, EncoderSettings
+from diffret_pyserini.model.backbones import Backbone, load_backbone
+from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG
+from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
 from diffret_pyserini.atomic import atomic_write_json
 
 
@@ -138,7 +138,7 @@ def build_encoder(model: str, settings: dict, kind: str | None = None, device: s
     bf16 (default: on GPU) runs the forward under autocast; LoRA keeps frozen base weights in bf16, full
     fine-tuning keeps fp32 master weights.
     """
-    from diffret_pyserini.backbones.load import default_device, read_spec
+    from diffret_pyserini.model.backbones.load import default_device, read_spec
 
     spec = read_spec(model, kind)
     if spec.adapter_path is not None and not full_finetune:

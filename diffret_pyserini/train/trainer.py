@@ -29,7 +29,7 @@ import transformers
 from tqdm import tqdm
 
 from diffret_pyserini.atomic import atomic_write_json
-from diffret_pyserini.backbones.load import DIFFRET_CONFIG
+from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG
 from diffret_pyserini.train.arguments import (RESUME_FREE, DataArguments, ModelArguments, TrainingArguments,
                                               to_json)
 from diffret_pyserini.train.data import GroupBatches, GroupDataset, RankBatchSampler, collate_groups, read_examples

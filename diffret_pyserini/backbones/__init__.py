@@ -1,6 +1,0 @@
-"""Backbones: one interface (prompt batch -> states at the K read positions) for every model kind."""
-from diffret_pyserini.backbones.base import Backbone, SlotStates
-from diffret_pyserini.backbones.checks import DeviceError, ModelLoadError
-from diffret_pyserini.backbones.load import KINDS, load_backbone, read_spec
-
-__all__ = ["Backbone", "SlotStates", "KINDS", "DeviceError", "ModelLoadError", "load_backbone", "read_spec"]
