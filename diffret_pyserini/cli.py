@@ -1,12 +1,16 @@
-"""What every CLI of ours shares: logging set-up, the dataclass-argument driver, and ONE error boundary.
+"""What every CLI of ours shares: logging set-up, argument conventions, the dataclass-argument driver, and ONE
+error boundary.
 
-Expected failures (bad input files, bad arguments, file-system errors, model loading, Java and trec_eval
-failures) end as one line `error: ...` on stderr and exit status 2, never a traceback; `--debug` (or
-DIFFRET_DEBUG=1) re-raises so the traceback shows. Anything else is a bug and keeps its traceback.
+Failures the user causes and can fix end as one line `error: ...` on stderr and exit status 2: the project's
+own error types (`UserError` and its subclasses: bad input files, flags, model folders, devices, Java or
+trec_eval failures) and OS errors that name a file. `--debug` (or DIFFRET_DEBUG=1) re-raises them so the
+traceback shows. Anything else, a `ValueError` from numpy or a `RuntimeError` from torch included, is a bug and
+keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import subprocess
@@ -15,18 +19,35 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from diffret_pyserini.datasets import DatasetError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (DatasetError, ValueError, OSError, RuntimeError,
-                                                subprocess.SubprocessError)
+class UserError(Exception):
+    """A failure the user caused and can fix; CLIs print its message as one line."""
+
+
+class InputError(UserError, ValueError):
+    """Bad input: a file's content, a flag's value, a setting (the message names which)."""
+
+
+class ToolError(UserError, RuntimeError):
+    """An external tool (Java, Pyserini's CLIs, trec_eval, a child process) failed; the message says where
+    its log is."""
+
+
+# OS errors that are about the user's files or disk, not about our code.
+_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EISDIR,
+                errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY, errno.EMFILE}
 DEBUG_ENV = "DIFFRET_DEBUG"
 LOG_FORMAT = "[%(name)s] %(message)s"
 
 
 def is_user_error(err: BaseException) -> bool:
-    """A failure the user can cause and fix; Java exceptions from Pyserini's JVM count (jnius is not imported
-    here, because importing it starts nothing but must not be required)."""
-    return isinstance(err, USER_ERRORS) or type(err).__name__ == "JavaException"
+    """Our own error types, OS errors about a named file or the disk, and Java exceptions from Pyserini's JVM
+    (matched by name: jnius must not be imported here, it would need a JVM)."""
+    if isinstance(err, (UserError, subprocess.SubprocessError)):
+        return True
+    if isinstance(err, OSError) and (err.filename is not None or err.errno in _FILE_ERRNOS):
+        return True
+    return type(err).__name__ == "JavaException"
 
 
 def one_line(err: BaseException) -> str:
@@ -82,7 +103,14 @@ def dataclass_parser(dataclass_types: Sequence[type], **kwargs):
     from transformers import HfArgumentParser
 
     class Parser(OneLineErrors, HfArgumentParser):
-        pass
+        def parse_args_into_dataclasses(self, *args, **kwargs):
+            # HfArgumentParser raises ValueError for flags no dataclass takes, and the dataclasses' own checks
+            # raise while parsing (TrainingArguments.__post_init__; ImportError for a flag that needs a package
+            # not installed: --deepspeed, --report_to wandb): flag problems, so one line and exit 2.
+            try:
+                return super().parse_args_into_dataclasses(*args, **kwargs)
+            except (ValueError, ImportError) as err:
+                self.error(one_line(err))
 
     return Parser(list(dataclass_types), **kwargs)
 
@@ -153,5 +181,5 @@ def check_choice(name: str, value, choices) -> None:
         raise ArgumentError(f"--{name} {value!r}: must be one of {', '.join(map(str, choices))}")
 
 
-class ArgumentError(ValueError):
+class ArgumentError(InputError):
     """A bad flag value, in one line naming the flag and what is allowed."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from diffret_pyserini.cli import InputError
+
 __all__ = [
     "DatasetError", "Document", "Dataset", "iter_corpus", "count_corpus", "load_queries", "load_qrels",
     "resolve_dataset", "check_dataset", "write_topics_tsv", "pyserini_topic_reader", "PACKAGED_DATASETS", "PACKAGED_DATA_DIR",
@@ -28,7 +30,7 @@ _WS = re.compile(r"\s+")
 _HAS_WS = re.compile(r"\s")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A problem in an input file, as one line: ``{path}:{line}: {field}: {what}`` (line 1-based)."""
 
     def __init__(self, path: str | os.PathLike, what: str, line: int | None = None, field: str | None = None):
@@ -469,15 +471,15 @@ def write_topics_tsv(queries: Mapping[str, str], path: str | os.PathLike) -> Pat
     name = Path(path).name
     reader = pyserini_topic_reader(name)
     if reader != "tsv" or not name.endswith(".tsv"):
-        raise ValueError(f"{path}: topic file name must end in .tsv and contain neither 'beir' nor 'cacm' "
+        raise InputError(f"{path}: topic file name must end in .tsv and contain neither 'beir' nor 'cacm' "
                          f"(Pyserini would use its {reader!r} reader)")
     lines = []
     for qid, text in queries.items():
         if not qid or _HAS_WS.search(qid):
-            raise ValueError(f"{path}: query id {qid!r} is empty or contains whitespace")
+            raise InputError(f"{path}: query id {qid!r} is empty or contains whitespace")
         text = normalize_text(text)
         if not text:
-            raise ValueError(f"{path}: query {qid!r} has empty text")
+            raise InputError(f"{path}: query {qid!r} has empty text")
         lines.append(f"{qid}\t{text}\n")
     from diffret_pyserini.atomic import atomic_write_text
 

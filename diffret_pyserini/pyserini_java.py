@@ -15,6 +15,8 @@ import shutil
 from functools import lru_cache
 from typing import Sequence
 
+from diffret_pyserini.cli import ToolError
+
 __all__ = ["anserini_jar", "java_binary", "index_collection_command", "trec_eval_command"]
 
 
@@ -25,7 +27,7 @@ def anserini_jar() -> str:
 
     jars = sorted(glob.glob(os.path.join(str(importlib.resources.files("pyserini.resources.jars")), "*.jar")))
     if not jars:
-        raise RuntimeError("no jar in pyserini/resources/jars: is pyserini installed?")
+        raise ToolError("no jar in pyserini/resources/jars: is pyserini installed?")
     return jars[-1]
 
 
@@ -34,7 +36,7 @@ def java_binary() -> str:
     home = os.environ.get("JAVA_HOME")
     java = os.path.join(home, "bin", "java") if home else shutil.which("java")
     if not java or not os.path.exists(java):
-        raise RuntimeError("no java found (JAVA_HOME unset and none on PATH)")
+        raise ToolError("no java found (JAVA_HOME unset and none on PATH)")
     return java
 
 

@@ -29,9 +29,9 @@ def by_hand(numeric_run, tmp_path_factory):
               "--pretokenized", "--threads", "1"]
     # One interpreter runs the chain (tests/cli_chain.py): each command as `python -m MODULE ARGS` runs it,
     # and Pyserini's imports (9 s of CPU per command) are paid once.
-    run_chain([["diffret_pyserini.encode.__main__", "input", "--corpus", data / "corpus.jsonl",
+    run_chain([["diffret_pyserini.encode", "input", "--corpus", data / "corpus.jsonl",
                 "output", "--embeddings", "enc", *enc],
-               ["diffret_pyserini.encode.__main__", "input", "--topics", data / "queries.jsonl",
+               ["diffret_pyserini.encode", "input", "--topics", data / "queries.jsonl",
                 "output", "--embeddings", "queries", *enc],
                ["pyserini.index.lucene", "--input", "enc/sparse", "--index", "impact", *impact],
                ["pyserini.search.faiss", "--index", "enc/dense", "--encoded-queries", "queries/dense",

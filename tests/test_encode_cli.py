@@ -112,7 +112,7 @@ def test_a_sigkilled_encode_leaves_no_output_and_resumes_only_the_missing_docume
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(open(resolve_dataset("cacm").corpus_path).readlines()[:n_docs]))
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "diffret_pyserini.encode.__main__", "input", "--corpus", str(corpus), "output",
+    cmd = [sys.executable, "-m", "diffret_pyserini.encode", "input", "--corpus", str(corpus), "output",
            "--embeddings", str(out), "--chunk-size", "32", "encoder", "--encoder", "splade-tiny", "--kp", "4",
            "--batch-size", "16", "--device", "cpu"]
     manifest = out / "work" / "shard-000" / "manifest.json"

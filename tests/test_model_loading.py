@@ -144,11 +144,12 @@ def test_our_folder_over_a_dream_base_needs_trust(tiny_model_dirs, tmp_path):
     assert load_backbone(ours, device="cpu", trust_remote_code=True).kind == "dream"
 
 
-def test_refusal_is_a_value_error_so_clis_print_one_line(tiny_model_dirs):
-    from diffret_pyserini.cli import USER_ERRORS
+def test_refusal_is_a_user_error_so_clis_print_one_line(tiny_model_dirs):
+    from diffret_pyserini.cli import is_user_error
 
-    with pytest.raises(USER_ERRORS):
+    with pytest.raises(Exception) as refused:
         load_backbone(tiny_model_dirs["dream"], device="cpu")
+    assert is_user_error(refused.value)
 
 
 # --- broken folders ----------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def encoded(tmp_path_factory):
     """Our own CLI: all three representations from one pass over a corpus with a planted document."""
     root = tmp_path_factory.mktemp("e2e")
     corpus = write_corpus(root / "corpus" / "corpus.jsonl")
-    run([sys.executable, "-m", "diffret_pyserini.encode.__main__", "input", "--corpus", str(corpus), "output",
+    run([sys.executable, "-m", "diffret_pyserini.encode", "input", "--corpus", str(corpus), "output",
          "--embeddings", str(root / "enc"), "encoder", "--encoder", "splade-tiny", "--batch-size", "8",
          "--device", "cpu"])
     return root
@@ -138,3 +138,28 @@ def test_embedded_default_encodes_real_text_into_sensible_terms():
     assert top[0] in {"compiler", "fort", "matrix", "machine", "efficient", "operations", "code"}
     query = DiffRetQueryEncoder("splade-tiny", representation="sparse").encode("fortran matrix compiler")
     assert set(query) <= {"fort", "##ran", "matrix", "compiler"} and "matrix" in query
+
+
+def test_our_errors_inside_pyserini_encode_are_one_line(tmp_path):
+    """Pyserini's CLI has no error boundary: a model that is not there ends in one line naming it, exit != 0."""
+    corpus = write_corpus(tmp_path / "corpus.jsonl", n=2)
+    proc = subprocess.run([sys.executable, "-m", "pyserini.encode", "input", "--corpus", str(corpus), "output",
+                           "--embeddings", str(tmp_path / "out"), "encoder", "--encoder", "diffret:/nonexistent"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1 and "'/nonexistent'" in ours[0], proc.stderr
+
+
+def test_a_bug_inside_our_encoder_under_pyserini_keeps_its_traceback(monkeypatch):
+    from diffret_pyserini.encode import plugin, pyserini_encoders
+
+    def planted(*args, **kwargs):
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(pyserini_encoders, "DiffRetDocumentEncoder", planted)
+    with pytest.raises(RuntimeError, match="planted bug"):
+        plugin.document_encoder("diffret:splade-tiny")
+    with pytest.raises(SystemExit, match=r"^error: unknown model '/nonexistent'"):
+        plugin.query_encoder("diffret:/nonexistent")

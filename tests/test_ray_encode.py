@@ -71,7 +71,7 @@ def test_sigkilled_ray_encode_resumes_from_committed_blocks_and_equals_an_uninte
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(cacm_lines(120)))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "diffret_pyserini.encode.__main__", "input", "--corpus", str(corpus), "output",
+    cmd = [sys.executable, "-m", "diffret_pyserini.encode", "input", "--corpus", str(corpus), "output",
            "--embeddings", str(out), "--chunk-size", "8", "encoder", "--encoder", "splade-tiny", "--kp", "4",
            "--device", "cpu", "--batch-size", "8", "--ray", local_ray, "--ray-workers", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -146,9 +146,16 @@ class JavaException(Exception):
     """Stands for jnius.JavaException (Pyserini's JVM errors), matched by name: jnius is not imported for it."""
 
 
+def _tool_error(message):
+    from diffret_pyserini.cli import ToolError
+
+    return ToolError(message)
+
+
 @pytest.mark.parametrize("error", [JavaException("java.io.IOException: no segments* file found\n\tat org..."),
-                                   RuntimeError("trec_eval on run.trec failed (exit 1)"),
-                                   PermissionError(13, "Permission denied")])
+                                   _tool_error("trec_eval on run.trec failed (exit 1)"),
+                                   PermissionError(13, "Permission denied"),
+                                   FileNotFoundError(2, "No such file or directory", "corpus.jsonl")])
 def test_the_error_boundary_prints_expected_failures_in_one_line(capsys, error):
     from diffret_pyserini.cli import guarded
 
@@ -167,3 +174,46 @@ def test_the_error_boundary_keeps_the_traceback_of_a_bug():
 
     with pytest.raises(TypeError):
         guarded(lambda: len(None))
+
+
+@pytest.mark.parametrize("error", [RuntimeError("shape '[2, 3]' is invalid for input of size 5"),
+                                   ValueError("operands could not be broadcast together"),
+                                   OSError("[Errno 22] Invalid argument")])
+def test_errors_of_other_libraries_are_bugs_and_keep_their_traceback(capsys, error):
+    """torch's RuntimeError, numpy's ValueError and an OSError naming no file are not the user's doing."""
+    from diffret_pyserini.cli import guarded
+
+    def fail():
+        raise error
+
+    with pytest.raises(type(error)):
+        guarded(fail)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_bug_planted_inside_encoding_shows_its_traceback(tmp_path, monkeypatch, capsys):
+    """A RuntimeError raised inside the encoder's forward, through the encode CLI: the traceback, not a line."""
+    from diffret_pyserini.encode import __main__ as encode_cli
+    from diffret_pyserini.model.encoder import DiffRetEncoder
+
+    def planted(*args, **kwargs):
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(DiffRetEncoder, "encode", planted)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "d1", "contents": "a passage about retrieval"}\n')
+    with pytest.raises(RuntimeError, match="planted bug"):
+        encode_cli.main(["input", "--corpus", str(corpus), "output", "--embeddings", str(tmp_path / "out"),
+                         "encoder", "--encoder", "splade-tiny", "--device", "cpu"])
+    assert "error: planted bug" not in capsys.readouterr().err
+
+
+def test_a_bad_flag_is_one_line_with_exit_2(capsys):
+    from diffret_pyserini.encode import __main__ as encode_cli
+
+    with pytest.raises(SystemExit) as stop:
+        encode_cli.main(["input", "--corpus", "c.jsonl", "output", "--embeddings", "out", "encoder",
+                         "--no-such-flag"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "--no-such-flag" in err

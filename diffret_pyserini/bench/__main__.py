@@ -17,6 +17,7 @@ from typing import Sequence
 
 from diffret_pyserini.bench.common import (SECTIONS, BenchOptions, device_info, log, resolve_device,
                                            set_threads)
+from diffret_pyserini.cli import InputError
 
 DEFAULTS = BenchOptions()
 
@@ -90,7 +91,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     base = BenchOptions.quick_config() if args.quick else BenchOptions()
     opts = replace(base, **given)
     if min(opts.ks) < 1 or min(opts.throughput_kp) < 1:
-        raise ValueError("--ks, --throughput-kp: every K must be >= 1")
+        raise InputError("--ks, --throughput-kp: every K must be >= 1")
     return opts
 
 

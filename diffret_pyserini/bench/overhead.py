@@ -31,7 +31,7 @@ from diffret_pyserini.model.encoder import REPRESENTATIONS
 from diffret_pyserini.model.prompts import PromptBuilder
 
 TARGET_BODY_RATIO = 1.05  # ours <= 1.05 x (body + LM head at the K slots)
-CHUNK_SIZE = 1024         # documents per committed chunk, as `diffret_pyserini.encode.__main__.encode_corpus` writes them
+CHUNK_SIZE = 1024         # documents per committed chunk, as `encode.jobs.encode_corpus` writes them
 # Stage names, in pipeline order; sparse sub-stages are nested inside "sparse extraction".
 STAGES = ("prompts (tokenise + layout)", "forward (body + slot gather)", "dense pooling",
           "sparse extraction", "sparse: content filter (tokenise words)", "sparse: logits on kept columns",

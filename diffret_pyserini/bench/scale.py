@@ -10,7 +10,7 @@ Per corpus size N (each stage in its own fresh interpreter, so peak RSS is that 
   docs/s of the writer alone and peak RSS, at every N;
   (the writer runs first in the size's process, so its peak RSS is read before any index is built);
 - index: build time, file size and in-memory code size per representation and index type (Lucene impact;
-  FAISS flat / SQfp16 / SQ8 / HNSW / IVF-PQ through `diffret_pyserini.index.__main__`; multi-vector store float16 and
+  FAISS flat / SQfp16 / SQ8 / HNSW / IVF-PQ through `python -m diffret_pyserini.index`; multi-vector store float16 and
   int8, candidate index SQfp16 / IVF-SQfp16 / IVF-PQ);
 - search: p50/p95 per query (sequential) and recall@10 against exact search (flat FAISS for dense, exact MaxSim
   over every document for multi; Lucene's impact search is exact).
@@ -33,6 +33,7 @@ from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.bench import scale_report  # noqa: F401 - registers the section's tables and chart
 from diffret_pyserini.bench.common import BenchOptions, log, percentile
 from diffret_pyserini.bench.synthetic import NOISE_NORM, term_name, zipf_probabilities
+from diffret_pyserini.cli import ToolError
 
 DOCS_PER_TOPIC = 100        # synthetic vectors: one topic per 100 documents at every size (same difficulty)
 WRITER_BATCH = 256
@@ -50,8 +51,8 @@ def _run_child(args: list[str], result: Path) -> dict:
     proc = subprocess.run([sys.executable, "-m", "diffret_pyserini.bench.scale", *args, "--result", str(result)],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"scale child {args[0]} failed (exit {proc.returncode}): "
-                           + " | ".join(proc.stdout.strip().splitlines()[-8:]))
+        raise ToolError(f"scale child {args[0]} failed (exit {proc.returncode}): "
+                        + " | ".join(proc.stdout.strip().splitlines()[-8:]))
     return json.loads(result.read_text(encoding="utf-8"))
 
 
@@ -88,10 +89,10 @@ def cycled_corpus(path: Path, n: int) -> None:
 
 
 def model_encode(n: int, opts: BenchOptions, work: Path) -> dict:
-    """Real encode of n cycled CACM documents with `diffret_pyserini.encode.__main__` (SPLADE-tiny); docs/s, RSS, terms."""
+    """Real encode of n cycled CACM documents with `python -m diffret_pyserini.encode` (SPLADE-tiny); docs/s, RSS, terms."""
     corpus, out = work / "corpus.jsonl", work / "enc"
     cycled_corpus(corpus, n)
-    args = ["run-module", "diffret_pyserini.encode.__main__", "input", "--corpus", str(corpus), "output", "--embeddings",
+    args = ["run-module", "diffret_pyserini.encode", "input", "--corpus", str(corpus), "output", "--embeddings",
             str(out), "--overwrite", "encoder", "--model", opts.masked or "splade-tiny", "--device", "cpu",
             "--kp", str(opts.search_kp), "--kq", str(opts.search_kq), "--batch-size", "32",
             "--max-length", str(opts.doc_tokens)]
@@ -231,7 +232,7 @@ def index_job(spec: dict) -> dict:
         row("sparse", "Lucene impact", t, dir_bytes(root / "impact"), None, lat, None)
         del impact
 
-    # dense: flat (as written) + the other types built from it by diffret_pyserini.index.__main__
+    # dense: flat (as written) + the other types built from it by `python -m diffret_pyserini.index`
     hnsw_m = 16 if n >= 1_000_000 else 32
     flat = FaissSearcher(str(root / "dense"), LookupEncoder(q["dense"]))
     lat, exact = _latency(lambda s, kk: flat.search(s, k=kk), texts, k)

@@ -25,6 +25,7 @@ import numpy as np
 
 from diffret_pyserini.bench import synthetic as S
 from diffret_pyserini.bench.common import BenchOptions, log, percentile
+from diffret_pyserini.cli import ToolError
 
 TARGET_P95_S = 0.050     # MaxSim at 100k documents x Kp=16: p95 under 50 ms per query
 TARGET_DOCS = 100_000
@@ -58,7 +59,7 @@ def build_impact_index(collection: Path, index: Path, threads: int) -> None:
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         tail = " | ".join(proc.stdout.strip().splitlines()[-5:])
-        raise RuntimeError(f"pyserini.index.lucene failed (exit {proc.returncode}): {tail}")
+        raise ToolError(f"pyserini.index.lucene failed (exit {proc.returncode}): {tail}")
 
 
 def build_faiss_dir(path: Path, vectors: np.ndarray) -> None:

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from diffret_pyserini.atomic import atomic_dir
+from diffret_pyserini.cli import InputError
 
 # config key of each architecture -> the Llama-style config key of the --like model it is taken from
 _SHAPES = {
@@ -43,11 +44,11 @@ def shaped_config(code_config: dict, like_config: dict, mask_id: int, pad_id: in
     """`code_config` (a Dream or LLaDA config.json) with the shape of `like_config` (a Llama/Qwen2 config.json)."""
     arch = str(code_config.get("model_type", "")).lower()
     if arch not in _SHAPES:
-        raise ValueError(f"config.json: model_type: {code_config.get('model_type')!r} is neither Dream nor LLaDA")
+        raise InputError(f"config.json: model_type: {code_config.get('model_type')!r} is neither Dream nor LLaDA")
     out = dict(code_config)
     for key, like_key in _SHAPES[arch].items():
         if like_key not in like_config:
-            raise ValueError(f"--like config.json: {like_key}: missing")
+            raise InputError(f"--like config.json: {like_key}: missing")
         out[key] = like_config[like_key]
     out[_LENGTH_KEY[arch]] = max(int(like_config.get("max_position_embeddings", 2048)), 2048)
     out.update(mask_token_id=mask_id, pad_token_id=pad_id, eos_token_id=eos_id, torch_dtype="float32")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from diffret_pyserini.bench.common import BenchOptions, log, percentile, resolve_device, sync
+from diffret_pyserini.cli import InputError
 
 TARGET_SPEEDUP = 1.6    # after >= 1.6 x before, docs/s
 TARGET_PADDING = 0.05   # after: padding <= 5% of the positions computed
@@ -155,7 +156,7 @@ def run(opts: BenchOptions) -> dict[str, Any]:
 
     systems = one_pass_systems(opts)
     if not systems:
-        raise ValueError("throughput: no model (give --decoder, --masked or --models)")
+        raise InputError("throughput: no model (give --decoder, --masked or --models)")
     system = systems[0]
     backbone = system.backbone(opts)
     saved = dict(getattr(getattr(backbone, "spec", None), "settings", {}) or {})

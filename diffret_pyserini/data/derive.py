@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from diffret_pyserini.atomic import atomic_write
-from diffret_pyserini.datasets import iter_corpus, load_qrels, load_queries, resolve_dataset
+from diffret_pyserini.datasets import DatasetError, iter_corpus, load_qrels, load_queries, resolve_dataset
 
 __all__ = ["numeric_id", "without_titles", "main"]
 
@@ -37,7 +37,7 @@ def without_titles(source: str | os.PathLike, out: str | os.PathLike) -> Path:
         for doc in iter_corpus(dataset.corpus_path):
             new = numeric_id(doc.docid)
             if new in ids.values():
-                raise ValueError(f"{dataset.corpus_path}: ids {doc.docid!r} and another both map to {new!r}")
+                raise DatasetError(f"{dataset.corpus_path}: ids {doc.docid!r} and another both map to {new!r}")
             ids[doc.docid] = new
             f.write(json.dumps({"_id": new, "title": "", "text": doc.text}, ensure_ascii=False) + "\n")
     with atomic_write(out / "queries.jsonl") as f:

@@ -12,6 +12,7 @@ while `pyserini.encode` is still being imported by whoever imported it, possibly
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -20,18 +21,30 @@ KEY = "diffret"
 CONFIG_FILE = "diffret_config.json"  # backbones.load.DIFFRET_CONFIG, not imported: start-up must stay light
 
 
+def _build(class_name: str, args, kwargs):
+    """Our encoder class, built inside Pyserini's process. Pyserini's CLIs have no error boundary, so our own
+    error types (a model that is not there, a bad spec) end the process here as one line `error: ...`, as our
+    CLIs do; every other exception is a bug and keeps its traceback (as does everything under --debug's
+    environment switch DIFFRET_DEBUG=1)."""
+    from diffret_pyserini.cli import DEBUG_ENV, UserError, one_line
+    from diffret_pyserini.encode import pyserini_encoders
+
+    try:
+        return getattr(pyserini_encoders, class_name)(*args, **kwargs)
+    except UserError as err:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        raise SystemExit(f"error: {one_line(err)}") from None
+
+
 def document_encoder(*args, **kwargs):
     """`DiffRetDocumentEncoder(*args, **kwargs)`, imported on first use."""
-    from diffret_pyserini.encode.pyserini_encoders import DiffRetDocumentEncoder
-
-    return DiffRetDocumentEncoder(*args, **kwargs)
+    return _build("DiffRetDocumentEncoder", args, kwargs)
 
 
 def query_encoder(*args, **kwargs):
     """`DiffRetQueryEncoder(*args, **kwargs)`, imported on first use."""
-    from diffret_pyserini.encode.pyserini_encoders import DiffRetQueryEncoder
-
-    return DiffRetQueryEncoder(*args, **kwargs)
+    return _build("DiffRetQueryEncoder", args, kwargs)
 
 
 def saved_folder_keys(argv: Sequence[str]) -> list[str]:

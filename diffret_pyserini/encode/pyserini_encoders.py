@@ -17,7 +17,7 @@ from typing import Sequence
 
 from pyserini.encode import DocumentEncoder, QueryEncoder
 
-from diffret_pyserini.model.encoder import REPRESENTATIONS, DiffRetEncoder
+from diffret_pyserini.model.encoder import DiffRetEncoder, REPRESENTATIONS, SettingError
 from diffret_pyserini.model.spec import get_encoder, parse_spec
 
 # Keyword arguments pyserini.encode's init_encoder adds when the model name merely CONTAINS words such as
@@ -35,7 +35,7 @@ class DiffRetDocumentEncoder(DocumentEncoder):
         spec = parse_spec(model_name)
         self.representation = representation or spec.representation or "dense"
         if self.representation not in REPRESENTATIONS:
-            raise ValueError(f"representation must be one of {REPRESENTATIONS}")
+            raise SettingError(f"representation must be one of {REPRESENTATIONS}")
         self.encoder = get_encoder(spec, device=device, **settings)
 
     def encode(self, texts: Sequence[str], titles: Sequence[str] | None = None, max_length: int | None = None,

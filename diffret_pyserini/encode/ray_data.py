@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from diffret_pyserini.atomic import atomic_write_json
+from diffret_pyserini.cli import UserError
 from diffret_pyserini.datasets import DatasetError, Document, corpus_files, parse_document_line
 from diffret_pyserini.encode.jobs import EncodeStats, encode_window, plan_window
 from diffret_pyserini.fingerprint import fingerprint, path_digest
@@ -41,7 +42,7 @@ RAY_DIR = Path("work") / "ray"
 _SOCKET_ROOM = 107 - len("/session_2026-12-01_17-18-32_412623_27489/sockets/plasma_store")
 
 
-class RayEncodeError(RuntimeError):
+class RayEncodeError(UserError, RuntimeError):
     """A Ray encode that lost or duplicated documents (count in != count out)."""
 
 

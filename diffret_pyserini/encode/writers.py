@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from diffret_pyserini.atomic import TMP_MARK, atomic_path, atomic_write, atomic_write_json, atomic_write_text
+from diffret_pyserini.cli import InputError, UserError
 from diffret_pyserini.index.faiss_dirs import flat_vectors, write_flat_ip_index
 from diffret_pyserini.index.multivector import MultiVectorStore, write_multi_store
 from diffret_pyserini.model.representations import REPRESENTATIONS
@@ -43,7 +44,7 @@ _HAS_WS = re.compile(r"\s")
 MERGE_BLOCK = 65536  # vectors copied at a time when merging shards
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """Existing work in the output folder was made with other inputs/settings."""
 
 
@@ -55,7 +56,7 @@ def _array(x: Any, dtype: Any) -> np.ndarray:
 
 def _check_id(docid: Any) -> str:
     if not isinstance(docid, str) or not docid or _HAS_WS.search(docid):
-        raise ValueError(f"document id {docid!r} must be a non-empty string without whitespace")
+        raise InputError(f"document id {docid!r} must be a non-empty string without whitespace")
     return docid
 
 
@@ -282,7 +283,7 @@ class RepresentationShardWriter:
                     for line in f:
                         docid = json.loads(line)["id"]
                         if docid in seen:
-                            raise ValueError(f"{self.work_dir}/{c['name']}.jsonl: duplicate docid {docid!r} "
+                            raise InputError(f"{self.work_dir}/{c['name']}.jsonl: duplicate docid {docid!r} "
                                              "(the caller re-sent documents that were already committed)")
                         seen.add(docid)
                         ids.append(docid)

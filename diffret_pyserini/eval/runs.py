@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from diffret_pyserini.atomic import atomic_write_text
+from diffret_pyserini.cli import InputError
 
 __all__ = ["write_trec_run", "read_trec_run"]
 
@@ -69,12 +70,12 @@ def read_trec_run(path: str | os.PathLike) -> dict[str, list[tuple[str, float]]]
             if not parts:
                 continue
             if len(parts) != 6:
-                raise ValueError(f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag', "
+                raise InputError(f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag', "
                                  f"got {len(parts)}")
             qid, _, docid, _, score, _ = parts
             try:
                 value = float(score)
             except ValueError:
-                raise ValueError(f"{path}:{lineno}: score {score!r} is not a number") from None
+                raise InputError(f"{path}:{lineno}: score {score!r} is not a number") from None
             run.setdefault(qid, []).append((docid, value))
     return run

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from diffret_pyserini.atomic import atomic_write_bytes, atomic_write_text
+from diffret_pyserini.cli import InputError, ToolError
 from diffret_pyserini.datasets import load_qrels
 from diffret_pyserini.pyserini_java import trec_eval_command
 from diffret_pyserini.eval.significance import (
@@ -88,7 +89,7 @@ def evaluate_run(qrels_path: str | os.PathLike, run_path: str | os.PathLike,
     """
     for p, what in ((qrels_path, "qrels"), (run_path, "run")):
         if not os.path.isfile(p):
-            raise FileNotFoundError(f"{p}: {what} file not found")
+            raise InputError(f"{p}: {what} file not found")
     wanted = [name for m in metrics for name in _output_names(m)]
     with open(run_path, encoding="utf-8") as f:
         empty = not any(line.strip() for line in f)
@@ -114,8 +115,8 @@ def evaluate_run(qrels_path: str | os.PathLike, run_path: str | os.PathLike,
     missing = [name for name in wanted if name not in values]
     if proc.returncode != 0 or missing:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"trec_eval on {run_path} failed (exit {proc.returncode}; missing {missing}): "
-                           + " | ".join(tail))
+        raise ToolError(f"trec_eval on {run_path} failed (exit {proc.returncode}; missing {missing}): "
+                        + " | ".join(tail))
     return {display_name(name): values[name] for name in wanted}
 
 
@@ -308,7 +309,7 @@ def evaluate_per_query(qrels_path: str | os.PathLike, runs: Mapping[str, str | o
             # an empty run, or one answering no judged query, rightly has no rows; no rows at all is a failure
             if proc.returncode != 0 or (qrels and not any(out.values())):
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-                raise RuntimeError(f"trec_eval -q failed (exit {proc.returncode}): " + " | ".join(tail))
+                raise ToolError(f"trec_eval -q failed (exit {proc.returncode}): " + " | ".join(tail))
     for row in out.values():  # -q lists only queries the run answered; -c's zero for the others, per query
         for qid in qrels:
             if any(rel > 0 for rel in qrels[qid].values()):

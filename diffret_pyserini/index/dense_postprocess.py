@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from diffret_pyserini.atomic import atomic_path, atomic_write_text
+from diffret_pyserini.cli import InputError
 
 __all__ = ["DenseTransform", "METHODS", "fit_transform", "l2_normalise", "mean_pairwise_cosine",
            "read_faiss_dir", "apply_to_faiss_dir", "apply_to_encoded_queries", "main"]
@@ -98,7 +99,7 @@ def fit_transform(sample: np.ndarray, method: str = "center", n: int = 1, dims: 
     (default min(N - 1, H), since a sample of N vectors spans at most N - 1 centred directions)."""
     x = np.asarray(sample, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
-        raise ValueError(f"need a sample of at least 2 vectors [N, H], got shape {x.shape}")
+        raise InputError(f"need a sample of at least 2 vectors [N, H], got shape {x.shape}")
     h = x.shape[1]
     if method == "none":
         return DenseTransform("none", np.zeros(h, np.float32))
@@ -107,7 +108,7 @@ def fit_transform(sample: np.ndarray, method: str = "center", n: int = 1, dims: 
         return DenseTransform("center", mean.astype(np.float32))
     if method == "drop":
         if not 1 <= n < h:
-            raise ValueError(f"drop: n must be in [1, {h - 1}], got {n}")
+            raise InputError(f"drop: n must be in [1, {h - 1}], got {n}")
         keep = np.sort(np.argsort(-np.abs(mean), kind="stable")[n:])
         return DenseTransform("drop", mean.astype(np.float32), np.eye(h, dtype=np.float32)[:, keep])
     # principal directions of the centred sample, largest variance first
@@ -115,16 +116,16 @@ def fit_transform(sample: np.ndarray, method: str = "center", n: int = 1, dims: 
     variance = s ** 2 / (len(x) - 1)
     if method == "abtt":
         if not 1 <= n < len(vt):
-            raise ValueError(f"abtt: n must be in [1, {len(vt) - 1}], got {n}")
+            raise InputError(f"abtt: n must be in [1, {len(vt) - 1}], got {n}")
         top = vt[:n].T
         return DenseTransform("abtt", mean.astype(np.float32), (np.eye(h) - top @ top.T).astype(np.float32))
     if method == "whiten":
         d = dims or min(len(x) - 1, h)
         if not 1 <= d <= len(vt):
-            raise ValueError(f"whiten: dims must be in [1, {len(vt)}], got {d}")
+            raise InputError(f"whiten: dims must be in [1, {len(vt)}], got {d}")
         matrix = vt[:d].T / np.sqrt(variance[:d] + eps)
         return DenseTransform("whiten", mean.astype(np.float32), matrix.astype(np.float32))
-    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
 # ------------------------------------------------------------------------------------------ Pyserini files
@@ -136,7 +137,7 @@ def read_faiss_dir(faiss_dir: str | os.PathLike) -> tuple[list[str], np.ndarray]
     index = faiss.read_index(str(d / "index"))
     docids = (d / "docid").read_text().split()
     if index.ntotal != len(docids):
-        raise ValueError(f"{d}: {index.ntotal} vectors but {len(docids)} docids")
+        raise InputError(f"{d}: {index.ntotal} vectors but {len(docids)} docids")
     return docids, index.reconstruct_n(0, index.ntotal)
 
 
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder = getattr(opts, name)
             wanted = "index" if name == "faiss" else "embedding.pkl"
             if folder is not None and not (Path(folder) / wanted).is_file():
-                raise FileNotFoundError(f"--{name} {folder}: no {wanted} there")
+                raise InputError(f"--{name} {folder}: no {wanted} there")
         _, vectors = read_faiss_dir(opts.faiss)
         transform = fit_transform(sample_rows(vectors, opts.sample), opts.method, n=opts.n, dims=opts.dims)
         out = Path(opts.out)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from diffret_pyserini.atomic import atomic_path
+from diffret_pyserini.cli import InputError
 
 __all__ = ["INDEX_TYPES", "IndexSettings", "factory_string", "build_index", "set_search_params",
            "ivf_nlist", "index_code_bytes", "flat_vectors", "build_dense_dir", "default_nlist", "default_pq_m",
@@ -95,9 +96,9 @@ def factory_string(settings: IndexSettings, dim: int, n: int) -> str:
     if kind == "ivfpq":
         m = settings.pq_m or default_pq_m(dim)
         if dim % m:
-            raise ValueError(f"--pq-m {m}: must divide the vector dimension {dim}")
+            raise InputError(f"--pq-m {m}: must divide the vector dimension {dim}")
         return f"IVF{nlist},PQ{m}x{_pq_nbits(n, settings.pq_nbits)}"
-    raise ValueError(f"--type {settings.type!r}: must be one of {', '.join(INDEX_TYPES)}")
+    raise InputError(f"--type {settings.type!r}: must be one of {', '.join(INDEX_TYPES)}")
 
 
 def ivf_nlist(index: Any) -> int:
@@ -233,16 +234,16 @@ def build_dense_dir(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     src, dst = Path(input_dir), Path(output_dir)
     for name in ("index", "docid"):
         if not (src / name).is_file():
-            raise FileNotFoundError(f"{src / name}: missing (--input must be a FAISS dir: index + docid)")
+            raise InputError(f"{src / name}: missing (--input must be a FAISS dir: index + docid)")
     if src.resolve() == dst.resolve():
-        raise ValueError(f"--output {dst}: must differ from --input (the flat index is the source)")
+        raise InputError(f"--output {dst}: must differ from --input (the flat index is the source)")
     if threads:
         faiss.omp_set_num_threads(int(threads))
     vectors = flat_vectors(src / "index")
     n, dim = vectors.shape
     docids = (src / "docid").read_text(encoding="utf-8").splitlines()
     if len(docids) != n:
-        raise ValueError(f"{src}/docid: {len(docids)} ids for {n} vectors in {src}/index")
+        raise InputError(f"{src}/docid: {len(docids)} ids for {n} vectors in {src}/index")
     spec = factory_string(settings, dim, n)
     LOG.info("building %s over %d x %d vectors from %s", spec, n, dim, src)
     start = time.perf_counter()
@@ -267,7 +268,7 @@ def write_query_embeddings_pkl(path: str | os.PathLike, texts: Sequence[str], ve
     import pandas as pd
 
     if "bpr" in str(path):
-        raise ValueError(f"{path}: Pyserini treats an --encoded-queries path containing 'bpr' as BPR; rename it")
+        raise InputError(f"{path}: Pyserini treats an --encoded-queries path containing 'bpr' as BPR; rename it")
     vecs = np.ascontiguousarray(np.asarray(vectors), dtype=np.float32)
     if vecs.ndim != 2 or len(vecs) != len(texts):
         raise ValueError(f"expected vectors [{len(texts)}, H], got {vecs.shape}")

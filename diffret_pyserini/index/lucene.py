@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from diffret_pyserini.atomic import atomic_write
+from diffret_pyserini.cli import ToolError
 from diffret_pyserini.datasets import PACKAGED_DATA_DIR, Dataset, iter_corpus
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 from diffret_pyserini.pyserini_java import index_collection_command
@@ -48,8 +49,8 @@ def run_quiet(cmd: list[str], log_path: Path) -> None:
     os.replace(tmp, log_path)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}), see {log_path}: "
-                           + " | ".join(tail))
+        raise ToolError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}), see {log_path}: "
+                        + " | ".join(tail))
 
 
 def build_lucene_index(collection: str, input_dir: Path, index_dir: Path, threads: int, impact: bool) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from diffret_pyserini.atomic import atomic_path, atomic_write_json, atomic_write_text
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.index.faiss_dirs import INDEX_TYPES, IndexSettings, build_index, factory_string
 
 __all__ = ["MultiVectorStore", "write_multi_store", "convert_store", "quantize_int8", "STORE_DTYPES",
@@ -64,7 +65,7 @@ class MultiVectorStore:
         d = Path(path)
         meta_path = d / "meta.json"
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path}: missing (not a multi-vector store, or an unfinished one)")
+            raise InputError(f"{meta_path}: missing (not a multi-vector store, or an unfinished one)")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         docids = (d / "docid").read_text(encoding="utf-8").splitlines()
         offsets = np.load(d / "offsets.npy").astype(np.int64, copy=False)
@@ -72,16 +73,16 @@ class MultiVectorStore:
         mode = "r" if mmap and meta["n_vectors"] else None
         vectors = np.load(d / "vectors.npy", mmap_mode=mode)
         if vectors.ndim != 2:
-            raise ValueError(f"{d}/vectors.npy: expected 2-D [n_vectors, H], got shape {vectors.shape}")
+            raise InputError(f"{d}/vectors.npy: expected 2-D [n_vectors, H], got shape {vectors.shape}")
         scales = None
         if meta.get("dtype") == "int8":
             scales = np.load(d / "scales.npy", mmap_mode=mode)
             if scales.shape != (vectors.shape[0],):
-                raise ValueError(f"{d}/scales.npy: shape {scales.shape}, expected ({vectors.shape[0]},)")
+                raise InputError(f"{d}/scales.npy: shape {scales.shape}, expected ({vectors.shape[0]},)")
         if (len(docids) != meta["n_docs"] or offsets.shape != (len(docids) + 1,) or offsets[0] != 0
                 or offsets[-1] != vectors.shape[0] or vectors.shape[1] != meta["dim"]
                 or np.any(np.diff(offsets) < 0) or str(vectors.dtype) != meta.get("dtype", str(vectors.dtype))):
-            raise ValueError(f"{d}: docid ({len(docids)}), offsets ({offsets.shape[0]}), vectors {vectors.shape} "
+            raise InputError(f"{d}: docid ({len(docids)}), offsets ({offsets.shape[0]}), vectors {vectors.shape} "
                              f"{vectors.dtype} and meta.json {meta} disagree")
         return cls(docids, vectors, offsets, meta, scales)
 
@@ -141,7 +142,7 @@ def write_multi_store(path: str | os.PathLike, ids: Sequence[str], parts: Iterab
     ``meta.json`` is written last: a store without it is unfinished."""
     dtype = str(np.dtype(dtype))
     if dtype not in STORE_DTYPES:
-        raise ValueError(f"multi-vector store dtype {dtype!r}: must be one of {', '.join(STORE_DTYPES)}")
+        raise InputError(f"multi-vector store dtype {dtype!r}: must be one of {', '.join(STORE_DTYPES)}")
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
@@ -183,7 +184,7 @@ def write_multi_store(path: str | os.PathLike, ids: Sequence[str], parts: Iterab
 def convert_store(src: str | os.PathLike, dst: str | os.PathLike, dtype: str) -> MultiVectorStore:
     """Copy a store into another dtype (e.g. float16 -> int8), streaming block by block; returns the new store."""
     if Path(src).resolve() == Path(dst).resolve():
-        raise ValueError(f"{dst}: the converted store must go to another folder than {src}")
+        raise InputError(f"{dst}: the converted store must go to another folder than {src}")
     store = MultiVectorStore.load(src)
     write_multi_store(dst, store.docids, store.float_blocks(), np.diff(store.offsets), int(store.meta["dim"]),
                       dtype)

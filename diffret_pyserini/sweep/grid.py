@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from diffret_pyserini.atomic import atomic_write_text
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.sweep.arguments import SweepArguments
 
 log = logging.getLogger("diffret_pyserini.sweep")
@@ -55,7 +56,7 @@ def run(args: SweepArguments) -> dict:
     for warning in check_dataset(dataset):
         log.warning(f"warning: {warning}")
     if dataset.qrels_path is None:
-        raise ValueError(f"--dataset {args.dataset}: no qrels; a sweep reports per-query metrics")
+        raise InputError(f"--dataset {args.dataset}: no qrels; a sweep reports per-query metrics")
     topics = {qid: normalize_text(text) for qid, text in load_queries(dataset.queries_path).items()}
     key = dataset_key(dataset)
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)

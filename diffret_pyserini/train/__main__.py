@@ -10,7 +10,7 @@
 `--train_data` is a Tevatron jsonl (see `python -m diffret_pyserini.train.mine` to make one with BM25 hard
 negatives) or a BEIR folder with qrels/train.tsv. OUTPUT then holds `diffret_config.json` plus the LoRA adapter
 (`adapter/`) or full weights, and works as `--model`/`--encoder` for diffret_pyserini.pipeline,
-diffret_pyserini.encode.__main__ and pyserini.encode. `--resume` continues from the newest complete OUTPUT/checkpoint-N.
+`python -m diffret_pyserini.encode` and `python -m pyserini.encode`. `--resume` continues from the newest complete OUTPUT/checkpoint-N.
 Every transformers.TrainingArguments flag works (--gradient_accumulation_steps, --deepspeed, --bf16,
 --report_to, --save_total_limit, ...); under torchrun / accelerate launch in-batch negatives span all processes.
 """
@@ -20,7 +20,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffret_pyserini.cli import guarded, one_line, pop_debug, run_dataclass_cli
+    from diffret_pyserini.cli import run_dataclass_cli
     from diffret_pyserini.model.packaged import set_offline_env
     from diffret_pyserini.train.arguments import DataArguments, ModelArguments, TrainingArguments
     from diffret_pyserini.train.trainer import train
@@ -30,19 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         model_args.check_settings()
 
     set_offline_env()
-    # transformers checks its flags while parsing (TrainingArguments.__post_init__, e.g. --deepspeed without
-    # DeepSpeed installed): those are user errors too, one line like the rest.
-    debug = pop_debug(sys.argv[1:] if argv is None else argv)[1]
-    try:
-        code, result = guarded(lambda: run_dataclass_cli(
-            (ModelArguments, DataArguments, TrainingArguments), train, "python -m diffret_pyserini.train",
-            __doc__, argv, print_result=True, validate=validate), debug)
-    except ImportError as err:  # a flag needing a package that is not installed (--deepspeed, --report_to wandb)
-        if debug:
-            raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    return code if code else result
+    return run_dataclass_cli((ModelArguments, DataArguments, TrainingArguments), train,
+                             "python -m diffret_pyserini.train", __doc__, argv, print_result=True,
+                             validate=validate)
+
 
 if __name__ == "__main__":
     sys.exit(main())

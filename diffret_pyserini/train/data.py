@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.datasets import (DatasetError, Document, corpus_files, json_lines, json_object,
                                        normalize_text)
 
@@ -101,9 +102,9 @@ class GroupBatches:
     def __init__(self, examples: list[Example], batch_size: int, group_size: int, seed: int,
                  drop_last: bool = True):
         if group_size < 1 or batch_size < 1:
-            raise ValueError("batch_size and group_size must be >= 1")
+            raise InputError("batch_size and group_size must be >= 1")
         if drop_last and len(examples) < batch_size:
-            raise ValueError(f"{len(examples)} training examples are fewer than one batch of {batch_size}")
+            raise InputError(f"{len(examples)} training examples are fewer than one batch of {batch_size}")
         self.examples, self.batch_size, self.group_size, self.seed = examples, batch_size, group_size, seed
         self.drop_last = drop_last
 
@@ -154,7 +155,7 @@ class RankBatchSampler:
 
     def __init__(self, batches: GroupBatches, rank: int = 0, world: int = 1):
         if batches.batch_size % world:
-            raise ValueError(f"global batch {batches.batch_size} does not split over {world} processes")
+            raise InputError(f"global batch {batches.batch_size} does not split over {world} processes")
         self.batches, self.rank, self.world, self.epoch = batches, rank, world, 0
         self.local = batches.batch_size // world
 

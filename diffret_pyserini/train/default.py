@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from diffret_pyserini.cli import InputError, ToolError
 from diffret_pyserini.datasets import resolve_dataset
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 from diffret_pyserini.index.lucene import dataset_key
@@ -91,7 +92,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     out = root / ((FOLDER if name == BASE_MODEL else f"{name}-ft") + ("" if source == "titles" else f"-{source}"))
     corpus = path_digest(dataset.corpus_path)
     if source not in MINE:
-        raise ValueError(f"pseudo-query source {source!r}: choose from {sorted(MINE)}")
+        raise InputError(f"pseudo-query source {source!r}: choose from {sorted(MINE)}")
     if exclude is None:
         from diffret_pyserini.train.sources import dev_split
 
@@ -132,7 +133,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"fine-tuning failed (exit {proc.returncode}): {' '.join(cmd)}")
+        raise ToolError(f"fine-tuning failed (exit {proc.returncode}): {' '.join(cmd)}")
     atomic_write_json(stamp_path, {"fingerprint": fp, "done": True, "command": cmd, "source": source,
                                    "mine": MINE[source], "held_out": len(exclude),
                                    "seconds": round(time.time() - started, 1)})

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from diffret_pyserini.atomic import atomic_write, atomic_write_json
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.datasets import iter_corpus, normalize_text
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 from diffret_pyserini.fingerprint import folder_lock
@@ -214,7 +215,7 @@ def generate_queries(corpus: str | os.PathLike, docids: Iterable[str] | None = N
         args = replace(generator.args, cache_dir=args.cache_dir)
     for name in ("batch_size", "max_new_tokens", "max_doc_words", "commit_batches", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name} {getattr(args, name)!r}: must be an integer >= 1")
+            raise InputError(f"--{name} {getattr(args, name)!r}: must be an integer >= 1")
     wanted = None if docids is None else set(docids)
     docs = [(d.docid, d.text) for d in iter_corpus(corpus)
             if (wanted is None or d.docid in wanted) and len(d.text.split()) >= min_words]

@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.datasets import (DatasetError, iter_corpus, load_qrels, load_queries, normalize_text,
                                        resolve_dataset)
 from diffret_pyserini.train.data import Example, Passage, write_examples
@@ -183,15 +184,15 @@ def mine(args: MineArguments) -> Path:
     from diffret_pyserini.index.lucene import bm25_index, dataset_key
 
     if args.source not in SOURCES:
-        raise ValueError(f"--source must be one of {SOURCES}, got {args.source!r}")
+        raise InputError(f"--source must be one of {SOURCES}, got {args.source!r}")
     if not args.output:
-        raise ValueError("--output: missing")
+        raise InputError("--output: missing")
     for name in ("lm_batch_size", "lm_max_doc_words"):
         if args.source == "lm" and (isinstance(getattr(args, name), bool) or getattr(args, name) < 1):
-            raise ValueError(f"--{name} {getattr(args, name)!r}: must be an integer >= 1")
+            raise InputError(f"--{name} {getattr(args, name)!r}: must be an integer >= 1")
     dataset = resolve_dataset(args.dataset)
     if args.exclude_docids and args.source == "qrels":
-        raise ValueError("--exclude_docids: only for the pseudo-query sources (titles, sentences, lm)")
+        raise InputError("--exclude_docids: only for the pseudo-query sources (titles, sentences, lm)")
     exclude = read_docids(args.exclude_docids) if args.exclude_docids else frozenset()
     if args.source == "qrels":
         seeds = qrels_queries(args.dataset, args.split)

@@ -23,6 +23,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffret_pyserini.cli import InputError
+
 __all__ = ["MIN_PSEUDO_QUERIES", "FALLBACK_SOURCES", "DEV_QUERIES", "DEV_SEED", "MIN_WORDS", "DevSet",
            "choose_source", "source_candidates", "lm_available", "dev_split"]
 
@@ -91,7 +93,7 @@ def dev_split(corpus: str | Path, source: str, size: int = DEV_QUERIES, min_word
     from diffret_pyserini.train.mine import pseudo_queries
 
     if source not in ("titles", "sentences", "lm"):
-        raise ValueError(f"dev documents come from 'titles', 'sentences' or 'lm' pseudo-queries, not {source!r}")
+        raise InputError(f"dev documents come from 'titles', 'sentences' or 'lm' pseudo-queries, not {source!r}")
     # lm: any document with a text; the sentences' documents are those, less the ones without a prose sentence
     seeds = pseudo_queries(corpus, "sentences" if source == "lm" else source, min_words, seed)
     take = min(size, len(seeds) // 4)

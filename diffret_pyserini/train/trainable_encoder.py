@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.model.backbones import Backbone, load_backbone
 from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG
 from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
@@ -142,7 +143,7 @@ def build_encoder(model: str, settings: dict, kind: str | None = None, device: s
 
     spec = read_spec(model, kind)
     if spec.adapter_path is not None and not full_finetune:
-        raise ValueError(f"{model}: holds a LoRA adapter; continue with --full_finetune, or train from its base "
+        raise InputError(f"{model}: holds a LoRA adapter; continue with --full_finetune, or train from its base "
                          f"({json.loads((spec.path / DIFFRET_CONFIG).read_text()).get('base_model')})")
     dev = default_device(device)
     bf16 = dev.type == "cuda" if bf16 is None else bf16

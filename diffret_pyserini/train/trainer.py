@@ -29,6 +29,7 @@ import transformers
 from tqdm import tqdm
 
 from diffret_pyserini.atomic import atomic_write_json
+from diffret_pyserini.cli import InputError
 from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG
 from diffret_pyserini.train.arguments import (RESUME_FREE, DataArguments, ModelArguments, TrainingArguments,
                                               to_json)
@@ -79,8 +80,8 @@ def load_checkpoint_state(path: Path) -> dict:
     try:
         return torch.load(path, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise RuntimeError(f"{path}: not a checkpoint this trainer wrote; it holds objects that would run code "
-                           f"when unpickled, refused ({str(err).splitlines()[0]})") from None
+        raise InputError(f"{path}: not a checkpoint this trainer wrote; it holds objects that would run code "
+                         f"when unpickled, refused ({str(err).splitlines()[0]})") from None
 
 
 def check_checkpoint(folder: Path) -> dict:
@@ -250,9 +251,9 @@ def prepare_output(out: Path, args: TrainingArguments, main: bool = True) -> boo
     if resume and finished:
         return True
     if (out / DIFFRET_CONFIG).is_file() and not (args.overwrite_output_dir or resume):
-        raise ValueError(f"{out}: already holds a trained model; pass --overwrite_output_dir to replace it")
+        raise InputError(f"{out}: already holds a trained model; pass --overwrite_output_dir to replace it")
     if checkpoints(out) and not resume and not args.overwrite_output_dir:
-        raise ValueError(f"{out}: holds checkpoints; pass --resume to continue or --overwrite_output_dir")
+        raise InputError(f"{out}: holds checkpoints; pass --resume to continue or --overwrite_output_dir")
     if main:
         if args.overwrite_output_dir and not resume and out.exists():
             shutil.rmtree(out)
@@ -267,7 +268,7 @@ def resume_checkpoint(out: Path, args: TrainingArguments) -> Path | None:
     given = args.resume_from_checkpoint
     if given and given.lower() not in ("true", "last"):
         if not (Path(given) / OURS).is_file():
-            raise ValueError(f"--resume_from_checkpoint {given}: not a complete checkpoint of this trainer")
+            raise InputError(f"--resume_from_checkpoint {given}: not a complete checkpoint of this trainer")
         return Path(given)
     found = checkpoints(out)
     return found[-1][1] if found and (args.resume or given) else None
@@ -302,15 +303,15 @@ def _training_data(data_args: DataArguments, out: Path) -> Path:
 
 def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> Path:
     if not args.output_dir:
-        raise ValueError("--output_dir: missing")
+        raise InputError("--output_dir: missing")
     if not data_args.train_data:
-        raise ValueError("--train_data: missing")
+        raise InputError("--train_data: missing")
     if args.n_gpu > 1:
-        raise ValueError("several GPUs in one process: launch with torchrun or accelerate launch (one per GPU)")
+        raise InputError("several GPUs in one process: launch with torchrun or accelerate launch (one per GPU)")
     if args.world_size > 1 and args.parallel_mode != transformers.training_args.ParallelMode.DISTRIBUTED:
-        raise ValueError(f"{args.world_size} processes but no distributed data parallel (pass --use_cpu on CPU)")
+        raise InputError(f"{args.world_size} processes but no distributed data parallel (pass --use_cpu on CPU)")
     if model_args.device == "cpu" and args.device.type != "cpu":
-        raise ValueError("--device cpu: pass --use_cpu too (transformers places the model)")
+        raise InputError("--device cpu: pass --use_cpu too (transformers places the model)")
     out = Path(args.output_dir)
     main = args.process_index == 0
     if prepare_output(out, args, main):
@@ -338,7 +339,7 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
     weights = LossWeights(args.loss_dense, args.loss_multi, args.loss_sparse, args.loss_flops, args.temperature,
                           args.sparse_temperature)
     if not (weights.dense or weights.multi or weights.sparse or weights.flops):
-        raise ValueError("every loss weight is zero: nothing to train")
+        raise InputError("every loss weight is zero: nothing to train")
     # The global batch: every process's queries are in-batch negatives of every other's.
     batches = GroupBatches(examples, args.per_device_train_batch_size * args.world_size,
                            data_args.train_group_size, args.seed)
@@ -348,7 +349,7 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
         saved = check_checkpoint(checkpoint)
         changed = _changed(saved["args"], args_json)
         if changed:
-            raise ValueError(f"{checkpoint}: was made with other arguments ({'; '.join(changed)})")
+            raise InputError(f"{checkpoint}: was made with other arguments ({'; '.join(changed)})")
     trainer = ContrastiveTrainer(encoder, args, batches, data_args.train_group_size, weights, args_json)
     if saved is not None:
         trainer.history, trainer.window = saved["history"], saved["window"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from diffret_pyserini.model.backbones.checks import ModelLoadError
 from diffret_pyserini.model.prompts import PromptBatch
 
 # Config keys that hold the position limit: transformers' usual name, GPT-2's, and LLaDA/OLMo's.
@@ -83,7 +84,7 @@ class Backbone:
         head = model.get_output_embeddings()
         self.head_path = module_path(model, head) if isinstance(head, nn.Linear) else None
         if self.head_path is None:
-            raise ValueError(f"{name or type(model).__name__}: no Linear output-embedding layer to read logits from")
+            raise ModelLoadError(f"{name or type(model).__name__}: no Linear output-embedding layer to read logits from")
         self.vocab_size = head.out_features
         self.forward_calls = 0  # counted by tests and benchmarks: one pass per batch for any K
         model.register_forward_pre_hook(self._count_call)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from diffret_pyserini.cli import InputError
+
 # Kinds whose checkpoints ship their own model code (Dream, LLaDA): always gated, whatever their config says.
 REMOTE_CODE_KINDS = ("dream", "llada")
 TRUST_HINT = "pass --trust-remote-code (trust_remote_code=True) to run it"
@@ -28,11 +30,11 @@ DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
 MAX_MESSAGE = 300
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model folder that cannot be loaded as asked; the one-line message names the folder and the problem."""
 
 
-class DeviceError(ValueError):
+class DeviceError(InputError):
     """A `--device` value that is malformed or names hardware this machine lacks (one-line message)."""
 
 

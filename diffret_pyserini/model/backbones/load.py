@@ -69,14 +69,14 @@ def detect_kind(config: dict, prefer_causal: bool = False) -> str:
         return "masked"
     if any(a.endswith("ForCausalLM") for a in archs):
         return "causal" if prefer_causal else "bidirectional"
-    raise ValueError(f"cannot tell the backbone kind of model_type={model_type!r} architectures={archs}; "
-                     f"pass kind= one of {KINDS}")
+    raise ModelLoadError(f"cannot tell the backbone kind of model_type={model_type!r} architectures={archs}; "
+                         f"pass kind= one of {KINDS}")
 
 
 def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> ModelSpec:
     """Resolve a name/folder and read our config if present; `kind` overrides what the folder says."""
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown backbone kind {kind!r}; expected one of {KINDS}")
+        raise ModelLoadError(f"unknown backbone kind {kind!r}; expected one of {KINDS}")
     path = resolve_path(name_or_path)
     ours = path / DIFFRET_CONFIG
     if ours.is_file():
