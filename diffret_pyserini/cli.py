@@ -94,12 +94,50 @@ class OneLineErrors:
         self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (--help lists the flags)\n")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's paragraphs and examples as written (argparse would join them into one)."""
+
+
+class DefaultsHelpFormatter(HelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The same, plus each flag's default (the dataclass CLIs, whose help strings do not repeat it)."""
+
+
+def either_spelling(args: Sequence[str], known: Sequence[str]) -> list[str]:
+    """`args` with each long flag spelled as `known` spells it: `--batch_size` and `--batch-size` are one flag,
+    as Pyserini's users type either. Nothing after a bare `--` is touched."""
+    known = set(known)
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg.partition("=")
+        if name in known:
+            continue
+        for other in (name.replace("_", "-"), "--" + name[2:].replace("-", "_")):
+            if other in known:
+                out[i] = other + eq + value
+                break
+    return out
+
+
 class OneLineArgumentParser(OneLineErrors, argparse.ArgumentParser):
-    """argparse.ArgumentParser with one-line errors."""
+    """argparse.ArgumentParser with the project's conventions: one-line errors, every long flag accepted in both
+    spellings (`--a-b`, `--a_b`), and the description printed with its paragraphs. Sub-parsers inherit them."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(either_spelling(args, self._option_string_actions), namespace)
 
 
 def dataclass_parser(dataclass_types: Sequence[type], **kwargs):
-    """transformers.HfArgumentParser over `dataclass_types`, with one-line errors."""
+    """transformers.HfArgumentParser over `dataclass_types`, with one-line errors and the description's paragraphs
+    kept (HfArgumentParser itself accepts `--a_b` and `--a-b` for every field)."""
     from transformers import HfArgumentParser
 
     class Parser(OneLineErrors, HfArgumentParser):
@@ -112,6 +150,7 @@ def dataclass_parser(dataclass_types: Sequence[type], **kwargs):
             except (ValueError, ImportError) as err:
                 self.error(one_line(err))
 
+    kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
     return Parser(list(dataclass_types), **kwargs)
 
 

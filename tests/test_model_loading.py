@@ -13,7 +13,8 @@ import torch
 
 import tiny_models
 from diffret_pyserini.model.backbones import DeviceError, ModelLoadError, load_backbone
-from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG, default_device
+from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG
+from diffret_pyserini.model.device import parse_device
 
 TRUST_HINT = "pass --trust-remote-code (trust_remote_code=True) to run it"
 NO_WEIGHTS = "no model weights (model.safetensors, pytorch_model.bin or a sharded *.index.json)"
@@ -262,19 +263,19 @@ def no_cuda(monkeypatch):
 @pytest.mark.parametrize("asked", ["cuda", "cuda:0", "CUDA"])
 def test_cuda_without_cuda_is_an_error_not_the_cpu(no_cuda, asked):
     with pytest.raises(DeviceError) as err:
-        default_device(asked)
+        parse_device(asked)
     assert assert_one_line(err) == f"--device {asked}: {NO_CUDA}"
 
 
 @pytest.mark.parametrize("asked", [None, "", "auto", "cpu", " CPU ", torch.device("cpu")])
 def test_auto_and_cpu_give_the_cpu_without_cuda(no_cuda, asked):
-    assert default_device(asked) == torch.device("cpu")
+    assert parse_device(asked) == torch.device("cpu")
 
 
 @pytest.mark.parametrize("asked", ["gpu", "cuda:x", "cuda:", "cuda:-1", "cpu:0", "tpu"])
 def test_malformed_device_lists_the_allowed_forms(asked):
     with pytest.raises(DeviceError) as err:
-        default_device(asked)
+        parse_device(asked)
     assert assert_one_line(err) == (f"--device {asked!r}: not a device; use one of auto, cpu, cuda, "
                                     "cuda:N (N = 0, 1, ...) or mps")
 
@@ -282,9 +283,9 @@ def test_malformed_device_lists_the_allowed_forms(asked):
 def test_cuda_index_past_the_devices_here(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert default_device("cuda:1") == torch.device("cuda:1")
+    assert parse_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(DeviceError) as err:
-        default_device("cuda:2")
+        parse_device("cuda:2")
     assert assert_one_line(err) == "--device cuda:2: this machine has 2 CUDA device(s): cuda:0 to cuda:1"
 
 

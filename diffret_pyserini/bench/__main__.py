@@ -15,16 +15,16 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Sequence
 
-from diffret_pyserini.bench.common import (SECTIONS, BenchOptions, device_info, log, resolve_device,
+from diffret_pyserini.model.device import parse_device
+from diffret_pyserini.bench.common import (SECTIONS, BenchOptions, device_info, log,
                                            set_threads)
-from diffret_pyserini.cli import InputError
+from diffret_pyserini.cli import InputError, OneLineArgumentParser
 
 DEFAULTS = BenchOptions()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m diffret_pyserini.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineArgumentParser(prog="python -m diffret_pyserini.bench", description=__doc__)
     p.add_argument("--sections", nargs="+", choices=SECTIONS,
                    help=f"sections to run (default: {' '.join(DEFAULTS.sections)}; 'scale' only when named)")
     p.add_argument("--decoder", help="decoder model run both bidirectionally (one pass) and causally (PromptReps, "
@@ -105,7 +105,7 @@ def run_sections(opts: BenchOptions) -> tuple[str, list[Path]]:
     report.RENDERERS.setdefault("throughput", (throughput.tables, throughput.plot))
     report.TITLES.setdefault("throughput", "Whole-corpus encoding throughput: length buckets and a token budget")
     set_threads(opts.threads)
-    device = resolve_device(opts.device)
+    device = parse_device(opts.device)
     parts, files = [], []
     for name in opts.sections:
         start = time.perf_counter()

@@ -82,12 +82,6 @@ class BenchOptions:
 
 
 # ------------------------------------------------------------------------------------------------ environment
-def resolve_device(device: str) -> torch.device:
-    from diffret_pyserini.model.backbones.load import default_device
-
-    return default_device(device)
-
-
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (platform.processor() elsewhere)."""
     try:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from diffret_pyserini.model.device import parse_device
 from diffret_pyserini.bench.common import (BenchOptions, Cell, SystemSpec, encoder_for, log, one_pass_systems,
-                                           paired_ratio, passages_of_tokens, cacm_queries, resolve_device,
+                                           paired_ratio, passages_of_tokens, cacm_queries,
                                            run_interleaved)
 from diffret_pyserini.model.encoder import REPRESENTATIONS
 
@@ -83,7 +84,7 @@ def make_cell(spec: SystemSpec, backbone, encoder, workload: Workload, k: int) -
 
 def measure_group(group: list[SystemSpec], opts: BenchOptions) -> list[dict]:
     """All (system, workload, K) rows of one weight group; cells of a workload are interleaved."""
-    device = resolve_device(opts.device)
+    device = parse_device(opts.device)
     backbones = {spec: spec.backbone(opts) for spec in group}
     loads = workloads(backbones[group[0]].tokenizer, opts)
     rows: list[dict] = []

@@ -16,9 +16,10 @@ run that folder's Python (the model is built from it), as `--trust-remote-code` 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from diffret_pyserini.cli import OneLineArgumentParser
 
 GPU_MAX_TOKENS = 65_536   # padded positions per bucketed batch on a GPU: ~500 CACM documents a forward
 GPU_ROWS = 1024
@@ -36,8 +37,7 @@ def sections(dream: Path, decoder: Path, out: Path, device: str, quick: bool) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffret_pyserini.bench.gpu_check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m diffret_pyserini.bench.gpu_check", description=__doc__)
     parser.add_argument("--dream-code", required=True, help="folder with Dream's model code and a config.json")
     parser.add_argument("--like", required=True, help="decoder folder (config.json + tokenizer) giving the shape")
     parser.add_argument("--out", required=True, help="folder for the sections' JSON, PNG and markdown")

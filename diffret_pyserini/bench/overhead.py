@@ -25,8 +25,9 @@ from typing import Any, Callable, Iterator
 import torch
 
 from diffret_pyserini.model import representations as R
+from diffret_pyserini.model.device import parse_device
 from diffret_pyserini.bench.common import (BenchOptions, Cell, SystemSpec, encoder_for, log, one_pass_systems,
-                                           paired_ratio, passages_of_tokens, resolve_device, run_interleaved, sync)
+                                           paired_ratio, passages_of_tokens, run_interleaved, sync)
 from diffret_pyserini.model.encoder import REPRESENTATIONS
 from diffret_pyserini.model.prompts import PromptBuilder
 
@@ -212,7 +213,7 @@ def cells_for(spec: SystemSpec, opts: BenchOptions, texts: list[str], work: Path
 
 def measure(spec: SystemSpec, opts: BenchOptions, batch: int) -> dict:
     """Timed cells, the stage profile and the amortized writing cost of one (system, batch size)."""
-    device = resolve_device(opts.device)
+    device = parse_device(opts.device)
     texts = passages_of_tokens(spec.backbone(opts).tokenizer, batch, opts.doc_tokens)
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     timer = StageTimer(device)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffret_pyserini.model.device import parse_device
 from diffret_pyserini.bench.common import (BenchOptions, Cell, SystemSpec, log, one_pass_systems, paired_ratio,
-                                           passages_of_tokens, resolve_device, run_interleaved)
+                                           passages_of_tokens, run_interleaved)
 
 TARGET_RATIO = 0.55  # one pass (dense + sparse) <= 0.55 x two pyserini.encode passes
 
@@ -30,7 +31,7 @@ def encoder_spec(spec: SystemSpec, opts: BenchOptions) -> str:
 def measure(spec: SystemSpec, opts: BenchOptions) -> dict:
     from diffret_pyserini.encode.pyserini_encoders import DiffRetDocumentEncoder  # imports pyserini.encode (JVM)
 
-    device = resolve_device(opts.device)
+    device = parse_device(opts.device)
     name = encoder_spec(spec, opts)
     dense = DiffRetDocumentEncoder(name, device=opts.device, representation="dense")
     sparse = DiffRetDocumentEncoder(name, device=opts.device, representation="sparse")

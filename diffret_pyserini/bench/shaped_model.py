@@ -18,14 +18,13 @@ that code too, so loading it runs it: `load_backbone(OUT, trust_remote_code=True
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
 
 from diffret_pyserini.atomic import atomic_dir
-from diffret_pyserini.cli import InputError
+from diffret_pyserini.cli import InputError, OneLineArgumentParser
 
 # config key of each architecture -> the Llama-style config key of the --like model it is taken from
 _SHAPES = {
@@ -105,8 +104,7 @@ def random_decoder(like: str, out: Path, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m diffret_pyserini.bench.shaped_model", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m diffret_pyserini.bench.shaped_model", description=__doc__)
     parser.add_argument("--code", required=True, help="folder with the Dream/LLaDA model code and a config.json")
     parser.add_argument("--like", required=True, help="decoder folder or packaged name whose shape and "
                         "tokenizer to take (e.g. smollm2)")

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from diffret_pyserini.bench.common import BenchOptions, log, percentile, resolve_device, sync
+from diffret_pyserini.model.device import parse_device
+from diffret_pyserini.bench.common import BenchOptions, log, percentile, sync
 from diffret_pyserini.cli import InputError
 
 TARGET_SPEEDUP = 1.6    # after >= 1.6 x before, docs/s
@@ -96,7 +97,7 @@ def body_limit(encoder, corpus: Path, device: torch.device, max_rows: int, max_t
 def measure(name: str, corpus: Path, encoder, opts: BenchOptions, work: Path) -> dict:
     from diffret_pyserini.encode.jobs import EncodeStats, encode_corpus
 
-    device = resolve_device(opts.device)
+    device = parse_device(opts.device)
     stats: dict[str, EncodeStats] = {}
 
     def arm(label: str, **kw):

@@ -53,10 +53,9 @@ def without_titles(source: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from diffret_pyserini.cli import OneLineArgumentParser
 
-    parser = argparse.ArgumentParser(prog="python -m diffret_pyserini.data.derive", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m diffret_pyserini.data.derive", description=__doc__)
     parser.add_argument("source", help="BEIR-layout folder or packaged dataset name")
     parser.add_argument("out", help="folder to write (BEIR layout)")
     args = parser.parse_args(argv)

@@ -41,8 +41,7 @@ class EncoderCommand(EncodingArguments, EncoderOverrides, ModelLoadArguments):
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and one parser per sub-command (input, output, encoder)."""
-    parser = OneLineArgumentParser(prog="python -m diffret_pyserini.encode", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m diffret_pyserini.encode", description=__doc__)
     commands = parser.add_subparsers(title="sub-commands")
     inp = commands.add_parser("input", help="what to encode")
     inp.add_argument("--corpus", help="jsonl file or folder of jsonl files (BEIR or Pyserini fields)")

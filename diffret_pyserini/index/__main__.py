@@ -53,8 +53,7 @@ def _index_flags(p: argparse.ArgumentParser, default_type: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="python -m diffret_pyserini.index", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m diffret_pyserini.index", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     dense = sub.add_parser("faiss", help="FAISS dir -> FAISS dir with another index type (FaissSearcher reads it)")
     dense.add_argument("--input", required=True, help="FAISS dir (index + docid), e.g. OUT/dense")

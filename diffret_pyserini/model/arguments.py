@@ -40,9 +40,9 @@ class ModelLoadArguments:
 
     def check_model_load(self) -> None:
         """Fail fast on a bad --device (a malformed one, or cuda without CUDA) or --dtype, before any work."""
-        from diffret_pyserini.model.backbones.load import default_device
+        from diffret_pyserini.model.device import parse_device
 
-        default_device(self.device)
+        parse_device(self.device)
         check_choice("dtype", self.dtype, DTYPES)
 
     def load_options(self) -> dict:

@@ -9,7 +9,6 @@ The result reloads offline with plain ``from_pretrained(OUT_DIR)``.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import os
@@ -18,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from diffret_pyserini.cli import InputError
+from diffret_pyserini.cli import InputError, OneLineArgumentParser
 
 DTYPES = ("float32", "bfloat16", "float16")
 # llama.cpp pre-tokenizer types that split every digit on its own before the GPT-2 regex.
@@ -139,7 +138,7 @@ def convert(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m diffret_pyserini.model.convert_gguf",
         description="Convert a GGUF checkpoint to a local Hugging Face model folder (tokenizer and chat "
                     "template included). Nothing is downloaded.")

@@ -310,8 +310,9 @@ def run_peers(dataset_dir: str, indexes: str, runs: str, peers: Sequence[str] = 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m diffret_pyserini.pipeline.peers --dataset cacm --indexes DIR --runs DIR [--peers ...]`."""
-    from diffret_pyserini.cli import check_at_least, check_writable
-    from diffret_pyserini.cli import OneLineArgumentParser, configure_logging, guarded, pop_debug
+    from diffret_pyserini.cli import (OneLineArgumentParser, check_at_least, check_writable, configure_logging,
+                                      guarded, pop_debug)
+    from diffret_pyserini.model.arguments import DEVICE_HELP
     from diffret_pyserini.model.packaged import set_offline_env
 
     args, debug = pop_debug(sys.argv[1:] if argv is None else argv)
@@ -323,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hits", type=int, default=1000, help="hits per query")
     parser.add_argument("--threads", type=int, default=2, help="search and indexing threads")
     parser.add_argument("--batch-size", type=int, default=16, help="documents per encoder batch")
-    parser.add_argument("--device", default="cpu", help="torch device for the encoders (cpu, cuda, cuda:N)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--no-bm25", action="store_true", help="leave out the bm25 reference row")
     parser.add_argument("--force", action="store_true", help="rebuild even where the fingerprints match")
     opts = parser.parse_args(args)
@@ -331,9 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_offline_env()
 
     def call():
-        from diffret_pyserini.model.backbones.load import default_device
+        from diffret_pyserini.model.device import parse_device
 
-        device = str(default_device(opts.device))  # 'auto' -> cuda or cpu; Pyserini's classes need a name
+        device = str(parse_device(opts.device))  # 'auto' -> cuda or cpu; Pyserini's classes need a name
         for name in ("hits", "threads", "batch_size"):
             check_at_least(name.replace("_", "-"), getattr(opts, name), 1)
         check_writable("indexes", opts.indexes)

@@ -82,13 +82,13 @@ def peers_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str
     """The peers (peers.py, through Pyserini's own encoders) on the same collection and topics: runs under
     runs/<dataset>/peers/, rows named peer-*, reported in the main table (a table of the peers alone, beside
     BM25, is `python -m diffret_pyserini.pipeline.peers`'s); returns ({row: metrics}, {row: run path})."""
-    from diffret_pyserini.model.backbones.load import default_device
+    from diffret_pyserini.model.device import parse_device
     from diffret_pyserini.eval.trec_eval import evaluate_run
     from diffret_pyserini.pipeline.peers import search_peers
 
     out = Path(args.runs) / key / "peers"
     paths = search_peers(dataset, topics, args.indexes, out, peers, hits=args.hits, threads=args.threads,
-                         batch_size=args.batch_size, device=str(default_device(args.device)), force=args.force)
+                         batch_size=args.batch_size, device=str(parse_device(args.device)), force=args.force)
     if dataset.qrels_path is None:
         return {}, paths
     return {row: evaluate_run(dataset.qrels_path, path) for row, path in paths.items()}, paths

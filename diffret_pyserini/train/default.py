@@ -141,10 +141,9 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from diffret_pyserini.cli import OneLineArgumentParser
 
-    parser = argparse.ArgumentParser(prog="python -m diffret_pyserini.train.default", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="python -m diffret_pyserini.train.default", description=__doc__)
     parser.add_argument("--dataset", default="cacm", help="BEIR-layout folder or packaged dataset name")
     parser.add_argument("--model", default=BASE_MODEL, help="base model folder or packaged name")
     parser.add_argument("--out-root", default=None, help="default: INDEXES/<dataset>/finetuned")

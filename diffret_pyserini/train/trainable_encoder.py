@@ -139,13 +139,14 @@ def build_encoder(model: str, settings: dict, kind: str | None = None, device: s
     bf16 (default: on GPU) runs the forward under autocast; LoRA keeps frozen base weights in bf16, full
     fine-tuning keeps fp32 master weights.
     """
-    from diffret_pyserini.model.backbones.load import default_device, read_spec
+    from diffret_pyserini.model.backbones.load import read_spec
+    from diffret_pyserini.model.device import parse_device
 
     spec = read_spec(model, kind)
     if spec.adapter_path is not None and not full_finetune:
         raise InputError(f"{model}: holds a LoRA adapter; continue with --full_finetune, or train from its base "
                          f"({json.loads((spec.path / DIFFRET_CONFIG).read_text()).get('base_model')})")
-    dev = default_device(device)
+    dev = parse_device(device)
     bf16 = dev.type == "cuda" if bf16 is None else bf16
     if dtype is None:
         dtype = torch.bfloat16 if (bf16 and not full_finetune) else torch.float32

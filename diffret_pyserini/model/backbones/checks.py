@@ -11,10 +11,7 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-
-import torch
 
 from diffret_pyserini.cli import InputError
 
@@ -26,16 +23,11 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 # Files that carry a vocabulary; tokenizer_config.json alone does not.
 TOKENIZER_FILE_PATTERNS = ("tokenizer.json", "vocab.*", "*.model", "*.tiktoken")
-DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
 MAX_MESSAGE = 300
 
 
 class ModelLoadError(InputError):
     """A model folder that cannot be loaded as asked; the one-line message names the folder and the problem."""
-
-
-class DeviceError(InputError):
-    """A `--device` value that is malformed or names hardware this machine lacks (one-line message)."""
 
 
 def one_line(err: BaseException) -> str:
@@ -193,26 +185,3 @@ def require_files(weights: Path, tokenizer: Path, adapter: Path | None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ devices
-def parse_device(device: str | torch.device | None = None) -> torch.device:
-    """'auto' (or None/''): CUDA when present, else CPU. Anything asked for by name must exist here."""
-    text = str(device).strip().lower() if device is not None else "auto"
-    if text in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", text)
-    if match:
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {device}: CUDA is not available on this machine "
-                              "(torch.cuda.is_available() is False); use --device cpu or auto")
-        count = torch.cuda.device_count()
-        if match.group(1) is not None and int(match.group(1)) >= count:
-            raise DeviceError(f"--device {device}: this machine has {count} CUDA device(s): "
-                              f"cuda:0 to cuda:{count - 1}")
-        return torch.device(text)
-    if text == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise DeviceError(f"--device {device}: MPS is not available on this machine; use --device cpu or auto")
-        return torch.device("mps")
-    raise DeviceError(f"--device {device!r}: not a device; use one of {DEVICE_FORMS}")

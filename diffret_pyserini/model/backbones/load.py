@@ -19,8 +19,8 @@ from diffret_pyserini.model.backbones.base import Backbone
 from diffret_pyserini.model.backbones.bidirectional import (BidirectionalDecoderBackbone, DreamBackbone, LLaDABackbone,
                                                       MaskedLMBackbone)
 from diffret_pyserini.model.backbones.causal import CausalBackbone
-from diffret_pyserini.model.backbones.checks import DeviceError, ModelLoadError  # noqa: F401 (callers catch them here)
-from diffret_pyserini.model.backbones.checks import one_line, parse_device, read_json, require_files, require_trust
+from diffret_pyserini.model.backbones.checks import ModelLoadError, one_line, read_json, require_files, require_trust
+from diffret_pyserini.model.device import default_dtype, parse_device
 
 DIFFRET_CONFIG = "diffret_config.json"
 KINDS = ("dream", "llada", "masked", "bidirectional", "causal")
@@ -104,21 +104,6 @@ def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> Model
                      settings=packaged_settings(name_or_path))
 
 
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """'auto'/None: CUDA when present, else CPU; a named device must exist here (DeviceError otherwise)."""
-    return parse_device(device)
-
-
-def default_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """bf16 on GPU, fp32 on CPU, unless asked otherwise."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "", "auto"):
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-            "float16": torch.float16, "fp16": torch.float16}[str(dtype)]
-
-
 def slot_token_id(kind: str, config: dict, tokenizer, slot_token: str | None, where: Path) -> int:
     """The id placed in the K slots: the checkpoint's mask id for diffusion LMs, [MASK] for masked LMs.
 
@@ -183,7 +168,7 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
 
     set_offline_env()
     hf_logging.set_verbosity_error()
-    dev = default_device(device)
+    dev = parse_device(device)
     spec = read_spec(name_or_path, kind)
     torch_dtype = default_dtype(dev, dtype)
     tokenizer_path = spec.path if (spec.path / "tokenizer_config.json").is_file() else spec.base_path
