@@ -50,10 +50,11 @@ def is_user_error(err: BaseException) -> bool:
     return type(err).__name__ == "JavaException"
 
 
-def one_line(err: BaseException) -> str:
-    """The error message on one line (Java and subprocess messages span several)."""
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
+def one_line(err: BaseException, limit: int | None = None) -> str:
+    """The error message on one line (Java and subprocess messages span several), its type when the message is
+    empty, cut to `limit` characters when given (a library's own message can run to pages)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from diffret_pyserini.atomic import TMP_MARK, atomic_path, atomic_write, atomic_write_json, atomic_write_text
 from diffret_pyserini.cli import InputError, UserError
-from diffret_pyserini.index.faiss_dirs import flat_vectors, write_flat_ip_index
+from diffret_pyserini.index.faiss_dirs import flat_vectors, write_faiss_dir
 from diffret_pyserini.index.multivector import MultiVectorStore, write_multi_store
 from diffret_pyserini.model.representations import REPRESENTATIONS
 
@@ -93,12 +93,6 @@ def _compact_multi(multi: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarr
     if mask.shape != multi.shape[:2]:
         raise ValueError(f"multi_mask shape {mask.shape} does not match multi {multi.shape[:2]}")
     return multi[mask], mask.sum(axis=1).astype(np.int64)
-
-
-def _write_faiss(path: Path, ids: Sequence[str], parts: Iterable[np.ndarray], dim: int) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    write_flat_ip_index(path / "index", parts, dim, expected=len(ids))
-    atomic_write_text(path / "docid", "".join(f"{i}\n" for i in ids))
 
 
 class RepresentationShardWriter:
@@ -290,7 +284,7 @@ class RepresentationShardWriter:
                         if sparse is not None:
                             sparse.write(line)
         if "dense" in self.representations:
-            _write_faiss(self.dense_dir, ids, self._chunk_arrays("dense"), self.manifest["dims"].get("dense", 0))
+            write_faiss_dir(self.dense_dir, ids, self._chunk_arrays("dense"), self.manifest["dims"].get("dense", 0))
         if "multi" in self.representations:
             counts = np.concatenate(list(self._chunk_arrays("counts"))) if ids else np.zeros(0, np.int64)
             write_multi_store(self.multi_dir, ids, self._chunk_arrays("multi"), counts,
@@ -315,7 +309,7 @@ def merge_shards(out_dir: str | os.PathLike, shard_num: int) -> dict[str, Path]:
         ids = [line for d in dense for line in (d / "docid").read_text(encoding="utf-8").splitlines()]
         shards = [flat_vectors(d / "index") for d in dense]  # memory-mapped: copied block by block
         blocks = (v[lo:lo + MERGE_BLOCK] for v in shards for lo in range(0, len(v), MERGE_BLOCK))
-        _write_faiss(out / "dense", ids, blocks, shards[0].shape[1])
+        write_faiss_dir(out / "dense", ids, blocks, shards[0].shape[1])
         merged["dense"] = out / "dense"
     multi = [out / f"multi-shard{i:03d}" for i in range(shard_num)]
     if all((d / "meta.json").is_file() for d in multi):

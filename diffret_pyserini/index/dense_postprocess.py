@@ -21,32 +21,33 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from diffret_pyserini.atomic import atomic_path, atomic_write_text
 from diffret_pyserini.cli import InputError
+from diffret_pyserini.index.faiss_dirs import read_faiss_dir, write_faiss_dir
+from diffret_pyserini.model.representations import l2_normalize
 
-__all__ = ["DenseTransform", "METHODS", "fit_transform", "l2_normalise", "mean_pairwise_cosine",
-           "read_faiss_dir", "apply_to_faiss_dir", "apply_to_encoded_queries", "main"]
+__all__ = ["DenseTransform", "METHODS", "fit_transform", "mean_pairwise_cosine",
+           "apply_to_faiss_dir", "apply_to_encoded_queries", "main"]
 
 METHODS = ("none", "center", "drop", "abtt", "whiten")
 
 
-def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows scaled to unit length (a zero row stays zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero): representations.l2_normalize on a float32 array."""
+    return l2_normalize(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
 def mean_pairwise_cosine(x: np.ndarray) -> float:
     """Mean cosine over all pairs of distinct rows (how collapsed a set of vectors is; 1.0 = all the same)."""
-    u = l2_normalise(x).astype(np.float64)
+    u = _unit_rows(x).astype(np.float64)
     n = len(u)
     s = u.sum(axis=0)
     return float((s @ s - n) / (n * (n - 1))) if n > 1 else 1.0
@@ -71,7 +72,7 @@ class DenseTransform:
         y = x - self.mean
         if self.matrix is not None:
             y = y @ self.matrix
-        y = l2_normalise(y) if self.normalise else y
+        y = _unit_rows(y) if self.normalise else y
         return np.ascontiguousarray(y, dtype=np.float32)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -129,18 +130,6 @@ def fit_transform(sample: np.ndarray, method: str = "center", n: int = 1, dims: 
 
 
 # ------------------------------------------------------------------------------------------ Pyserini files
-def read_faiss_dir(faiss_dir: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """(docids, vectors [N, H]) of a flat FAISS dir (index + docid) as FaissSearcher reads it."""
-    import faiss
-
-    d = Path(faiss_dir)
-    index = faiss.read_index(str(d / "index"))
-    docids = (d / "docid").read_text().split()
-    if index.ntotal != len(docids):
-        raise InputError(f"{d}: {index.ntotal} vectors but {len(docids)} docids")
-    return docids, index.reconstruct_n(0, index.ntotal)
-
-
 def sample_rows(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     """Up to `size` rows drawn without replacement (all rows, in order, when there are fewer)."""
     if len(vectors) <= size:
@@ -151,20 +140,8 @@ def sample_rows(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
 
 def apply_to_faiss_dir(src: str | os.PathLike, dst: str | os.PathLike, transform: DenseTransform) -> Path:
     """Write `dst` (index + docid, IndexFlatIP) with every vector of `src` transformed; swapped in whole."""
-    import faiss
-
     docids, vectors = read_faiss_dir(src)
-    out = Path(dst)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    index = faiss.IndexFlatIP(transform.dim)
-    index.add(transform.apply(vectors))
-    faiss.write_index(index, str(tmp / "index"))
-    atomic_write_text(tmp / "docid", "".join(f"{d}\n" for d in docids))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    return out
+    return write_faiss_dir(dst, docids, [transform.apply(vectors)], transform.dim)
 
 
 def apply_to_encoded_queries(src: str | os.PathLike, dst: str | os.PathLike, transform: DenseTransform) -> Path:

@@ -26,12 +26,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from diffret_pyserini.atomic import atomic_path
+from diffret_pyserini.atomic import atomic_dir, atomic_path, atomic_write_text
 from diffret_pyserini.cli import InputError
 
 __all__ = ["INDEX_TYPES", "IndexSettings", "factory_string", "build_index", "set_search_params",
            "ivf_nlist", "index_code_bytes", "flat_vectors", "build_dense_dir", "default_nlist", "default_pq_m",
-           "write_query_embeddings_pkl"]
+           "write_query_embeddings_pkl", "write_faiss_dir", "read_faiss_dir"]
 
 LOG = logging.getLogger(__name__)
 INDEX_TYPES = ("flat", "sqfp16", "sq8", "hnsw", "ivfpq", "ivfsq8")
@@ -221,6 +221,28 @@ def flat_vectors(index_path: str | os.PathLike) -> np.ndarray:
 
     index = faiss.read_index(str(path))
     return index.reconstruct_n(0, index.ntotal)
+
+
+def write_faiss_dir(path: str | os.PathLike, docids: Sequence[str], parts: Iterable[np.ndarray], dim: int) -> Path:
+    """A FAISS dir as Pyserini's FaissRepresentationWriter leaves it, `index` (IndexFlatIP) + `docid` (one per
+    line), written from vector blocks and swapped in whole: `path` is never a half-written folder."""
+    with atomic_dir(path) as tmp:
+        write_flat_ip_index(tmp / "index", parts, dim, expected=len(docids))
+        atomic_write_text(tmp / "docid", "".join(f"{d}\n" for d in docids))
+    return Path(path)
+
+
+def read_faiss_dir(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """(docids, vectors [N, H]) of a FAISS dir; a flat index is memory-mapped, not read into memory."""
+    d = Path(path)
+    for name in ("index", "docid"):
+        if not (d / name).is_file():
+            raise InputError(f"{d / name}: missing (not a FAISS dir: index + docid)")
+    docids = (d / "docid").read_text(encoding="utf-8").split()
+    vectors = flat_vectors(d / "index")
+    if len(vectors) != len(docids):
+        raise InputError(f"{d}: {len(vectors)} vectors but {len(docids)} docids")
+    return docids, vectors
 
 
 def build_dense_dir(input_dir: str | os.PathLike, output_dir: str | os.PathLike, settings: IndexSettings,

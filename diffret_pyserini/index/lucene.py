@@ -10,18 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-from diffret_pyserini.atomic import atomic_write
+from diffret_pyserini.atomic import atomic_dir, atomic_path, atomic_write
 from diffret_pyserini.cli import ToolError
 from diffret_pyserini.datasets import PACKAGED_DATA_DIR, Dataset, iter_corpus
-from diffret_pyserini.fingerprint import fingerprint, path_digest
+from diffret_pyserini.fingerprint import StageLog, fingerprint, folder_lock, path_digest
 from diffret_pyserini.pyserini_java import index_collection_command
-from diffret_pyserini.fingerprint import StageLog, folder_lock
 
 __all__ = ["dataset_key", "run_quiet", "build_lucene_index", "bm25_index", "bm25_fingerprint", "BM25_STAGE"]
 
@@ -43,10 +40,8 @@ def run_quiet(cmd: list[str], log_path: Path) -> None:
     """Run a Pyserini CLI with its output in `log_path` (written under a per-process name, then renamed, so a
     concurrent run never truncates it); a failure raises RuntimeError with the log's tail."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = log_path.with_name(f"{log_path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
+    with atomic_path(log_path) as tmp, open(tmp, "w") as handle:
         proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT)
-    os.replace(tmp, log_path)
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
         raise ToolError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}), see {log_path}: "
@@ -56,18 +51,12 @@ def run_quiet(cmd: list[str], log_path: Path) -> None:
 def build_lucene_index(collection: str, input_dir: Path, index_dir: Path, threads: int, impact: bool) -> None:
     """Pyserini's indexer (`python -m pyserini.index.lucene`'s Java program, pyserini_java.py) into a
     per-process temp folder, renamed into place when complete."""
-    tmp = index_dir.with_name(f"{index_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    args = ["--collection", collection, "--input", str(input_dir), "--index", str(tmp),
-            "--generator", "DefaultLuceneDocumentGenerator", "--threads", str(threads)]
-    args += ["--impact", "--pretokenized"] if impact else ["--storePositions", "--storeDocvectors", "--storeRaw"]
-    cmd = index_collection_command(args)  # what `python -m pyserini.index.lucene ARGS` runs, minus its wrapper
-    try:
+    with atomic_dir(index_dir) as tmp:
+        args = ["--collection", collection, "--input", str(input_dir), "--index", str(tmp),
+                "--generator", "DefaultLuceneDocumentGenerator", "--threads", str(threads)]
+        args += ["--impact", "--pretokenized"] if impact else ["--storePositions", "--storeDocvectors", "--storeRaw"]
+        cmd = index_collection_command(args)  # what `python -m pyserini.index.lucene ARGS` runs, minus its wrapper
         run_quiet(cmd, index_dir.with_name(index_dir.name + ".log"))
-        shutil.rmtree(index_dir, ignore_errors=True)
-        os.replace(tmp, index_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bm25_index(dataset: Dataset, root: Path, threads: int = 2, force: bool = False) -> Path:

@@ -4,7 +4,7 @@
 
 The GGUF is loaded through transformers (``gguf_file=``; needs the ``gguf`` package), dequantised, and saved
 with its tokenizer and chat template as a float32 folder (or ``--dtype bfloat16``). The folder is written to
-``OUT_DIR.tmp`` and renamed into place, so an interrupted run never leaves a half-written model behind.
+``OUT_DIR.tmp-<pid>`` and renamed into place, so an interrupted run never leaves a half-written model behind.
 The result reloads offline with plain ``from_pretrained(OUT_DIR)``.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
+from diffret_pyserini.atomic import atomic_dir
 from diffret_pyserini.cli import InputError, OneLineArgumentParser
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -120,20 +120,14 @@ def convert(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=getattr(torch, dtype))
     model.eval()
 
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    # tokenizer.json only: a slow-tokenizer "vocab file" here would be a copy of the whole GGUF.
-    tokenizer.save_pretrained(tmp, legacy_format=False)
-    for f in tmp.iterdir():  # make the files durable and readable before the rename publishes the folder
-        f.chmod(0o644)
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        # tokenizer.json only: a slow-tokenizer "vocab file" here would be a copy of the whole GGUF.
+        tokenizer.save_pretrained(tmp, legacy_format=False)
+        for f in tmp.iterdir():  # make the files durable and readable before the rename publishes the folder
+            f.chmod(0o644)
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
     return out_dir
 
 
@@ -143,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Convert a GGUF checkpoint to a local Hugging Face model folder (tokenizer and chat "
                     "template included). Nothing is downloaded.")
     parser.add_argument("gguf", help="path to the .gguf file")
-    parser.add_argument("out_dir", help="model folder to create (written to OUT_DIR.tmp, then renamed)")
+    parser.add_argument("out_dir", help="model folder to create (written to OUT_DIR.tmp-<pid>, then renamed)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES,
                         help="dtype of the saved weights (default float32, best on CPU)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")

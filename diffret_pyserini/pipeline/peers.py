@@ -24,7 +24,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +32,11 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from diffret_pyserini.atomic import atomic_write, atomic_write_text
+from diffret_pyserini.atomic import atomic_write
 from diffret_pyserini.cli import InputError
 from diffret_pyserini.datasets import Dataset, iter_corpus, normalize_text
 from diffret_pyserini.fingerprint import fingerprint, path_digest
+from diffret_pyserini.index.faiss_dirs import write_faiss_dir
 from diffret_pyserini.index.lucene import build_lucene_index
 from diffret_pyserini.eval.runs import read_trec_run, write_trec_run
 from diffret_pyserini.fingerprint import StageLog, folder_lock
@@ -147,21 +147,6 @@ def splade_pooling(ctx: PeerContext) -> dict[str, Run]:
         return _store_runs(folder, stages, run_fp, {"peer-splade-pooling": run}, ctx.hits)
 
 
-def _write_faiss_dir(path: Path, docids: list[str], vectors: np.ndarray) -> None:
-    """index + docid as Pyserini's FaissRepresentationWriter writes them (IndexFlatIP), swapped in whole."""
-    import faiss
-
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    atomic_write_text(tmp / "docid", "".join(f"{d}\n" for d in docids))
-    faiss.write_index(index, str(tmp / "index"))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
 def minilm(ctx: PeerContext) -> dict[str, Run]:
     """all-MiniLM-L6-v2 through Pyserini's Auto encoders (mean pooling, L2-norm), searched by FaissSearcher."""
     import torch
@@ -186,7 +171,8 @@ def minilm(ctx: PeerContext) -> dict[str, Run]:
                                   desc="minilm docs", unit="batch"):
                     parts.append(encoder.encode([text for _, text in batch], max_length=MAX_LENGTH))
                     docids += [docid for docid, _ in batch]
-            _write_faiss_dir(folder / "dense", docids, np.concatenate(parts))
+            vectors = np.concatenate(parts)
+            write_faiss_dir(folder / "dense", docids, [vectors], vectors.shape[1])
             stages.mark("index", index_fp)
         from pyserini.search.faiss import FaissSearcher
 

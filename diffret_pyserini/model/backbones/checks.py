@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffret_pyserini.cli import InputError
+from diffret_pyserini.cli import InputError, one_line
 
 # Kinds whose checkpoints ship their own model code (Dream, LLaDA): always gated, whatever their config says.
 REMOTE_CODE_KINDS = ("dream", "llada")
@@ -23,17 +23,10 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 # Files that carry a vocabulary; tokenizer_config.json alone does not.
 TOKENIZER_FILE_PATTERNS = ("tokenizer.json", "vocab.*", "*.model", "*.tiktoken")
-MAX_MESSAGE = 300
 
 
 class ModelLoadError(InputError):
     """A model folder that cannot be loaded as asked; the one-line message names the folder and the problem."""
-
-
-def one_line(err: BaseException) -> str:
-    """An exception as one short line: its type when the message is empty, whitespace runs collapsed."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
 
 
 def read_json(path: Path) -> dict:

@@ -19,10 +19,12 @@ from diffret_pyserini.model.backbones.base import Backbone
 from diffret_pyserini.model.backbones.bidirectional import (BidirectionalDecoderBackbone, DreamBackbone, LLaDABackbone,
                                                       MaskedLMBackbone)
 from diffret_pyserini.model.backbones.causal import CausalBackbone
-from diffret_pyserini.model.backbones.checks import ModelLoadError, one_line, read_json, require_files, require_trust
+from diffret_pyserini.cli import one_line
+from diffret_pyserini.model.backbones.checks import ModelLoadError, read_json, require_files, require_trust
 from diffret_pyserini.model.device import default_dtype, parse_device
 
 DIFFRET_CONFIG = "diffret_config.json"
+MAX_MESSAGE = 300  # a loader's own message can be a page long; the one line keeps its start
 KINDS = ("dream", "llada", "masked", "bidirectional", "causal")
 # Reserved tokens that can serve as slots for decoders that have no mask token of their own.
 SLOT_TOKEN_CANDIDATES = ("<|mask|>", "<empty_output>", "<|fim_pad|>", "<|reserved_special_token_0|>")
@@ -182,18 +184,18 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True,
                                                   trust_remote_code=trust_remote_code)
     except Exception as err:
-        raise ModelLoadError(f"{tokenizer_path}: the tokenizer does not load: {one_line(err)}") from err
+        raise ModelLoadError(f"{tokenizer_path}: the tokenizer does not load: {one_line(err, MAX_MESSAGE)}") from err
     try:
         model = load_model(spec.kind, weights, torch_dtype, trust_remote_code)
     except Exception as err:
-        raise ModelLoadError(f"{weights}: the {spec.kind} model does not load: {one_line(err)}") from err
+        raise ModelLoadError(f"{weights}: the {spec.kind} model does not load: {one_line(err, MAX_MESSAGE)}") from err
     if spec.adapter_path is not None:
         from peft import PeftModel
 
         try:
             model = PeftModel.from_pretrained(model, spec.adapter_path).merge_and_unload()
         except Exception as err:
-            raise ModelLoadError(f"{spec.adapter_path}: the LoRA adapter does not load: {one_line(err)}") from err
+            raise ModelLoadError(f"{spec.adapter_path}: the LoRA adapter does not load: {one_line(err, MAX_MESSAGE)}") from err
     model.to(dev).eval()
     slot_id = slot_token_id(spec.kind, read_hf_config(weights), tokenizer, slot_token or spec.slot_token,
                             weights)
