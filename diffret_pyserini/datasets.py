@@ -20,7 +20,7 @@ from diffret_pyserini.cli import InputError
 __all__ = [
     "DatasetError", "Document", "Dataset", "iter_corpus", "count_corpus", "load_queries", "load_qrels",
     "resolve_dataset", "check_dataset", "write_topics_tsv", "pyserini_topic_reader", "PACKAGED_DATASETS", "PACKAGED_DATA_DIR",
-    "normalize_text", "corpus_files", "json_lines", "json_object", "parse_document_line",
+    "normalize_text", "corpus_files", "document_lines", "json_lines", "json_object", "read_documents",
 ]
 
 PACKAGED_DATASETS = ("cacm", "cacm-notitle")
@@ -72,11 +72,24 @@ def corpus_files(path: str | os.PathLike) -> list[Path]:
     return [p]
 
 
-def json_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, decoded line) for non-blank lines, decoding each line on its own so a bad
-    byte is reported at its line. Binary iteration splits on b"\\n" only: U+2028 inside JSON strings is safe."""
+def document_lines(path: Path) -> Iterator[tuple[int, int]]:
+    """(byte offset, 1-based line number) of each non-blank line of one corpus file, from the bytes alone (no
+    decoding, no JSON): the documents, as every reader counts them."""
     with _open_binary(path) as f:
+        offset = 0
         for lineno, raw in enumerate(f, 1):
+            if raw.strip():
+                yield offset, lineno
+            offset += len(raw)
+
+
+def json_lines(path: Path, offset: int = 0, first_line: int = 1) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, decoded line) for non-blank lines from byte `offset` (line `first_line`),
+    decoding each line on its own so a bad byte is reported at its line. Binary iteration splits on b"\\n"
+    only: U+2028 inside JSON strings is safe."""
+    with _open_binary(path) as f:
+        f.seek(offset)
+        for lineno, raw in enumerate(f, first_line):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte-order mark would make json.loads fail on an otherwise fine file
             try:
@@ -131,9 +144,23 @@ def _parse_document(path: Path, lineno: int, obj: dict) -> Document:
     return Document(docid, title, text)
 
 
-def parse_document_line(path: Path, lineno: int, line: str) -> Document:
-    """One corpus line (already decoded) as a Document, with the same one-line errors `iter_corpus` raises."""
-    return _parse_document(path, lineno, json_object(path, lineno, line))
+def read_documents(path: Path, offset: int = 0, first_line: int = 1, limit: int | None = None,
+                   seen: set[str] | None = None) -> Iterator[tuple[int, Document]]:
+    """(line number, Document) of one corpus file from byte `offset` (line `first_line`), at most `limit`
+    documents, each checked with one-line errors; an id already in `seen` (shared across calls) is a duplicate."""
+    seen = set() if seen is None else seen
+    if limit == 0:
+        return
+    n = 0
+    for lineno, line in json_lines(path, offset, first_line):
+        doc = _parse_document(path, lineno, json_object(path, lineno, line))
+        if doc.docid in seen:
+            raise DatasetError(path, f"duplicate document id {doc.docid!r}", line=lineno, field="id")
+        seen.add(doc.docid)
+        yield lineno, doc
+        n += 1
+        if n == limit:
+            return
 
 
 def iter_corpus(path: str | os.PathLike, *, start: int = 0) -> Iterator[Document]:
@@ -148,11 +175,7 @@ def iter_corpus(path: str | os.PathLike, *, start: int = 0) -> Iterator[Document
     seen: set[str] = set()
     n = 0
     for f in corpus_files(path):
-        for lineno, line in json_lines(f):
-            doc = _parse_document(f, lineno, json_object(f, lineno, line))
-            if doc.docid in seen:
-                raise DatasetError(f, f"duplicate document id {doc.docid!r}", line=lineno, field="id")
-            seen.add(doc.docid)
+        for _, doc in read_documents(f, seen=seen):
             if n >= start:
                 yield doc
             n += 1
@@ -160,11 +183,7 @@ def iter_corpus(path: str | os.PathLike, *, start: int = 0) -> Iterator[Document
 
 def count_corpus(path: str | os.PathLike) -> int:
     """Number of non-blank lines (documents), without parsing JSON; for progress bars."""
-    n = 0
-    for f in corpus_files(path):
-        with _open_binary(f) as fh:
-            n += sum(1 for raw in fh if raw.strip())
-    return n
+    return sum(1 for f in corpus_files(path) for _ in document_lines(f))
 
 
 def normalize_text(text: str) -> str:

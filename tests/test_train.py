@@ -137,7 +137,9 @@ def test_resume_reaches_the_same_weights(tiny_model_dirs, tmp_path):
     genuine = state_pt.read_bytes()
     marker = tmp_path / "planted-code-ran"
     torch.save({**torch.load(state_pt, weights_only=True), "planted": PlantedCode(marker)}, state_pt)
-    with pytest.raises(RuntimeError, match="not a checkpoint this trainer wrote"):
+    from diffret_pyserini.cli import InputError
+
+    with pytest.raises(InputError, match="not a checkpoint this trainer wrote"):
         run_train(tiny_model_dirs["bert"], data, tmp_path / "b", resume=True, **kwargs)
     assert not marker.exists()  # refused before anything in the pickle ran
     state_pt.write_bytes(genuine)

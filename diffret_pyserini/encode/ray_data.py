@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.cli import UserError
-from diffret_pyserini.datasets import DatasetError, Document, corpus_files, parse_document_line
+from diffret_pyserini.datasets import DatasetError, Document, corpus_files, document_lines, read_documents
 from diffret_pyserini.encode.jobs import EncodeStats, encode_window, plan_window
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 from diffret_pyserini.model.representations import REPRESENTATIONS
@@ -93,65 +93,27 @@ class Block:
 
 def scan_blocks(corpus: str | os.PathLike, block_size: int) -> list[Block]:
     """Cut the corpus into blocks of `block_size` documents (a block never spans two files), from the bytes
-    alone: non-blank lines are documents, as `datasets.count_corpus` counts them."""
-    import gzip
-
+    alone: `datasets.document_lines`, the documents every reader counts."""
     blocks: list[Block] = []
     first_doc = 0
     for path in corpus_files(corpus):
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rb") as f:
-            offset, lineno, start = 0, 0, None
-            n = 0
-            for raw in f:
-                lineno += 1
-                if raw.strip():
-                    if start is None:
-                        start = (offset, lineno)
-                    n += 1
-                    if n == block_size:
-                        blocks.append(Block(len(blocks), str(path), start[0], start[1], n, first_doc))
-                        first_doc += n
-                        start, n = None, 0
-                offset += len(raw)
-            if n:
-                blocks.append(Block(len(blocks), str(path), start[0], start[1], n, first_doc))
-                first_doc += n
+        start, n = (0, 0), 0
+        for line in document_lines(path):
+            start, n = (line if n == 0 else start), n + 1
+            if n == block_size:
+                blocks.append(Block(len(blocks), str(path), *start, n, first_doc))
+                first_doc, n = first_doc + n, 0
+        if n:
+            blocks.append(Block(len(blocks), str(path), *start, n, first_doc))
+            first_doc += n
     return blocks
 
 
 def read_block(block: Block) -> tuple[list[Document], list[int]]:
-    """The block's documents and their line numbers, parsed and checked as `datasets.iter_corpus` does
-    (duplicate ids within the block included; across blocks the driver checks them at the merge)."""
-    import gzip
-
-    path = Path(block.path)
-    opener = gzip.open if path.name.endswith(".gz") else open
-    docs: list[Document] = []
-    lines: list[int] = []
-    seen: set[str] = set()
-    with opener(path, "rb") as f:
-        f.seek(block.offset)
-        lineno = block.first_line - 1
-        for raw in f:
-            lineno += 1
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DatasetError(path, f"invalid UTF-8 byte at column {e.start + 1}", line=lineno) from None
-            doc = parse_document_line(path, lineno, line)
-            if doc.docid in seen:
-                raise DatasetError(path, f"duplicate document id {doc.docid!r}", line=lineno, field="id")
-            seen.add(doc.docid)
-            docs.append(doc)
-            lines.append(lineno)
-            if len(docs) == block.n_docs:
-                break
-    return docs, lines
+    """The block's documents and their line numbers, read as `datasets.iter_corpus` reads them (duplicate ids
+    within the block included; across blocks the driver checks them at the merge)."""
+    pairs = list(read_documents(Path(block.path), block.offset, block.first_line, block.n_docs))
+    return [doc for _, doc in pairs], [lineno for lineno, _ in pairs]
 
 
 def block_dir(out_dir: Path, index: int) -> Path:
