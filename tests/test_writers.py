@@ -343,3 +343,33 @@ def test_atomic_dir_replaces_the_folder_only_when_complete(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert [p.name for p in out.iterdir()] == ["new.txt"]
+
+
+def test_adopted_blocks_give_the_outputs_of_one_writer(tmp_path):
+    """Blocks written by separate writers (as Ray actors write them), adopted in order, finalize to exactly what
+    one writer over all documents writes."""
+    from diffret_pyserini.index.faiss_dirs import read_faiss_dir
+
+    data = make_docs(13)
+    whole = RepresentationShardWriter(tmp_path / "whole", chunk_size=4)
+    write_all(whole, data, 0, 13)
+    expected = whole.finalize()
+    blocks = []
+    for i, (start, stop) in enumerate(((0, 5), (5, 9), (9, 13))):
+        # a block is one chunk of its own size, committed by the write that fills it
+        write_all(RepresentationShardWriter(tmp_path / f"block-{i}", chunk_size=stop - start), data, start, stop,
+                  batch=stop - start)
+        blocks.append(RepresentationShardWriter(tmp_path / f"block-{i}", chunk_size=stop - start))
+    merged = RepresentationShardWriter(tmp_path / "merged", chunk_size=4)
+    merged.adopt(blocks)
+    assert merged.completed_docs() == 13
+    assert [c["name"] for c in merged.manifest["chunks"]] == ["part-000000", "part-000001", "part-000002"]
+    got = merged.finalize()
+    assert (got["sparse"]).read_text() == expected["sparse"].read_text()
+    ids_a, vec_a = read_faiss_dir(expected["dense"])
+    ids_b, vec_b = read_faiss_dir(got["dense"])
+    assert ids_a == ids_b and np.array_equal(vec_a, vec_b)
+    a, b = MultiVectorStore.load(expected["multi"]), MultiVectorStore.load(got["multi"])
+    assert a.docids == b.docids and np.array_equal(a.offsets, b.offsets) and np.array_equal(a.vectors, b.vectors)
+    with pytest.raises(ValueError, match="representations"):
+        RepresentationShardWriter(tmp_path / "dense-only", ["dense"]).adopt(blocks[:1])

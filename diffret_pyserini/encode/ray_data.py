@@ -120,17 +120,11 @@ def block_dir(out_dir: Path, index: int) -> Path:
     return out_dir / RAY_DIR / f"block-{index:06d}"
 
 
-def _block_manifest(out_dir: Path, index: int) -> dict | None:
-    path = block_dir(out_dir, index) / "work" / "shard-000" / "manifest.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def committed(out_dir: Path, block: Block, fp: str) -> bool:
     """Whether the block's chunk is committed (its manifest lists all its documents, with this fingerprint)."""
-    manifest = _block_manifest(out_dir, block.index)
+    from diffret_pyserini.encode.writers import RepresentationShardWriter
+
+    manifest = RepresentationShardWriter.committed_manifest(block_dir(out_dir, block.index))
     return bool(manifest and manifest.get("fingerprint") == fp
                 and sum(c["n_docs"] for c in manifest["chunks"]) == block.n_docs)
 
@@ -338,14 +332,12 @@ def merge_blocks(out: Path, blocks: list[Block], representations: Sequence[str],
     work folder with one manifest, and assemble the final outputs."""
     from diffret_pyserini.encode.writers import RepresentationShardWriter
 
-    # opened first: it deletes chunk files its manifest does not list, which the links below are until the
-    # manifest written after them lists them
-    writer = RepresentationShardWriter(out, representations, chunk_size=chunk_size, fingerprint=fp,
-                                       multi_dtype=multi_dtype)
-    work = writer.work_dir
-    chunks, dims, seen = [], {}, {}
+    def open_writer(folder: Path, overwrite: bool = False) -> RepresentationShardWriter:
+        return RepresentationShardWriter(folder, representations, chunk_size=chunk_size, fingerprint=fp,
+                                         multi_dtype=multi_dtype, overwrite=overwrite)
+
+    seen: dict[str, int] = {}
     for block in blocks:
-        manifest = _block_manifest(out, block.index)
         if not committed(out, block, fp):
             raise RayEncodeError(f"block {block.index} ({block.path} from line {block.first_line}) is not "
                                  "committed: re-run to encode it")
@@ -356,24 +348,11 @@ def merge_blocks(out: Path, blocks: list[Block], representations: Sequence[str],
             if docid in seen:
                 raise DatasetError(block.path, f"duplicate document id {docid!r}", line=line, field="id")
             seen[docid] = line
-        dims.update(manifest.get("dims", {}))
-        name = f"part-{block.index:06d}"
-        source = block_dir(out, block.index) / "work" / "shard-000"
-        for suffix in (".jsonl", ".npz"):
-            src, dst = source / f"part-000000{suffix}", work / f"{name}{suffix}"
-            if src.is_file():
-                dst.unlink(missing_ok=True)
-                try:
-                    os.link(src, dst)
-                except OSError:  # another file system: copy instead
-                    shutil.copyfile(src, dst)
-        chunk = manifest["chunks"][0]
-        chunks.append({"name": name, "n_docs": chunk["n_docs"], "n_vectors": chunk["n_vectors"]})
-    total = sum(c["n_docs"] for c in chunks)
-    if total != sum(b.n_docs for b in blocks):
-        raise RayEncodeError(f"{total} documents encoded for {sum(b.n_docs for b in blocks)} in the corpus")
-    atomic_write_json(work / "manifest.json", {**writer.manifest, "dims": dims, "chunks": chunks})
-    paths = RepresentationShardWriter(out, representations, chunk_size=chunk_size, fingerprint=fp,
-                                      multi_dtype=multi_dtype).finalize()
+    writer = open_writer(out, overwrite=True)  # a merge killed before finalize left chunks: start the list over
+    writer.adopt(open_writer(block_dir(out, block.index)) for block in blocks)
+    if writer.completed_docs() != sum(b.n_docs for b in blocks):
+        raise RayEncodeError(f"{writer.completed_docs()} documents encoded for {sum(b.n_docs for b in blocks)} "
+                             "in the corpus")
+    paths = writer.finalize()
     shutil.rmtree(out / RAY_DIR, ignore_errors=True)
     return paths

@@ -169,6 +169,45 @@ class RepresentationShardWriter:
         """How many documents (a prefix of the stream) are safely committed; skip these on restart."""
         return sum(c["n_docs"] for c in self.manifest["chunks"])
 
+    @staticmethod
+    def committed_manifest(out_dir: str | os.PathLike, shard_id: int = 0) -> dict | None:
+        """The committed work manifest of a writer on `out_dir` (None when there is none yet), read without
+        opening a writer (opening one removes uncommitted files, which another process may be writing)."""
+        path = Path(out_dir) / "work" / f"shard-{shard_id:03d}" / "manifest.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def adopt(self, others: Iterable[RepresentationShardWriter]) -> None:
+        """Append the committed chunks of `others` (writers of the same representations, e.g. blocks encoded
+        elsewhere), in order, after this writer's own: their files are hard-linked (copied across file systems)
+        under this writer's chunk names, then one manifest lists them all (the commit point; a kill before it
+        leaves unlisted files that the next open removes)."""
+        if self._buffered:
+            raise RuntimeError(f"{self.work_dir}: adopt with {self._buffered} documents not yet committed")
+        chunks, dims = list(self.manifest["chunks"]), dict(self.manifest["dims"])
+        for other in others:
+            if other.representations != self.representations:
+                raise ValueError(f"{other.work_dir}: representations {sorted(other.representations)}, "
+                                 f"expected {sorted(self.representations)}")
+            for kind, dim in other.manifest["dims"].items():
+                if dims.setdefault(kind, dim) != dim:
+                    raise ValueError(f"{other.work_dir}: {kind} dimension {dim}, expected {dims[kind]}")
+            for chunk in other.manifest["chunks"]:
+                name = f"part-{len(chunks):06d}"
+                for suffix in (".jsonl", ".npz"):
+                    src, dst = other.work_dir / f"{chunk['name']}{suffix}", self.work_dir / f"{name}{suffix}"
+                    if src.is_file():
+                        dst.unlink(missing_ok=True)
+                        try:
+                            os.link(src, dst)
+                        except OSError:  # another file system
+                            shutil.copyfile(src, dst)
+                chunks.append({**chunk, "name": name})
+        self.manifest["chunks"], self.manifest["dims"] = chunks, dims
+        atomic_write_json(self._manifest_path, self.manifest)
+
     # -- writing -----------------------------------------------------------------------------------------
     def write_batch(self, docids: Sequence[str], contents: Sequence[str], dense: Any = None, multi: Any = None,
                     multi_mask: Any = None, sparse: Sequence[Mapping[str, int]] | None = None) -> None:
