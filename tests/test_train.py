@@ -127,7 +127,7 @@ def test_resume_reaches_the_same_weights(tiny_model_dirs, tmp_path):
     assert (resumed / "checkpoint-3" / "trainable.safetensors").is_file()
     assert (resumed / "checkpoint-3" / "trainer_state.json").is_file()  # transformers.Trainer's checkpoint
     assert not (resumed / "checkpoint-6").exists()  # the final step is the model folder, not a checkpoint
-    for name in ("diffret_config.json", "model.safetensors", "trainer_state.json"):
+    for name in ("diffret_config.json", "model.safetensors", "diffret_train.json"):
         (resumed / name).unlink()
     with pytest.raises(ValueError, match="checkpoints"):
         run_train(tiny_model_dirs["bert"], data, tmp_path / "b", **kwargs)
@@ -324,4 +324,4 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_model_dirs, tmp_path)
                     gradient_accumulation_steps=2, logging_steps=1)
     history = read_history(out)
     assert [h["step"] for h in history] == [1, 2, 3]  # optimiser steps, each the mean of 2 micro-batches
-    assert json.loads((out / "trainer_state.json").read_text())["steps"] == 3
+    assert json.loads((out / "diffret_train.json").read_text())["steps"] == 3

@@ -62,13 +62,13 @@ def test_a_half_written_checkpoint_never_counts_and_is_removed(tmp_path):
         resume_checkpoint(out, t)
 
 
-def test_deepspeed_zero2_config_is_the_one_the_readme_command_uses():
+def test_deepspeed_zero2_config_is_the_one_the_documented_command_uses():
     config = json.loads((ROOT / "configs" / "deepspeed_zero2.json").read_text())
     assert config["zero_optimization"]["stage"] == 2
     # "auto": transformers fills these from the CLI flags, so the config cannot disagree with them.
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
         assert config[key] == "auto"
     assert config["bf16"]["enabled"] == "auto"
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "training.md").read_text()
     command = re.search(r"torchrun[^`]*--deepspeed configs/deepspeed_zero2\.json[^`]*", text)
     assert command and "--lora_r" in command.group(0) and "--trust_remote_code" in command.group(0)

@@ -59,7 +59,7 @@ def test_two_processes_train_like_one_with_twice_the_batch(tiny_model_dirs, tmp_
                      **steps)]
     proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    state = json.loads((two / "trainer_state.json").read_text())
+    state = json.loads((two / "diffret_train.json").read_text())
     assert state["processes"] == 2
     a, b = read_history(one), read_history(two)
     assert [h["step"] for h in a] == [h["step"] for h in b] == [1, 2, 3, 4]

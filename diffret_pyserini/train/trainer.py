@@ -43,7 +43,9 @@ log = logging.getLogger("diffret_pyserini.train")
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STAGING = ".staging"
 WEIGHTS = "trainable.safetensors"  # the trainable parameters (all of them, or the LoRA adapters)
-OURS = "diffret_train.json"        # arguments, loss history and the unlogged window, per checkpoint
+# Our record, per checkpoint (arguments, loss history, the unlogged window) and for the finished run (plus
+# steps, examples, processes, seconds); transformers' own trainer_state.json stays inside checkpoints.
+OURS = "diffret_train.json"
 PICKLED = (".pt", ".pth", ".bin")
 
 
@@ -110,6 +112,20 @@ class _DataLoader(torch.utils.data.DataLoader):
         self.batch_sampler.set_epoch(epoch)
 
 
+class _StepRecorder(transformers.TrainerCallback):
+    """After each optimiser step: the loss history and progress bar; the last step saves a model folder (by the
+    caller), not a checkpoint."""
+
+    def __init__(self, trainer: ContrastiveTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._record_step()
+        if state.global_step >= state.max_steps:
+            control.should_save = False
+        return control
+
+
 class ContrastiveTrainer(transformers.Trainer):
     """transformers.Trainer with our groups as batches and InfoNCE (+ FLOPS) over every process's batch."""
 
@@ -127,7 +143,8 @@ class ContrastiveTrainer(transformers.Trainer):
         self.bar: tqdm | None = None
         self._staging: Path | None = None
         for printer in (transformers.trainer_callback.ProgressCallback, transformers.trainer_callback.PrinterCallback):
-            self.remove_callback(printer)  # our bar shows the loss; history goes to trainer_state.json
+            self.remove_callback(printer)  # our bar shows the loss; the history goes to diffret_train.json
+        self.add_callback(_StepRecorder(self))
 
     # ------------------------------------------------------------------ data and loss
     def get_train_dataloader(self) -> _DataLoader:
@@ -172,17 +189,16 @@ class ContrastiveTrainer(transformers.Trainer):
                                  "mean_loss": round(sum(self.window) / len(self.window), 5)})
             self.window = []
 
-    def _maybe_log_save_evaluate(self, *args, **kwargs):
-        self._record_step()
-        if self.state.global_step >= self.state.max_steps:
-            self.control.should_save = False  # the final model is saved as a model folder, not a checkpoint
-        return super()._maybe_log_save_evaluate(*args, **kwargs)
-
     # ------------------------------------------------------------------ checkpoint files
+    # The private methods below are the Trainer's own extension points for checkpoint files (as Tevatron uses
+    # `_save`); each override says what it changes.
     def _get_output_dir(self, trial):
+        """Checkpoints are written into a staging folder (see `_save_checkpoint`)."""
         return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial):
+        """Atomic checkpoints: staged, fsynced, then renamed to checkpoint-N with our record (arguments, loss
+        history), so a kill mid-save never leaves a checkpoint that looks complete."""
         out = Path(self.args.output_dir)
         self._staging = out / STAGING
         try:
@@ -215,6 +231,7 @@ class ContrastiveTrainer(transformers.Trainer):
         save_file(weights, os.path.join(output_dir, WEIGHTS))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """The trainable parameters back from `_save`'s file (the frozen base is loaded with the model)."""
         from safetensors.torch import load_file
 
         named = dict(self.encoder.model.named_parameters())
@@ -227,10 +244,13 @@ class ContrastiveTrainer(transformers.Trainer):
         return os.path.join(folder, name)
 
     def _save_rng_state(self, output_dir):
+        """RNG states as plain tensors (transformers' file pickles numpy state), so every file of a checkpoint
+        loads with `weights_only=True` and a planted pickle is refused before it runs (check_checkpoint)."""
         os.makedirs(output_dir, exist_ok=True)
         torch.save(rng_state(), self._rng_file(output_dir))
 
     def _load_rng_state(self, checkpoint):
+        """The states `_save_rng_state` wrote."""
         if checkpoint is not None and os.path.isfile(self._rng_file(checkpoint)):
             set_rng_state(load_checkpoint_state(Path(self._rng_file(checkpoint))))
 
@@ -247,7 +267,7 @@ def _changed(saved: dict, now: dict) -> list[str]:
 def prepare_output(out: Path, args: TrainingArguments, main: bool = True) -> bool:
     """Check and make the output folder; True when `--resume` finds the run already finished."""
     resume = args.resume or bool(args.resume_from_checkpoint)
-    finished = (out / DIFFRET_CONFIG).is_file() and (out / "trainer_state.json").is_file() and not checkpoints(out)
+    finished = (out / DIFFRET_CONFIG).is_file() and (out / OURS).is_file() and not checkpoints(out)
     if resume and finished:
         return True
     if (out / DIFFRET_CONFIG).is_file() and not (args.overwrite_output_dir or resume):
@@ -315,7 +335,7 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
     out = Path(args.output_dir)
     main = args.process_index == 0
     if prepare_output(out, args, main):
-        log.info(f"{out}: already trained (trainer_state.json); nothing to resume")
+        log.info(f"{out}: already trained ({OURS}); nothing to resume")
         return out
     train_data = _training_data(data_args, out) if main else None
     if args.world_size > 1:  # rank 0 may have mined the data; everyone reads the same file
@@ -361,7 +381,7 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
         encoder.eval()
         base = model_args.model if not Path(model_args.model).is_dir() else str(Path(model_args.model).resolve())
         encoder.save(out, base_model=base)
-        atomic_write_json(out / "trainer_state.json", {
+        atomic_write_json(out / OURS, {
             "args": args_json, "history": trainer.history, "steps": trainer.state.global_step,
             "examples": len(examples), "processes": args.world_size, "seconds": round(time.time() - started, 1)})
         if not args.keep_checkpoints:
@@ -372,5 +392,5 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
 
 
 def read_history(out: str | os.PathLike) -> list[dict]:
-    """The logged losses of a finished run (trainer_state.json)."""
-    return json.loads((Path(out) / "trainer_state.json").read_text())["history"]
+    """The logged losses of a finished run (diffret_train.json)."""
+    return json.loads((Path(out) / OURS).read_text())["history"]
