@@ -77,9 +77,8 @@ def body_limit(encoder, corpus: Path, device: torch.device, max_rows: int, max_t
     for chunk in batched(iter_corpus(corpus), 1024):
         window = plan_window(encoder, chunk, None, max_rows, max_tokens, True)
         lengths += window.plan.lengths
-        builder.pretokenized(window.texts, window.text_ids)
         for rows in window.plan.batches:
-            batch = builder.build([window.texts[i] for i in rows]).to(device)
+            batch = builder.build([window.texts[i] for i in rows], [window.text_ids[i] for i in rows]).to(device)
             x = {"input_ids": batch.input_ids, **backbone.attention_inputs(batch)}
             if backbone.takes_position_ids:
                 x["position_ids"] = batch.position_ids

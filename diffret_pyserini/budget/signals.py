@@ -9,6 +9,7 @@ Kq's runs.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -17,13 +18,15 @@ import torch
 __all__ = ["SLOT_FEATURES", "slot_signals", "nqc", "agreement"]
 
 SLOT_FEATURES = ("distinct_frac", "stop_frac", "repeat_frac", "entropy", "margin")
+# per encoder, computed once over its vocabulary; gone with the encoder
+_SPENT_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _spent_ids(encoder) -> set[int]:
     """Vocabulary ids whose prediction carries no content: special ids, stopwords, punctuation-only tokens."""
     from diffret_pyserini.model.representations import english_stopwords
 
-    cached = getattr(encoder, "_budget_spent_ids", None)
+    cached = _SPENT_IDS.get(encoder)
     if cached is not None:
         return cached
     stop = english_stopwords()
@@ -32,7 +35,7 @@ def _spent_ids(encoder) -> set[int]:
         word = (term or "").lower().lstrip("#")
         if term is None or word in stop or not any(ch.isalnum() for ch in word):
             spent.add(i)
-    encoder._budget_spent_ids = spent
+    _SPENT_IDS[encoder] = spent
     return spent
 
 

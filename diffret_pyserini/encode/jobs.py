@@ -156,11 +156,11 @@ def encode_window(encoder: DiffRetEncoder, window: Window, representations: Sequ
 
     texts = window.texts
     n = len(texts)
-    encoder.builder("passage", None, max_length).pretokenized(texts, window.text_ids)
     out: dict = {"dense": None, "multi": None, "multi_mask": None,
                  "sparse": [None] * n if "sparse" in representations else None}
     for rows in window.plan.batches:
-        enc = encoder.encode([texts[i] for i in rows], "passage", want=representations, max_length=max_length)
+        enc = encoder.encode([texts[i] for i in rows], "passage", want=representations, max_length=max_length,
+                             text_ids=[window.text_ids[i] for i in rows])
         for key, value in (("dense", enc.dense), ("multi", enc.multi), ("multi_mask", enc.multi_valid)):
             if value is not None:
                 if out[key] is None:

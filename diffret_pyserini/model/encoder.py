@@ -171,9 +171,11 @@ class DiffRetEncoder:
             out["sparse"] = self.sparse_weights(states.features, states.valid, columns, allowed)
         return out
 
-    def read(self, texts: Sequence[str], role: str, k: int | None = None, max_length: int | None = None):
-        """Prompts built and the backbone run once: the slot states every representation is read from."""
-        return self.backbone.read_slots(self.builder(role, k, max_length).build(list(texts)))
+    def read(self, texts: Sequence[str], role: str, k: int | None = None, max_length: int | None = None,
+             text_ids: Sequence[Sequence[int]] | None = None):
+        """Prompts built and the backbone run once: the slot states every representation is read from
+        (`text_ids`: the texts already tokenised, see PromptBuilder.build)."""
+        return self.backbone.read_slots(self.builder(role, k, max_length).build(list(texts), text_ids))
 
     @staticmethod
     def dense_tensors(states, want: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -196,14 +198,15 @@ class DiffRetEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], role: str = "passage", want: Sequence[str] = REPRESENTATIONS,
-               k: int | None = None, max_length: int | None = None) -> EncodedBatch:
+               k: int | None = None, max_length: int | None = None,
+               text_ids: Sequence[Sequence[int]] | None = None) -> EncodedBatch:
         """Encode `texts` once and return the representations named in `want`: `represent`'s tensors as numpy,
-        sparse weights quantised into {term: int}."""
+        sparse weights quantised into {term: int}. `text_ids`: the texts already tokenised (PromptBuilder)."""
         unknown = set(want) - set(REPRESENTATIONS)
         if unknown:
             raise SettingError(f"unknown representations {sorted(unknown)}; expected {REPRESENTATIONS}")
         texts = [t if isinstance(t, str) else "" for t in texts]
-        states = self.read(texts, role, k, max_length)
+        states = self.read(texts, role, k, max_length, text_ids)
         reps = self.dense_tensors(states, want)
         dense = multi = multi_valid = sparse = None
         if "dense" in want:

@@ -199,9 +199,6 @@ class PromptBuilder:
         self.max_text_tokens = max_text_tokens
         self.pad_id = pad_id
         self.with_slots = with_slots
-        # Token ids already computed for some texts (see `pretokenized`): length-bucketed encoding tokenises a
-        # window once, to sort it by length, and the batches built from it then reuse those ids.
-        self._known: dict[str, list[int]] = {}
 
     @property
     def k(self) -> int:
@@ -210,9 +207,6 @@ class PromptBuilder:
     def text_ids(self, texts: Sequence[str]) -> list[list[int]]:
         # Cut characters first: tokenising a 100k-character text only to keep 256 tokens wastes seconds.
         # 32 characters a token is generous for any subword vocabulary.
-        known = self._known
-        if known and all(t in known for t in texts):
-            return [known[t] for t in texts]
         char_cap = max(4096, self.max_text_tokens * 32)
         encoded = self.tokenizer([t[:char_cap] for t in texts], add_special_tokens=False)["input_ids"]
         return [list(ids) for ids in encoded]
@@ -223,11 +217,6 @@ class PromptBuilder:
         extra = len(lay.prefix) + len(lay.suffix) + (lay.k + len(lay.tail) if self.with_slots else 0)
         return [extra + min(len(ids), self.max_text_tokens) for ids in text_ids]
 
-    def pretokenized(self, texts: Sequence[str], text_ids: Sequence[list[int]]) -> None:
-        """Use these ids for these texts in later `build` calls (replacing any given before): the texts are
-        not tokenised again. Texts not given here are tokenised as usual."""
-        self._known = dict(zip(texts, text_ids))
-
     def sequence(self, text_ids: Sequence[int]) -> list[int]:
         lay = self.layout
         body = list(lay.prefix) + list(text_ids[: self.max_text_tokens]) + list(lay.suffix)
@@ -235,9 +224,11 @@ class PromptBuilder:
             body += [lay.slot_id] * lay.k + list(lay.tail)
         return body
 
-    def build(self, texts: Sequence[str]) -> PromptBatch:
-        """Left-pad the prompts of `texts`; slots sit at the same columns in every row."""
-        all_ids = self.text_ids(texts)
+    def build(self, texts: Sequence[str], text_ids: Sequence[Sequence[int]] | None = None) -> PromptBatch:
+        """Left-pad the prompts of `texts`; slots sit at the same columns in every row. `text_ids`, when given,
+        are the texts' own token ids from `text_ids` (length-bucketed encoding tokenises a window once, to sort
+        it by length, and its batches reuse those ids)."""
+        all_ids = self.text_ids(texts) if text_ids is None else text_ids
         seqs = [self.sequence(ids) for ids in all_ids]
         length = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)

@@ -11,6 +11,7 @@ its own settings; the query string overrides them, and keyword overrides overrid
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl
 
@@ -71,8 +72,17 @@ def parse_spec(spec: str) -> EncoderSpec:
     return EncoderSpec(model=model, representation=representation, settings=settings, load=load)
 
 
-_CACHE: dict[tuple, DiffRetEncoder] = {}
+# Loaded models, newest last, so that the query and document encoders of one process share one model; the
+# oldest is dropped past CACHE_MODELS (a pipeline loads several models one after another).
+CACHE_MODELS = 2
+_CACHE: OrderedDict[tuple, DiffRetEncoder] = OrderedDict()
 _LOCK = threading.Lock()
+
+
+def clear_encoder_cache() -> None:
+    """Forget every cached model (its memory is freed once no encoder uses it)."""
+    with _LOCK:
+        _CACHE.clear()
 
 
 def get_encoder(spec: str | EncoderSpec, device: str | None = None, **overrides) -> DiffRetEncoder:
@@ -85,7 +95,10 @@ def get_encoder(spec: str | EncoderSpec, device: str | None = None, **overrides)
     with _LOCK:
         if key not in _CACHE:
             _CACHE[key] = DiffRetEncoder(load_backbone(parsed.model, device=device, **load))
+            while len(_CACHE) > CACHE_MODELS:
+                _CACHE.popitem(last=False)
+        _CACHE.move_to_end(key)
         base = _CACHE[key]
-    saved = getattr(base.backbone, "spec", None)
+    saved = base.backbone.spec
     merged = {**(saved.settings if saved else {}), **parsed.settings, **overrides}
     return DiffRetEncoder(base.backbone, EncoderSettings.from_dict(merged))

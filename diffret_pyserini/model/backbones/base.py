@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,15 +67,18 @@ class Backbone:
                      although Dream's own generation shifts logits by one (position i-1 predicts token i);
                      set -1 to read Dream the way its generator does;
       one_pass:      True when all K positions come from one forward pass (not the autoregressive baseline);
-      max_positions: the model's position limit from its config (None when unknown).
+      max_positions: the model's position limit from its config (None when unknown);
+      spec:          the ModelSpec it was loaded from (folder, kind, base and adapter, saved settings), or None
+                     for a backbone built around a model in memory.
     """
 
     kind: str = "base"
     one_pass: bool = True
 
     def __init__(self, model: nn.Module, tokenizer, slot_id: int, device: torch.device, dtype: torch.dtype,
-                 read_offset: int = 0, name: str = ""):
+                 read_offset: int = 0, name: str = "", spec: Any = None):
         self.model = model
+        self.spec = spec
         self.tokenizer = tokenizer
         self.slot_id = int(slot_id)
         self.device = device

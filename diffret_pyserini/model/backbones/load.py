@@ -201,7 +201,6 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
                             weights)
     cls = BACKBONE_CLASSES[spec.kind]
     extra = {"stop_early": stop_early} if spec.kind == "causal" else {}
-    backbone = cls(model, tokenizer, slot_id, dev, torch_dtype,
-                   read_offset=spec.read_offset if read_offset is None else read_offset, name=str(spec.path), **extra)
-    backbone.spec = spec
-    return backbone
+    return cls(model, tokenizer, slot_id, dev, torch_dtype,
+               read_offset=spec.read_offset if read_offset is None else read_offset, name=str(spec.path), spec=spec,
+               **extra)
