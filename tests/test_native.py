@@ -262,3 +262,12 @@ def test_lora_training_through_the_trainer_with_gradient_checkpointing(tiny_mode
     assert any(t.abs().max() > 0 for n, t in adapter.items() if "lora_B" in n)  # B starts at zero
     assert any(".model.layers.0.self_attn.q_proj." in n for n in adapter)  # Qwen2's names
     assert load_backbone(out, device="cpu").kind == "dream"
+
+
+def test_no_model_folder_code_runs_outside_the_opt_in_tests(tiny_model_dirs):
+    """conftest: outside `remote_code` tests the hook transformers imports a folder's code through refuses."""
+    from transformers.models.auto import auto_factory, configuration_auto
+
+    for module in (configuration_auto, auto_factory):
+        with pytest.raises(RuntimeError, match=r"ran outside a remote_code test"):
+            module.get_class_from_dynamic_module("modeling_dream.DreamModel", tiny_model_dirs["dream"])
