@@ -48,7 +48,10 @@ def test_dream_is_qwen2_and_llada_is_llama_by_default(tiny_model_dirs, name, bas
     assert not any(getattr(m, "is_causal", False) for m in bb.model.modules())
     config = json.loads((tiny_model_dirs[name] / "config.json").read_text())
     assert bb.model.config.num_hidden_layers == 2 and bb.hidden_size == 64 and bb.vocab_size == 256
-    assert bb.model.config.rope_theta == config["rope_theta"] and bb.model.config.rms_norm_eps == config["rms_norm_eps"]
+    dim = 64 // config["num_attention_heads" if name == "dream" else "n_heads"]
+    inv_freq = 1.0 / config["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    torch.testing.assert_close(bb.model.model.rotary_emb.inv_freq, inv_freq)  # LLaDA's 500000, not Llama's default
+    assert bb.model.model.norm.variance_epsilon == config["rms_norm_eps"]
     ids = torch.tensor([[7, 8, 9, tiny_models.MASK_ID]])
     with torch.no_grad():
         out = bb.model(input_ids=ids, output_hidden_states=True)
@@ -171,6 +174,25 @@ def test_tied_llada_reads_its_embedding_as_the_head(tiny_model_dirs, tmp_path):
     bb = load_backbone(folder, device="cpu")
     assert bb.model.lm_head.weight is bb.model.model.embed_tokens.weight
     torch.testing.assert_close(bb.model.lm_head.weight, weights["model.transformer.wte.weight"])
+
+
+@pytest.mark.parametrize("name", ["dream", "llada"])
+def test_fully_fine_tuned_native_weights_save_and_load_natively(tiny_model_dirs, tmp_path, name):
+    """A full fine-tune saves transformers' own config and names (qwen2 / llama); the folder loads natively as
+    its kind and gives what the model gave."""
+    from diffret_pyserini.model.encoder import DiffRetEncoder
+    from diffret_pyserini.train.trainable_encoder import build_encoder
+
+    encoder = build_encoder(str(tiny_model_dirs[name]), SETTINGS, device="cpu", full_finetune=True, dropout=False)
+    out = encoder.save(tmp_path / "full", base_model=str(tiny_model_dirs[name]))
+    assert json.loads((out / "config.json").read_text())["model_type"] == ("qwen2" if name == "dream" else "llama")
+    loaded = load_backbone(out, device="cpu")
+    assert loaded.kind == name and type(loaded.model).__name__ == type(encoder.backbone.model).__name__
+    assert loaded.slot_id == tiny_models.MASK_ID  # mask_token_id travels in the saved config
+    texts = ["retrieval of passages", ""]
+    a = DiffRetEncoder(loaded, encoder.settings).encode(texts, "passage")
+    b = DiffRetEncoder(encoder.backbone, encoder.settings).encode(texts, "passage")
+    assert abs(a.dense - b.dense).max() < 1e-5 and a.sparse == b.sparse
 
 
 def test_bfloat16_load(tiny_model_dirs):

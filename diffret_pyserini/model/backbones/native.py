@@ -236,8 +236,9 @@ def native_config(config: dict, where: Path):
     if model_type in ("qwen2", "llama"):
         from transformers import AutoConfig
 
-        fields = {k: v for k, v in config.items() if k != "model_type"}
-        return AutoConfig.for_model(model_type, **fields, use_cache=False, attn_implementation="sdpa")
+        fields = {**{k: v for k, v in config.items() if k != "model_type"}, "use_cache": False,
+                  "attn_implementation": "sdpa"}
+        return AutoConfig.for_model(model_type, **fields)
     raise ModelLoadError(f"{where}/config.json: model_type {config.get('model_type')!r} has no native class "
                          f"(native: Dream, LLaDA); {TRUST_HINT}")
 
