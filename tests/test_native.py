@@ -189,7 +189,9 @@ def test_fully_fine_tuned_native_weights_save_and_load_natively(tiny_model_dirs,
     loaded = load_backbone(out, device="cpu")
     assert loaded.kind == name and type(loaded.model).__name__ == type(encoder.backbone.model).__name__
     assert loaded.slot_id == tiny_models.MASK_ID  # mask_token_id travels in the saved config
-    texts = ["retrieval of passages", ""]
+    saved, trained = loaded.model.state_dict(), encoder.backbone.model.state_dict()
+    assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
+    texts = ["retrieval of passages", ""]  # through the saved tokenizer too
     a = DiffRetEncoder(loaded, encoder.settings).encode(texts, "passage")
     b = DiffRetEncoder(encoder.backbone, encoder.settings).encode(texts, "passage")
     assert abs(a.dense - b.dense).max() < 1e-5 and a.sparse == b.sparse

@@ -153,10 +153,12 @@ def slot_token_id(kind: str, config: dict, tokenizer, slot_token: str | None, wh
 
 def loads_natively(kind: str, config: dict, trust_remote_code: bool = False) -> bool:
     """Whether a `kind` folder with this config.json is built from transformers' own classes (`native.py`):
-    Dream and LLaDA unless their own code is asked for; a folder we saved from a native model always."""
+    Dream and LLaDA unless their own code is asked for and there (auto_map); a folder we saved from a native
+    model (qwen2 / llama) always."""
     if kind not in NATIVE_KINDS or not has_native_class(config):
         return False
-    return not trust_remote_code or str(config.get("model_type", "")).lower() in ("qwen2", "llama")
+    ships_code = bool(config.get("auto_map")) and str(config.get("model_type", "")).lower() not in ("qwen2", "llama")
+    return not (trust_remote_code and ships_code)
 
 
 def load_model(kind: str, path: Path, dtype: torch.dtype, trust_remote_code: bool = False):
