@@ -41,6 +41,28 @@ def _our_logs_reach_caplog():
     yield
 
 
+# Where transformers imports a model folder's own code (config, model, tokenizer classes named by auto_map).
+REMOTE_CODE_HOOKS = ("transformers.dynamic_module_utils", "transformers.models.auto.auto_factory",
+                     "transformers.models.auto.configuration_auto", "transformers.models.auto.tokenization_auto")
+
+
+def _no_remote_code(reference, *args, **kwargs):
+    raise RuntimeError(f"a model folder's own code ({reference}) ran outside a remote_code test")
+
+
+@pytest.fixture(autouse=True)
+def _remote_code_only_where_marked(request, monkeypatch):
+    """Only the opt-in `remote_code` tests may run a checkpoint's own code in this process: elsewhere Dream and
+    LLaDA go the native way, and trust_remote_code slipping back into a test fails it. (Patched where transformers
+    is already imported, as it is by the tiny model folders every model test reads.)"""
+    if request.node.get_closest_marker("remote_code") is not None:
+        return
+    for name in REMOTE_CODE_HOOKS:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "get_class_from_dynamic_module"):
+            monkeypatch.setattr(module, "get_class_from_dynamic_module", _no_remote_code)
+
+
 def pytest_configure(config):
     import torch
 

@@ -1,4 +1,4 @@
-"""Every backbone kind on tiny real models (Dream/LLaDA through their shipped remote code)."""
+"""Every backbone kind on tiny real models (Dream/LLaDA natively: transformers' Qwen2 / Llama, non-causal)."""
 import json
 import shutil
 
@@ -15,12 +15,10 @@ TEXTS = ["the cat sat on the mat", "retrieval of passages with diffusion models 
 ONE_PASS = [("dream", None), ("llada", None), ("qwen2", "bidirectional"), ("llama", "bidirectional"),
             ("bert", None)]
 ALL_KINDS = ONE_PASS + [("qwen2", "causal"), ("llama", "causal")]
-SHIPS_CODE = ("dream", "llada")  # their checkpoints run their own model code: only with trust_remote_code
 
 
 def load(tiny_model_dirs, name, kind, **kwargs):
-    return load_backbone(tiny_model_dirs[name], kind=kind, device="cpu", trust_remote_code=name in SHIPS_CODE,
-                         **kwargs)
+    return load_backbone(tiny_model_dirs[name], kind=kind, device="cpu", **kwargs)
 
 
 @pytest.mark.parametrize("name,kind", ONE_PASS)
@@ -118,19 +116,27 @@ def test_causal_single_reads_the_last_prompt_position(tiny_model_dirs):
     torch.testing.assert_close(states.hidden[:, 0], out.hidden_states[-1][:, -1], atol=1e-5, rtol=1e-5)
 
 
-def test_dream_honours_only_its_4d_mask_and_llada_its_2d_mask(tiny_model_dirs):
-    """Padding is invisible with the masks we pass (checked by batch==single above); a 2D mask to Dream raises:
-    the usual integer padding mask reaches SDPA as is, and a bool one of a batch does not broadcast."""
-    bb = load(tiny_model_dirs, "dream", None)
-    ids = torch.tensor([[0, 7, 8, 9]])
-    mask = torch.tensor([[0, 1, 1, 1]])
-    assert bool_key_mask_4d(mask).shape == (1, 1, 4, 4)
-    with pytest.raises(RuntimeError, match=r"Expected attn_mask dtype to be bool or float or to match query dtype"):
-        bb.model(input_ids=ids, attention_mask=mask)
-    with pytest.raises(RuntimeError, match=r"The size of tensor a \(4\) must match the size of tensor b \(2\)"):
-        bb.model(input_ids=ids.repeat(2, 1), attention_mask=mask.repeat(2, 1).bool())
-    with torch.no_grad():  # the 4D mask we build is what Dream takes
-        assert torch.isfinite(bb.model(input_ids=ids, attention_mask=bool_key_mask_4d(mask)).logits).all()
+@pytest.mark.parametrize("name", ["dream", "llada"])
+def test_native_diffusion_lms_take_any_padding_mask_and_attend_both_ways(tiny_model_dirs, name):
+    """Padding is invisible with the masks we pass (checked by batch==single above). The native classes build
+    their own all-visible mask, so Dream's 4D bool mask (what its own code needs), LLaDA's 2D padding mask and
+    an additive 4D mask all give one result; no mask at all sees the padding; a later token changes earlier
+    positions (no causal mask crept back)."""
+    bb = load(tiny_model_dirs, name, None)
+    ids = torch.tensor([[0, 7, 8, 9], [6, 7, 8, 9]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    assert bool_key_mask_4d(mask).shape == (2, 1, 4, 4)
+    additive = (1.0 - bool_key_mask_4d(mask).float()) * torch.finfo(torch.float32).min
+    with torch.no_grad():
+        ref = bb.model(input_ids=ids, attention_mask=bool_key_mask_4d(mask)).logits
+        assert torch.isfinite(ref).all()
+        for other in (mask, mask.bool(), additive):
+            torch.testing.assert_close(bb.model(input_ids=ids, attention_mask=other).logits, ref, atol=1e-6, rtol=0)
+        assert not torch.allclose(bb.model(input_ids=ids).logits[0], ref[0], atol=1e-4)  # padding seen
+        changed = ids.clone()
+        changed[:, -1] = 10
+        later = bb.model(input_ids=changed, attention_mask=mask).logits
+    assert (later[:, 1] - ref[:, 1]).abs().max() > 1e-4
 
 
 def test_mask_ids_come_from_the_checkpoint_config(tiny_model_dirs, tmp_path):
@@ -144,7 +150,7 @@ def test_mask_ids_come_from_the_checkpoint_config(tiny_model_dirs, tmp_path):
     del config["mask_token_id"]
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config.json: mask_token_id: missing"):
-        load_backbone(broken, device="cpu", trust_remote_code=True)
+        load_backbone(broken, device="cpu")
 
 
 def test_unknown_kind_and_non_model_folder_give_clear_errors(tiny_model_dirs, tmp_path):

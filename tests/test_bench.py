@@ -169,8 +169,9 @@ def test_shaped_config_takes_the_shape_of_the_like_model():
 
 
 @pytest.mark.parametrize("arch, kind", [("dream-tiny", "dream"), ("llada-tiny", "llada")])
-def test_shaped_model_runs_the_checkpoint_code_as_its_backbone_kind(tiny_model_dirs, tmp_path, arch, kind):
-    """The random-weight folder loads through trust_remote_code as a diffusion backbone and encodes."""
+def test_shaped_model_loads_natively_as_its_backbone_kind(tiny_model_dirs, tmp_path, arch, kind):
+    """The random-weight folder (the checkpoint's config and code, weights under its names) loads natively as a
+    diffusion backbone and encodes."""
     from diffret_pyserini.model.backbones import load_backbone
     from diffret_pyserini.bench.shaped_model import main as shaped_main
     from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
@@ -180,8 +181,10 @@ def test_shaped_model_runs_the_checkpoint_code_as_its_backbone_kind(tiny_model_d
     out = tmp_path / kind
     assert shaped_main(["--code", str(fixtures / arch), "--like", str(like), "--out", str(out)]) == 0
     assert not out.with_name(out.name + ".tmp").exists()
-    backbone = load_backbone(out, device="cpu", trust_remote_code=True)
+    assert sorted(p.name for p in out.glob("*.py")) == sorted(p.name for p in (fixtures / arch).glob("*.py"))
+    backbone = load_backbone(out, device="cpu")
     assert backbone.kind == kind and backbone.slot_id == tiny_models.MASK_ID
+    assert type(backbone.model).__name__.startswith("NonCausal")
     encoded = DiffRetEncoder(backbone, EncoderSettings(kp=3)).encode(["time sharing systems"], "passage")
     assert encoded.dense.shape == (1, 64) and encoded.multi.shape[:2] == (1, 3)
 

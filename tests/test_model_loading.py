@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import tiny_models
 from diffret_pyserini.model.backbones import DeviceError, ModelLoadError, load_backbone
 from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG
 from diffret_pyserini.model.device import parse_device
@@ -41,55 +37,33 @@ def assert_one_line(err: pytest.ExceptionInfo) -> str:
 
 
 # --- model code runs only when trusted ---------------------------------------------------------------------
+# Dream and LLaDA load natively (test_native.py; their own code runs only in the opt-in test_remote_code.py).
 
-LOAD_TWICE = """
-import json, sys
-from pathlib import Path
-from diffret_pyserini.model.backbones import ModelLoadError, load_backbone
-folder, markers = sys.argv[1], [Path(m) for m in sys.argv[2:]]
-result = {}
-try:
-    load_backbone(folder, device="cpu")
-    result["untrusted"] = "loaded"
-except ModelLoadError as err:
-    result["untrusted"] = str(err)
-result["imported_untrusted"] = [m.exists() for m in markers]
-backbone = load_backbone(folder, device="cpu", trust_remote_code=True)
-result["trusted"] = backbone.kind
-result["imported_trusted"] = [m.exists() for m in markers]
-print(json.dumps(result))
-"""
+def unknown_diffusion_lm(tiny_model_dirs, dest: Path) -> Path:
+    """A Dream folder renamed to an architecture with no native class: only its own code can build it."""
+    folder = copy_model(tiny_model_dirs, "dream", dest)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="my_dlm", architectures=["MyDLMModel"])
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
 
 
-def test_planted_dream_code_runs_only_with_trust_remote_code(tiny_model_dirs, tmp_path):
-    """A fresh process with an empty module cache: no import of the folder's code without the flag."""
-    folder = copy_model(tiny_model_dirs, "dream", tmp_path / "dream-planted")
-    markers = [tmp_path / "modeling-imported", tmp_path / "configuration-imported"]
+@pytest.mark.parametrize("name", ["dream", "llada"])
+def test_diffusion_lms_load_natively_without_trust_remote_code(tiny_model_dirs, name):
+    backbone = load_backbone(tiny_model_dirs[name], device="cpu")
+    assert backbone.kind == name and type(backbone.model).__name__.startswith("NonCausal")
+
+
+def test_a_diffusion_lm_without_a_native_class_needs_trust(tiny_model_dirs, tmp_path):
+    folder = unknown_diffusion_lm(tiny_model_dirs, tmp_path / "my-dlm")
+    markers = [tmp_path / "modeling.imported", tmp_path / "configuration.imported"]
     plant(folder / "modeling_dream.py", markers[0])
     plant(folder / "configuration_dream.py", markers[1])
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(tiny_models.REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", LOAD_TWICE, str(folder), *map(str, markers)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["untrusted"] == (f"{folder}: loading it would run Python code shipped with the model "
-                                   f"(configuration_dream.py, modeling_dream.py); {TRUST_HINT}")
-    assert result["imported_untrusted"] == [False, False]
-    assert result["trusted"] == "dream"
-    assert result["imported_trusted"] == [True, True]
-    assert (tmp_path / "modules" / "transformers_modules").is_dir()  # the cache we pointed at was the one used
-
-
-@pytest.mark.parametrize("name,files", [("dream", "configuration_dream.py, modeling_dream.py"),
-                                        ("llada", "configuration_llada.py, modeling_llada.py")])
-def test_diffusion_lms_need_trust_remote_code(tiny_model_dirs, name, files):
-    folder = tiny_model_dirs[name]
     with pytest.raises(ModelLoadError) as err:
-        load_backbone(folder, device="cpu")
+        load_backbone(folder, kind="dream", device="cpu")
     assert assert_one_line(err) == (f"{folder}: loading it would run Python code shipped with the model "
-                                    f"({files}); {TRUST_HINT}")
-    assert load_backbone(folder, device="cpu", trust_remote_code=True).kind == name
+                                    f"(configuration_dream.py, modeling_dream.py); {TRUST_HINT}")
+    assert not any(m.exists() for m in markers)
 
 
 def test_any_config_with_auto_map_to_its_own_code_needs_trust(tiny_model_dirs, tmp_path):
@@ -132,8 +106,8 @@ def test_tokenizer_with_its_own_code_needs_trust(tiny_model_dirs, tmp_path):
     assert not (tmp_path / "tokenizer.imported").exists()
 
 
-def test_our_folder_over_a_dream_base_needs_trust(tiny_model_dirs, tmp_path):
-    base = tiny_model_dirs["dream"]
+def test_our_folder_over_a_base_without_a_native_class_needs_trust(tiny_model_dirs, tmp_path):
+    base = unknown_diffusion_lm(tiny_model_dirs, tmp_path / "my-dlm")
     ours = tmp_path / "finetuned"
     ours.mkdir()
     (ours / DIFFRET_CONFIG).write_text(json.dumps({"base_model": str(base), "kind": "dream"}))
@@ -142,14 +116,20 @@ def test_our_folder_over_a_dream_base_needs_trust(tiny_model_dirs, tmp_path):
     assert assert_one_line(err) == (f"{ours}: loading it would run Python code shipped with the model "
                                     f"({base / 'configuration_dream.py'}, {base / 'modeling_dream.py'}); "
                                     f"{TRUST_HINT}")
-    assert load_backbone(ours, device="cpu", trust_remote_code=True).kind == "dream"
 
 
-def test_refusal_is_a_user_error_so_clis_print_one_line(tiny_model_dirs):
+def test_our_folder_over_a_dream_base_loads_natively(tiny_model_dirs, tmp_path):
+    ours = tmp_path / "finetuned"
+    ours.mkdir()
+    (ours / DIFFRET_CONFIG).write_text(json.dumps({"base_model": str(tiny_model_dirs["dream"]), "kind": "dream"}))
+    assert load_backbone(ours, device="cpu").kind == "dream"
+
+
+def test_refusal_is_a_user_error_so_clis_print_one_line(tiny_model_dirs, tmp_path):
     from diffret_pyserini.cli import is_user_error
 
     with pytest.raises(Exception) as refused:
-        load_backbone(tiny_model_dirs["dream"], device="cpu")
+        load_backbone(unknown_diffusion_lm(tiny_model_dirs, tmp_path / "my-dlm"), kind="dream", device="cpu")
     assert is_user_error(refused.value)
 
 
@@ -304,9 +284,9 @@ def test_max_positions_of_splade_tiny():
 @pytest.mark.parametrize("name,kind,limit", [("dream", None, 128), ("llada", None, 128),
                                              ("qwen2", "bidirectional", 512), ("bert", None, 512)])
 def test_max_positions_from_each_config_key(tiny_model_dirs, name, kind, limit):
-    """Dream/Qwen2/BERT say max_position_embeddings, LLaDA max_sequence_length."""
-    backbone = load_backbone(tiny_model_dirs[name], kind=kind, device="cpu",
-                             trust_remote_code=name in tiny_models.NEEDS_FIXTURES)
+    """Dream/Qwen2/BERT say max_position_embeddings, LLaDA max_sequence_length (its native Llama config takes
+    it as max_position_embeddings; through LLaDA's own code: test_remote_code.py)."""
+    backbone = load_backbone(tiny_model_dirs[name], kind=kind, device="cpu")
     assert backbone.max_positions == limit
 
 

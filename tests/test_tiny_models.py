@@ -1,6 +1,7 @@
 """The tiny test models load offline and behave like the real checkpoints in the ways our code relies on.
 
-Facts pinned here for the Dream / LLaDA checkpoint code (../shared/fixtures):
+Facts pinned here for the Dream / LLaDA checkpoint code (../shared/fixtures; opt-in tests that run that code,
+`remote_code` mark, skipped under transformers >= 5), which the native classes replace (test_native.py):
 - Dream: body ``model.model`` (DreamBaseModel, returns ``last_hidden_state`` after the final norm
   ``model.model.norm``), head ``model.lm_head``; accepts ``position_ids``; wants a 4D mask.
 - LLaDA: body ``model.model`` (LLaDAModel; embeddings ``.transformer.wte``, blocks ``.transformer.blocks``, final
@@ -18,11 +19,16 @@ import tiny_models as tm
 ATOL = 1e-5
 
 
-def load(path, kind="auto"):
+def load(path, kind="remote"):
+    """kind "remote": the folder's own code (opt-in tests only, skipped under transformers >= 5); "causal" /
+    "mlm": transformers' own classes."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
-    cls = {"auto": AutoModel, "causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM}[kind]
-    return cls.from_pretrained(path, trust_remote_code=True, local_files_only=True).eval()
+    if kind == "remote":
+        tm.require_remote_code()
+        return AutoModel.from_pretrained(path, trust_remote_code=True, local_files_only=True).eval()
+    cls = {"causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM}[kind]
+    return cls.from_pretrained(path, local_files_only=True).eval()
 
 
 def load_tokenizer(path):
@@ -71,6 +77,7 @@ def test_tokenizer_chat_template(tmp_path):
 
 # --- Dream ----------------------------------------------------------------------------------------------------
 
+@pytest.mark.remote_code
 def test_dream_loads_and_head_is_lm_head(tiny_model_dirs):
     path = tiny_model_dirs["dream"]
     model, tok = load(path), load_tokenizer(path)
@@ -90,6 +97,7 @@ def test_dream_loads_and_head_is_lm_head(tiny_model_dirs):
     torch.testing.assert_close(model.lm_head(body), out.logits, atol=ATOL, rtol=0)
 
 
+@pytest.mark.remote_code
 def test_dream_mask_forms_and_positions(tiny_model_dirs):
     model, tok = load(tiny_model_dirs["dream"]), load_tokenizer(tiny_model_dirs["dream"])
     ids = prompt_ids(tok)
@@ -125,6 +133,7 @@ def test_dream_mask_forms_and_positions(tiny_model_dirs):
 
 # --- LLaDA ----------------------------------------------------------------------------------------------------
 
+@pytest.mark.remote_code
 def test_llada_loads_and_head_is_ff_out(tiny_model_dirs):
     path = tiny_model_dirs["llada"]
     model, tok = load(path), load_tokenizer(path)
@@ -149,6 +158,7 @@ def test_llada_loads_and_head_is_ff_out(tiny_model_dirs):
     torch.testing.assert_close(x, out.hidden_states[-1], atol=ATOL, rtol=0)
 
 
+@pytest.mark.remote_code
 def test_llada_mask_and_positions(tiny_model_dirs):
     model, tok = load(tiny_model_dirs["llada"]), load_tokenizer(tiny_model_dirs["llada"])
     ids = prompt_ids(tok)
@@ -167,6 +177,36 @@ def test_llada_mask_and_positions(tiny_model_dirs):
         row_col = (keep[:, None, :, None] & keep[:, None, None, :])
         wrong = model(padded, attention_mask=row_col).logits
         assert not torch.allclose(wrong[:, n:], ref, atol=1e-3)
+
+
+# --- Dream and LLaDA in transformers' own classes --------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["dream", "llada"])
+def test_native_mask_forms_and_positions(tiny_model_dirs, name):
+    """The native classes take what either checkpoint's code takes (a 4D key mask, a 2D padding mask, additive
+    or bool) and position_ids; masked left padding leaves the real positions as they were, with or without
+    shifted positions (RoPE is relative); unmasked padding does not."""
+    from diffret_pyserini.model.backbones import load_backbone
+
+    model = load_backbone(tiny_model_dirs[name], device="cpu").model
+    tok = load_tokenizer(tiny_model_dirs[name])
+    ids = prompt_ids(tok)
+    L = ids.shape[1]
+    n = 3
+    padded, keep = left_pad(ids, tok.pad_token_id, n)
+    key_mask = keep[:, None, None, :].expand(1, 1, L + n, L + n)
+    additive = torch.zeros(1, 1, L + n, L + n)
+    additive[..., :n] = torch.finfo(torch.float32).min
+    shifted = (keep.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        ref = model(ids).logits
+        torch.testing.assert_close(model(ids, position_ids=torch.arange(L)[None]).logits, ref, atol=ATOL, rtol=0)
+        for mask in (keep, keep.long(), key_mask, additive):
+            for positions in (None, shifted):
+                out = model(padded, attention_mask=mask, position_ids=positions).logits
+                assert torch.isfinite(out).all()
+                torch.testing.assert_close(out[:, n:], ref, atol=ATOL, rtol=0)
+        assert (model(padded).logits[:, n:] - ref).abs().max() > 1e-3
 
 
 # --- autoregressive and masked-LM backbones --------------------------------------------------------------------

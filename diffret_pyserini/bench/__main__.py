@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default auto: CUDA when present)")
     p.add_argument("--dtype", help="float32, bfloat16, float16 or auto (bf16 on GPU, fp32 on CPU)")
     p.add_argument("--trust-remote-code", action="store_true", default=None,
-                   help="allow the --models folders' own Python code to run (Dream and LLaDA ship theirs)")
+                   help="let the --models folders' own Python code run (Dream and LLaDA "
+                   "load natively without it)")
     p.add_argument("--threads", type=int, help=f"torch/FAISS/indexer threads (default {DEFAULTS.threads})")
     p.add_argument("--out", help=f"output folder for JSON and PNG files (default {DEFAULTS.out})")
     p.add_argument("--sizes", nargs="+", type=int, help="corpus sizes of the search section "

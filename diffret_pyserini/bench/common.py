@@ -46,7 +46,7 @@ class BenchOptions:
     min_sample_s: float = 0.5             # a sample repeats a call until it lasts this long
     device: str = "auto"
     dtype: str = "auto"
-    trust_remote_code: bool = False      # let Dream/LLaDA folders (--models) run their own code
+    trust_remote_code: bool = False      # let --models folders run their own code (Dream/LLaDA: native without)
     threads: int = 2
     out: str = "runs/bench"
     sizes: tuple[int, ...] = (1000, 10000, 100000)
@@ -303,7 +303,7 @@ def load_cached(model: str, kind: str | None, device: str, dtype: str, stop_earl
                 trust_remote_code: bool = False):
     """A backbone per (model, kind, device, dtype, stop_early, trust_remote_code), loaded once per process.
 
-    `trust_remote_code` lets a Dream/LLaDA folder's own code run (see `load_backbone`)."""
+    `trust_remote_code` lets a folder's own code run (Dream/LLaDA load natively without it; see `load_backbone`)."""
     from diffret_pyserini.model.backbones import load_backbone
 
     key = (model, kind, device, dtype, stop_early, trust_remote_code)

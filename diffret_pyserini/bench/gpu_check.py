@@ -3,16 +3,16 @@
     python -m diffret_pyserini.bench.gpu_check --dream-code ../shared/fixtures/dream-tiny \\
         --like models/smollm2-135m-instruct --out OUT            # --quick: the CPU dry run, in seconds
 
-1. Model folders (random weights, `bench.shaped_model`): a Dream folder from the checkpoint's own code shaped
-   like `--like`, and a causal decoder of the same shape for PromptReps. `--like` needs only config.json and the
-   tokenizer files: no weights are read.
+1. Model folders (random weights, `bench.shaped_model`): a Dream folder (the checkpoint's config and code, the
+   weights made natively) shaped like `--like`, and a causal decoder of the same shape for PromptReps. `--like`
+   needs only config.json and the tokenizer files: no weights are read.
 2. `throughput` on the Dream folder at K=1 and K=16: whole-corpus docs/s and padding before (corpus order) and
    after (length buckets under a token budget), beside the body's own forward on the same batches; bf16 on a GPU.
 3. `cost-of-k` at K=1 and K=16: one-pass latency (the Dream folder, and the decoder read bidirectionally) against
    PromptReps' K greedy steps on the decoder, for a query and a passage at batch 1 and a batch of passages.
 
-Each section writes OUT/<section>.{json,png} and prints its tables. Naming `--dream-code` is the consent to
-run that folder's Python (the model is built from it), as `--trust-remote-code` is elsewhere.
+Each section writes OUT/<section>.{json,png} and prints its tables. The Dream folder loads natively
+(transformers' Qwen2, non-causal): none of `--dream-code`'s Python runs.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ GPU_ROWS = 1024
 
 def sections(dream: Path, decoder: Path, out: Path, device: str, quick: bool) -> list[list[str]]:
     """The two bench command lines (argv of `python -m diffret_pyserini.bench`)."""
-    common = ["--device", device, "--dtype", "auto", "--trust-remote-code", "--out", str(out)]
+    common = ["--device", device, "--dtype", "auto", "--out", str(out)]
     common += ["--quick"] if quick else ["--repeats", "2", "--budget", "60"]
     budget = [] if quick else ["--throughput-rows", str(GPU_ROWS), "--throughput-max-tokens", str(GPU_MAX_TOKENS)]
     return [["--sections", "throughput", "--decoder", "none", "--masked", "none", "--models", str(dream),

@@ -13,8 +13,9 @@ in that tokenizer. The weights are random: the folder measures cost (the same ma
 weights of that shape), never effectiveness. OUT is written to a temp folder and renamed when complete
 (`atomic.atomic_dir`).
 
-Naming a folder with `--code` is the consent to run its Python here (the model is built from it). OUT ships
-that code too, so loading it runs it: `load_backbone(OUT, trust_remote_code=True)` (`--trust-remote-code`).
+The weights are made by the native classes (`model.backbones.native`) and saved under the checkpoint's own names,
+so none of the folder's Python runs here, and OUT loads natively like a real checkpoint: `load_backbone(OUT)`.
+OUT ships that code too, so it also loads through it when asked (`--trust-remote-code`).
 """
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ def shaped_config(code_config: dict, like_config: dict, mask_id: int, pad_id: in
 
 def build(code: Path, like: str, out: Path, seed: int = 0) -> Path:
     """Write the random-weight folder OUT (see the module docstring); returns OUT."""
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from diffret_pyserini.model.backbones.load import slot_token_id
+    from diffret_pyserini.model.backbones.native import random_checkpoint
     from diffret_pyserini.model.packaged import resolve_model_path
 
     like_dir = Path(resolve_model_path(like))
@@ -75,12 +76,7 @@ def build(code: Path, like: str, out: Path, seed: int = 0) -> Path:
         for source in code.glob("*.py"):
             shutil.copy2(source, tmp / source.name)
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
-        torch.manual_seed(seed)
-        model = AutoModel.from_config(AutoConfig.from_pretrained(tmp, trust_remote_code=True, local_files_only=True),
-                                      trust_remote_code=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        for source in code.glob("*.py"):  # save_pretrained may rewrite the folder; the code must stay beside it
-            shutil.copy2(source, tmp / source.name)
+        random_checkpoint(config, tmp, seed)
         tokenizer.save_pretrained(tmp)
     return out
 

@@ -35,8 +35,8 @@ class ModelLoadArguments:
         "help": "weights dtype; auto: bfloat16 on GPU, float32 on CPU", "choices": list(DTYPES)})
     device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     trust_remote_code: bool = field(default=False, metadata={
-        "help": "allow a model folder's own Python code to run (Dream and LLaDA checkpoints ship theirs), "
-                "as in transformers"})
+        "help": "allow a model folder's own Python code to run, as in transformers (Dream and LLaDA load "
+                "natively without it; with it they run the code their checkpoints ship)"})
 
     def check_model_load(self) -> None:
         """Fail fast on a bad --device (a malformed one, or cuda without CUDA) or --dtype, before any work."""

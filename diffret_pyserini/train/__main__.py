@@ -3,7 +3,7 @@
     python -m diffret_pyserini.train --model splade-tiny --train_data train.jsonl --output_dir out/ \\
         --full_finetune --kq 4 --kp 8 --loss_flops 1e-3 --max_steps 200
 
-    torchrun --nproc_per_node 4 -m diffret_pyserini.train --model DREAM_FOLDER --trust_remote_code \\
+    torchrun --nproc_per_node 4 -m diffret_pyserini.train --model DREAM_FOLDER \\
         --train_data BEIR_DIR --output_dir out/ --lora_r 16 --lora_alpha 64 --gradient_checkpointing --bf16 \\
         --train_group_size 16 --deepspeed configs/deepspeed_zero2.json
 

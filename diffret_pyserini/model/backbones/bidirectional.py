@@ -1,10 +1,14 @@
 """One-pass backbones: every position sees every other one, so all K slots are read from ONE forward pass.
 
-They differ only in the attention inputs their model code honours (measured on the shipped Dream/LLaDA code):
-- Dream:  a 4D mask [B,1,L,L] (bool, True = may attend); a 2D mask raises. Takes position_ids.
-- LLaDA:  a 2D padding mask; a 4D mask runs silently and gives WRONG outputs. It takes no position_ids:
-          RoPE uses absolute positions 0..L-1, and left padding only shifts every real token by the same
-          amount, which rotary attention does not see (scores depend on relative positions only).
+They differ only in the attention inputs their model code honours. Dream and LLaDA load natively by default
+(`native.py`: Qwen2 / Llama classes that build their own all-visible 4D mask from either input below); the
+inputs are the ones their shipped code needs (measured on it), so a folder loaded through its own code
+(`trust_remote_code`) reads the same:
+- Dream:  a 4D mask [B,1,L,L] (bool, True = may attend); a 2D mask raises in its own code. Takes position_ids.
+- LLaDA:  a 2D padding mask; a 4D mask runs silently and gives WRONG outputs in its own code, which takes no
+          position_ids: RoPE uses absolute positions 0..L-1, and left padding only shifts every real token by
+          the same amount, which rotary attention does not see (scores depend on relative positions only). The
+          native class takes position_ids and is given them.
 - Native bidirectional decoder (Qwen2 - Dream's architecture - or Llama, no remote code): transformers uses
           a 4D float mask as given, so an additive mask that hides only padded keys makes it non-causal.
 - Masked LM (BERT family): the ordinary 2D mask; it is bidirectional already.

@@ -1,8 +1,9 @@
 """Checks run before a model folder is loaded, so that bad input ends in ONE line that names the folder.
 
 - Remote code: a folder whose config maps its classes to Python files it ships (`auto_map`), or a Dream/LLaDA
-  kind, runs that Python when loaded. Without `trust_remote_code=True` that is refused here, before
-  transformers imports any of it.
+  kind loaded through its own code, runs that Python when loaded. Without `trust_remote_code=True` that is
+  refused here, before transformers imports any of it. Dream and LLaDA load natively by default (`native.py`):
+  then only the tokenizer's own code, if any, needs the flag.
 - Files: weights that are missing or whose safetensors header is unreadable (truncated, not a safetensors
   file), a sharded index naming absent shards, no tokenizer files, an adapter folder without its files.
 - Devices: `--device` strings are parsed strictly; asking for CUDA where there is none is an error, not a
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from diffret_pyserini.cli import InputError, one_line
 
-# Kinds whose checkpoints ship their own model code (Dream, LLaDA): always gated, whatever their config says.
+# Kinds whose checkpoints ship their own model code (Dream, LLaDA): gated when that code is to run, whatever
+# their config says.
 REMOTE_CODE_KINDS = ("dream", "llada")
 TRUST_HINT = "pass --trust-remote-code (trust_remote_code=True) to run it"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -23,6 +25,9 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 # Files that carry a vocabulary; tokenizer_config.json alone does not.
 TOKENIZER_FILE_PATTERNS = ("tokenizer.json", "vocab.*", "*.model", "*.tiktoken")
+
+
+MAX_MESSAGE = 300  # a loader's own message can be a page long; one line keeps its start
 
 
 class ModelLoadError(InputError):
@@ -70,12 +75,13 @@ def _native_tokenizer(class_name: object) -> bool:
     return any(tokenizer_class_from_name(name) is not None for name in names)
 
 
-def remote_code_files(folder: Path) -> list[str]:
+def remote_code_files(folder: Path, model_code: bool = True) -> list[str]:
     """The Python files loading `folder` would import: those its config or tokenizer config maps classes to,
-    unless transformers has its own code for that model type or tokenizer class (it then ignores auto_map)."""
+    unless transformers has its own code for that model type or tokenizer class (it then ignores auto_map).
+    `model_code=False`: the model is built natively, so only the tokenizer's code counts."""
     files: list[str] = []
     config = read_json(folder / "config.json")
-    if config.get("auto_map") and not _native_config(config.get("model_type")):
+    if model_code and config.get("auto_map") and not _native_config(config.get("model_type")):
         files += auto_map_files(config["auto_map"])
     tokenizer = read_json(folder / "tokenizer_config.json")
     if tokenizer.get("auto_map") and not _native_tokenizer(tokenizer.get("tokenizer_class")):
@@ -83,19 +89,21 @@ def remote_code_files(folder: Path) -> list[str]:
     return sorted(set(files))
 
 
-def require_trust(model: Path, kind: str, folders: list[Path], trust_remote_code: bool) -> None:
+def require_trust(model: Path, kind: str, folders: list[Path], trust_remote_code: bool,
+                  native: bool = False) -> None:
     """Refuse, before anything is imported, to load a model that runs its own code unless it is trusted.
 
-    `model` is what the user named (for the message); `folders` are where weights and tokenizer come from.
+    `model` is what the user named (for the message); `folders` are where weights and tokenizer come from;
+    `native`: the model is built from transformers' own classes (Dream, LLaDA), its folder's code never runs.
     """
     if trust_remote_code:
         return
     found: list[str] = []
     for folder in dict.fromkeys(folders):  # the same folder twice when weights and tokenizer share it
-        for name in remote_code_files(folder):
+        for name in remote_code_files(folder, model_code=not native):
             path = folder / name
             found.append(name if folder == model else str(path))
-    if not found and kind not in REMOTE_CODE_KINDS:
+    if not found and (native or kind not in REMOTE_CODE_KINDS):
         return
     if not found:  # a Dream/LLaDA kind with no auto_map: name whatever Python the folders hold
         found = [p.name if p.parent == model else str(p)

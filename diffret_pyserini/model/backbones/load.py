@@ -4,8 +4,11 @@ A folder may be a plain Hugging Face checkpoint or one of ours: `diffret_config.
 adapter or full weights (written by `diffret_pyserini.train`), naming the base model, the backbone kind and the
 encoder settings it was trained with.
 
-Python code shipped with a model (Dream, LLaDA, any config with `auto_map`) runs only with
-`trust_remote_code=True`; every folder problem found before or during loading is one `ModelLoadError` line.
+Dream and LLaDA load natively by default: into transformers' own Qwen2 / Llama classes run non-causally
+(`native.py`), no code from the folder. Python code shipped with a model (Dream's and LLaDA's own modeling files,
+any config with `auto_map`) runs only with `trust_remote_code=True`, which also makes Dream/LLaDA folders load
+through their own code (for diffusion LMs without a native class, and to compare with it). Every folder problem
+found before or during loading is one `ModelLoadError` line.
 """
 from __future__ import annotations
 
@@ -20,11 +23,12 @@ from diffret_pyserini.model.backbones.bidirectional import (BidirectionalDecoder
                                                       MaskedLMBackbone)
 from diffret_pyserini.model.backbones.causal import CausalBackbone
 from diffret_pyserini.cli import one_line
-from diffret_pyserini.model.backbones.checks import ModelLoadError, read_json, require_files, require_trust
+from diffret_pyserini.model.backbones.checks import (MAX_MESSAGE, ModelLoadError, read_json, require_files,
+                                                     require_trust)
+from diffret_pyserini.model.backbones.native import NATIVE_KINDS, adapter_problem, has_native_class, load_native
 from diffret_pyserini.model.device import default_dtype, parse_device
 
 DIFFRET_CONFIG = "diffret_config.json"
-MAX_MESSAGE = 300  # a loader's own message can be a page long; the one line keeps its start
 KINDS = ("dream", "llada", "masked", "bidirectional", "causal")
 # Reserved tokens that can serve as slots for decoders that have no mask token of their own.
 SLOT_TOKEN_CANDIDATES = ("<|mask|>", "<empty_output>", "<|fim_pad|>", "<|reserved_special_token_0|>")
@@ -134,13 +138,26 @@ def slot_token_id(kind: str, config: dict, tokenizer, slot_token: str | None, wh
     raise ModelLoadError(f"{where}: the tokenizer has no mask token; name a reserved token with slot_token=")
 
 
+def loads_natively(kind: str, config: dict, trust_remote_code: bool = False) -> bool:
+    """Whether a `kind` folder with this config.json is built from transformers' own classes (`native.py`):
+    Dream and LLaDA unless their own code is asked for and there (auto_map); a folder we saved from a native
+    model (qwen2 / llama) always."""
+    if kind not in NATIVE_KINDS or not has_native_class(config):
+        return False
+    ships_code = bool(config.get("auto_map")) and str(config.get("model_type", "")).lower() not in ("qwen2", "llama")
+    return not (trust_remote_code and ships_code)
+
+
 def load_model(kind: str, path: Path, dtype: torch.dtype, trust_remote_code: bool = False):
     """The transformers model of `kind` from `path`, offline. `trust_remote_code` as in transformers: without it,
     transformers refuses a folder that needs its own code (`load_backbone` refuses earlier, in one line)."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
     common = dict(local_files_only=True, torch_dtype=dtype, trust_remote_code=trust_remote_code)
-    if kind in ("dream", "llada"):
+    if kind in NATIVE_KINDS:
+        config = read_hf_config(path)
+        if loads_natively(kind, config, trust_remote_code):
+            return load_native(path, config, dtype)
         return AutoModel.from_pretrained(path, **common)
     # transformers' own architectures (the native decoder path, masked LMs, the causal baseline): PyTorch SDPA
     # attention, asked for by name rather than left to a default that has changed between releases. SDPA takes
@@ -158,10 +175,11 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
                   trust_remote_code: bool = False) -> Backbone:
     """Load any supported model as a Backbone, offline. A LoRA adapter in our folder is merged for inference.
 
-    `trust_remote_code` (as in transformers) lets a folder's own Python run: Dream and LLaDA checkpoints and
-    any config with `auto_map` need it, and without it raise ModelLoadError before any of that code is
-    imported. Every folder problem (missing or corrupt weights, no tokenizer, ...) is a one-line
-    ModelLoadError naming the folder; a bad `device` is a DeviceError.
+    Dream and LLaDA folders load natively (transformers' Qwen2 / Llama, non-causal; no code from the folder).
+    `trust_remote_code` (as in transformers) lets a folder's own Python run: Dream/LLaDA then load through their
+    own code; any other config with `auto_map` (or a tokenizer with its own code) needs it, and without it raises
+    ModelLoadError before any of that code is imported. Every folder problem (missing or corrupt weights, no
+    tokenizer, ...) is a one-line ModelLoadError naming the folder; a bad `device` is a DeviceError.
     """
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -175,7 +193,8 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
     torch_dtype = default_dtype(dev, dtype)
     tokenizer_path = spec.path if (spec.path / "tokenizer_config.json").is_file() else spec.base_path
     weights = spec.path if (spec.path / "config.json").is_file() and spec.adapter_path is None else spec.base_path
-    require_trust(spec.path, spec.kind, [weights, tokenizer_path], trust_remote_code)
+    native = spec.kind in NATIVE_KINDS and loads_natively(spec.kind, read_hf_config(weights), trust_remote_code)
+    require_trust(spec.path, spec.kind, [weights, tokenizer_path], trust_remote_code, native=native)
     require_files(weights, tokenizer_path, spec.adapter_path)
     # Past the checks above, what a broken folder raises depends on the library that hits it (tokenizers raises
     # a bare Exception, safetensors its SafetensorError): any failure here is the folder's, said in one line with
@@ -187,11 +206,15 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
         raise ModelLoadError(f"{tokenizer_path}: the tokenizer does not load: {one_line(err, MAX_MESSAGE)}") from err
     try:
         model = load_model(spec.kind, weights, torch_dtype, trust_remote_code)
+    except ModelLoadError:
+        raise  # the native loader's own line, naming the folder already
     except Exception as err:
         raise ModelLoadError(f"{weights}: the {spec.kind} model does not load: {one_line(err, MAX_MESSAGE)}") from err
     if spec.adapter_path is not None:
         from peft import PeftModel
 
+        if native and (problem := adapter_problem(spec.adapter_path, read_hf_config(weights))):
+            raise ModelLoadError(problem)
         try:
             model = PeftModel.from_pretrained(model, spec.adapter_path).merge_and_unload()
         except Exception as err:
