@@ -48,8 +48,7 @@ def cache_file() -> Path | None:
 
 
 def _hash_file(path: Path) -> str:
-    # sha256(str(size) + bytes): the formula of the old whole-file branch, so digests of files up to 64 MiB,
-    # and the stage fingerprints built from them, stay the same.
+    # sha256(str(size) + bytes): the size is part of the digest, so a file cut short never matches.
     with open(path, "rb") as handle:
         h = hashlib.sha256(str(os.fstat(handle.fileno()).st_size).encode())
         for block in iter(lambda: handle.read(BLOCK), b""):

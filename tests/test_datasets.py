@@ -11,7 +11,7 @@ from diffret_pyserini.datasets import (
     pyserini_topic_reader, resolve_dataset, write_topics_tsv,
 )
 
-CACM_ORIGINAL = Path("/work/shared/data/cacm/original")
+CACM_ORIGINAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cacm" / "original"
 
 
 def write_lines(path: Path, lines: list[str | bytes]) -> Path:

@@ -58,10 +58,10 @@ def flip_middle_byte(path: Path) -> None:
 
 
 def test_one_byte_in_the_middle_changes_the_digest(tmp_path, cache_dir, hashes):
-    data = os.urandom(3 * MIB)  # wider than the old first/last-MiB sample windows
+    data = os.urandom(3 * MIB)  # a middle byte far from either end
     f = make(tmp_path / "model.safetensors", data)
     before = file_digest(f)
-    assert before == expected(data)  # same formula as the old whole-file branch: small-file digests unchanged
+    assert before == expected(data)  # sha256(size + bytes)
     flip_middle_byte(f)
     after = file_digest(f)
     assert after != before and after == expected(f.read_bytes())

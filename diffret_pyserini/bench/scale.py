@@ -41,7 +41,7 @@ DENSE_TYPES = ("flat", "sqfp16", "sq8", "hnsw", "ivfpq")
 EXHAUSTIVE_MULTI_MAX = 2_000_000   # SQfp16 candidates (an exhaustive scan) only up to this many vectors
 IVF_SQ_MULTI_MAX = 2_000_000       # IVF-SQfp16 keeps 2 x H bytes per vector: built up to this many vectors
 # Built only up to this many documents (HNSW inserts one vector at a time; Lucene indexes every impact doc):
-# 1M fits a run on 2 quiet cores; on shared ones each took 5-10 min at 1M, and 100_000 kept the run in budget.
+# 1M fits a run on 2 quiet cores (5-10 min each at 1M where the cores are shared).
 HNSW_MAX_DOCS = LUCENE_MAX_DOCS = 1_000_000
 
 

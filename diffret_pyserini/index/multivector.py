@@ -32,7 +32,7 @@ STORE_DTYPES = ("float16", "float32", "int8")
 QUANT_TOLERANCE = 1.0 / 254  # max |x - dequantised x| as a share of the vector's max |x|
 _INT8_MAX = 127
 # 'auto' scans every vector (exhaustive, so candidates are exact) up to this many vectors, then switches to
-# IVF. Measured on this 2-core CPU, 4 query vectors x 1.6M x 128, FAISS alone: IndexFlatIP ~63 ms, SQfp16
+# IVF. Measured on a 2-core CPU, 4 query vectors x 1.6M x 128, FAISS alone: IndexFlatIP ~63 ms, SQfp16
 # ~40 ms (p95 46; it reads half the bytes, and over a float16 store its codes are the store's values exactly,
 # so its candidates equal Flat's); + ~5 ms re-scoring that misses a 50 ms p95, so 1.6M goes to IVF (~1-3 ms).
 EXHAUSTIVE_MAX_VECTORS = 1_000_000
