@@ -116,6 +116,7 @@ class EncodeStats:
     batches: int = 0           # forward passes
     real_tokens: int = 0       # positions holding text, prompt or slots
     padded_tokens: int = 0     # every position computed: rows x longest row, summed over batches
+    no_content: int = 0        # documents with no content token: no dense or multi vector
 
     @property
     def padding(self) -> float:
@@ -126,6 +127,15 @@ class EncodeStats:
         self.batches += other.batches
         self.real_tokens += other.real_tokens
         self.padded_tokens += other.padded_tokens
+        self.no_content += other.no_content
+
+    def summary(self) -> str:
+        """The encode log's line: documents, batches, padding, and the documents without a content token."""
+        line = f"encoded {self.docs} documents in {self.batches} batches, {self.padding:.1%} padding"
+        if self.no_content:
+            line += (f"; {self.no_content} with no content token (empty, or only [UNK] and special tokens): no "
+                     "dense or multi vector (a zero vector keeps the FAISS dir aligned), still in sparse and BM25")
+        return line
 
 
 @dataclass
@@ -158,6 +168,7 @@ def encode_window(encoder: DiffRetEncoder, window: Window, representations: Sequ
     n = len(texts)
     out: dict = {"dense": None, "multi": None, "multi_mask": None,
                  "sparse": [None] * n if "sparse" in representations else None}
+    no_content = 0
     for rows in window.plan.batches:
         enc = encoder.encode([texts[i] for i in rows], "passage", want=representations, max_length=max_length,
                              text_ids=[window.text_ids[i] for i in rows])
@@ -169,8 +180,9 @@ def encode_window(encoder: DiffRetEncoder, window: Window, representations: Sequ
         if enc.sparse is not None:
             for row, vec in zip(rows, enc.sparse):
                 out["sparse"][row] = vec
+        no_content += int((~enc.content).sum())
     plan = window.plan
-    return out, EncodeStats(n, len(plan.batches), plan.real_tokens, plan.padded_tokens)
+    return out, EncodeStats(n, len(plan.batches), plan.real_tokens, plan.padded_tokens, no_content)
 
 
 def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Path,
@@ -223,7 +235,7 @@ def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Pa
             bar.set_postfix(padding=f"{stats.padding:.1%}")
             release_free_memory()
     if stats.docs:
-        log.info(f"encoded {stats.docs} documents in {stats.batches} batches, {stats.padding:.1%} padding")
+        log.info(stats.summary())
     return writer.finalize()
 
 

@@ -143,7 +143,7 @@ class BlockEncoder:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         out: dict[str, list] = {"index": [], "n_docs": [], "real_tokens": [], "padded_tokens": [], "batches": [],
-                                "error": []}
+                                "no_content": [], "error": []}
         for i in range(len(batch["index"])):
             block = Block(**{k: (str(batch[k][i]) if k == "path" else int(batch[k][i]))
                              for k in Block.__dataclass_fields__})
@@ -155,7 +155,7 @@ class BlockEncoder:
                     error = _pickled_user_error(err)
             for key, value in (("index", block.index), ("n_docs", stats.docs), ("real_tokens", stats.real_tokens),
                                ("padded_tokens", stats.padded_tokens), ("batches", stats.batches),
-                               ("error", error)):
+                               ("no_content", stats.no_content), ("error", error)):
                 out[key].append(value)
         return out
 
@@ -311,14 +311,14 @@ def _run_blocks(recipe: EncoderRecipe, todo: list[Block], out: Path, address: st
             raise
         for row in done:
             stats.add(EncodeStats(int(row["n_docs"]), int(row["batches"]), int(row["real_tokens"]),
-                                  int(row["padded_tokens"])))
+                                  int(row["padded_tokens"]), int(row["no_content"])))
         expected = {b.index: b.n_docs for b in todo}
         got = {int(r["index"]): int(r["n_docs"]) for r in done}
         if got != expected:
             missing = sorted(set(expected) - set(got))
             raise RayEncodeError(f"Ray returned {len(got)} of {len(expected)} blocks (missing {missing[:5]}) "
                                  "or wrong counts: no block may be dropped")
-        log.info(f"encoded {stats.docs} documents in {stats.batches} batches, {stats.padding:.1%} padding")
+        log.info(stats.summary())
     finally:
         if connected:
             ray.shutdown()

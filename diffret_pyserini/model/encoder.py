@@ -93,6 +93,7 @@ class EncodedBatch:
     multi: np.ndarray | None        # [B,K,H] float32, L2-normalised rows, zero where invalid
     multi_valid: np.ndarray | None  # [B,K] bool
     sparse: list[dict[str, int]] | None
+    content: np.ndarray | None = None  # [B] bool: False for a text with no content token (zero dense, no multi)
 
 
 class DiffRetEncoder:
@@ -206,17 +207,22 @@ class DiffRetEncoder:
         if unknown:
             raise SettingError(f"unknown representations {sorted(unknown)}; expected {REPRESENTATIONS}")
         texts = [t if isinstance(t, str) else "" for t in texts]
+        builder = self.builder(role, k, max_length)
+        text_ids = builder.text_ids(texts) if text_ids is None else text_ids
+        content = np.array(R.has_content(text_ids, self.excluded_ids, builder.max_text_tokens), dtype=bool)
         states = self.read(texts, role, k, max_length, text_ids)
         reps = self.dense_tensors(states, want)
         dense = multi = multi_valid = sparse = None
         if "dense" in want:
             dense = reps["dense"].cpu().numpy().astype(np.float32)
+            dense[~content] = 0.0
         if "multi" in want:
             multi = reps["multi"].cpu().numpy().astype(np.float32)
-            multi_valid = reps["valid"].cpu().numpy()
+            multi_valid = reps["valid"].cpu().numpy() & content[:, None]
+            multi[~multi_valid] = 0.0
         if "sparse" in want:
             sparse = self.sparse_vectors(texts, states.features, states.valid)
-        return EncodedBatch(dense, multi, multi_valid, sparse)
+        return EncodedBatch(dense, multi, multi_valid, sparse, content)
 
     def _candidate_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's content-token ids that render to a term (the sparse side's candidates), sorted."""

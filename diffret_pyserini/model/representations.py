@@ -22,6 +22,14 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp(min=eps)
 
 
+def has_content(text_ids: Sequence[Sequence[int]], excluded: Iterable[int], max_tokens: int | None = None) -> list[bool]:
+    """Whether each text holds a token that is not special (empty text, or only [UNK] / padding, holds none).
+    A text without one has no dense or multi vector: its slots would read the prompt alone, and a prompt-only
+    vector sits close to every query. `max_tokens` counts only the tokens the prompt keeps."""
+    excluded = set(excluded)
+    return [any(i not in excluded for i in ids[:max_tokens]) for ids in text_ids]
+
+
 def dense_multi(hidden: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """[B,K,H] -> [B,K,H] L2-normalised slot vectors; invalid slots are zeroed (they never win a MaxSim)."""
     out = l2_normalize(hidden.float())
