@@ -7,6 +7,7 @@ BEIR TSV or TREC. Every problem raises :class:`DatasetError` ``"{path}:{line}: {
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import re
@@ -17,11 +18,10 @@ from typing import IO
 
 from diffret_pyserini.cli import InputError
 
-__all__ = [
-    "DatasetError", "Document", "Dataset", "iter_corpus", "count_corpus", "load_queries", "load_qrels",
-    "resolve_dataset", "check_dataset", "write_topics_tsv", "pyserini_topic_reader", "PACKAGED_DATASETS", "PACKAGED_DATA_DIR",
-    "normalize_text", "corpus_files", "document_lines", "json_lines", "json_object", "read_documents",
-]
+__all__ = ["DatasetError", "Document", "Dataset", "iter_corpus", "count_corpus", "load_queries", "load_qrels",
+           "resolve_dataset", "check_dataset", "write_topics_tsv", "pyserini_topic_reader", "PACKAGED_DATASETS",
+           "PACKAGED_DATA_DIR", "normalize_text", "corpus_files", "document_lines", "json_lines", "json_object",
+           "read_documents"]
 
 PACKAGED_DATASETS = ("cacm", "cacm-notitle")
 PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "data"  # the collections shipped in the package
@@ -149,18 +149,12 @@ def read_documents(path: Path, offset: int = 0, first_line: int = 1, limit: int 
     """(line number, Document) of one corpus file from byte `offset` (line `first_line`), at most `limit`
     documents, each checked with one-line errors; an id already in `seen` (shared across calls) is a duplicate."""
     seen = set() if seen is None else seen
-    if limit == 0:
-        return
-    n = 0
-    for lineno, line in json_lines(path, offset, first_line):
+    for lineno, line in itertools.islice(json_lines(path, offset, first_line), limit):
         doc = _parse_document(path, lineno, json_object(path, lineno, line))
         if doc.docid in seen:
             raise DatasetError(path, f"duplicate document id {doc.docid!r}", line=lineno, field="id")
         seen.add(doc.docid)
         yield lineno, doc
-        n += 1
-        if n == limit:
-            return
 
 
 def iter_corpus(path: str | os.PathLike, *, start: int = 0) -> Iterator[Document]:
