@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -75,17 +72,10 @@ print(json.dumps({"kind": backbone.kind, "class": type(backbone.model).__name__,
 def test_native_load_imports_none_of_the_folder_code(tiny_model_dirs, tmp_path, name):
     """A fresh process: the folder's model code, planted to leave a marker when imported, never runs."""
     folder = copy_model(tiny_model_dirs, name, tmp_path / name)
-    markers = []
-    for py in sorted(folder.glob("*.py")):
-        markers.append(tmp_path / f"{py.stem}.imported")
-        with py.open("a", encoding="utf-8") as f:
-            f.write(f"\nimport pathlib as _p; _p.Path({str(markers[-1])!r}).write_text('imported')\n")
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(tiny_models.REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", PLANTED, str(folder), *map(str, markers)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    files = sorted(folder.glob("*.py"))
+    markers = [tmp_path / f"{py.stem}.imported" for py in files]
+    tiny_models.plant_import_markers(files, markers)
+    result = tiny_models.run_fresh(PLANTED, [folder, *markers], tmp_path)
     assert result["kind"] == name and result["class"].startswith("NonCausal")
     assert result["imported"] == [False] * len(markers) and result["remote_modules"] == []
 

@@ -7,10 +7,7 @@ skip without ../shared/fixtures, and under transformers >= 5, where that code do
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,15 +139,8 @@ def test_planted_dream_code_runs_only_with_trust_remote_code(tiny_model_dirs, tm
     folder = tmp_path / "dream-planted"
     shutil.copytree(tiny_model_dirs["dream"], folder)
     markers = [tmp_path / "modeling-imported", tmp_path / "configuration-imported"]
-    for py, marker in zip(("modeling_dream.py", "configuration_dream.py"), markers):
-        with (folder / py).open("a", encoding="utf-8") as f:
-            f.write(f"\nimport pathlib as _p; _p.Path({str(marker)!r}).write_text('imported')\n")
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(tiny_models.REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", LOAD_TWICE, str(folder), *map(str, markers)], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    tiny_models.plant_import_markers([folder / "modeling_dream.py", folder / "configuration_dream.py"], markers)
+    result = tiny_models.run_fresh(LOAD_TWICE, [folder, *markers], tmp_path)
     assert result["default"] == ["dream", "NonCausalQwen2ForCausalLM"]
     assert result["imported_default"] == [False, False]
     assert result["trusted"] == ["dream", "DreamModel"]

@@ -235,3 +235,26 @@ def build_all(root: str | Path) -> dict[str, Path]:
             continue
         out[kind] = build(root / kind)
     return out
+
+
+def plant_import_markers(files, markers) -> None:
+    """Append to each Python file a line that writes its marker when the file is imported."""
+    for py, marker in zip(files, markers):
+        with Path(py).open("a", encoding="utf-8") as f:
+            f.write(f"\nimport pathlib as _p; _p.Path({str(marker)!r}).write_text('imported')\n")
+
+
+def run_fresh(code: str, args, tmp_path: Path) -> dict:
+    """`python -c code *args` in a fresh interpreter with an empty module cache and no network; the JSON object
+    its last line prints."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
