@@ -158,6 +158,12 @@ def _dream_config(config: dict, where: Path):
         mask_token_id=get("mask_token_id"), attn_implementation="sdpa")
 
 
+# LLaDA config flags with no Llama equivalent, and what each changes
+_LLADA_FLAGS_WITHOUT_LLAMA = (("bias_for_layer_norm", ""), ("attention_layer_norm", " (QK-norm)"),
+                              ("input_emb_norm", " (embeddings scaled by sqrt(d_model))"),
+                              ("scale_logits", " (logits divided by sqrt(d_model))"))
+
+
 def llada_problems(config: dict) -> list[str]:
     """The fields of a LLaDA config.json that Llama cannot express exactly ([] when it maps)."""
     get = {**LLADA_DEFAULTS, **config}.get
@@ -177,14 +183,7 @@ def llada_problems(config: dict) -> list[str]:
         problems.append("include_bias true (biased linears, logits and norms)")
     elif get("include_qkv_bias"):
         problems.append("include_qkv_bias true (q/k/v biases without an output bias)")
-    if get("bias_for_layer_norm"):
-        problems.append("bias_for_layer_norm true")
-    if get("attention_layer_norm"):
-        problems.append("attention_layer_norm true (QK-norm)")
-    if get("input_emb_norm"):
-        problems.append("input_emb_norm true (embeddings scaled by sqrt(d_model))")
-    if get("scale_logits"):
-        problems.append("scale_logits true (logits divided by sqrt(d_model))")
+    problems += [f"{key} true{why}" for key, why in _LLADA_FLAGS_WITHOUT_LLAMA if get(key)]
     for key in ("residual_dropout", "embedding_dropout"):
         if get(key):
             problems.append(f"{key} {get(key)} (Llama has no such dropout)")
