@@ -152,7 +152,9 @@ def load_model(kind: str, path: Path, dtype: torch.dtype, trust_remote_code: boo
     transformers refuses a folder that needs its own code (`load_backbone` refuses earlier, in one line)."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
-    common = dict(local_files_only=True, torch_dtype=dtype, trust_remote_code=trust_remote_code)
+    from diffret_pyserini.model.hf_compat import dtype_kwargs
+
+    common = dict(local_files_only=True, trust_remote_code=trust_remote_code, **dtype_kwargs(dtype))
     if kind in ("dream", "llada"):
         return AutoModel.from_pretrained(path, **common)
     # transformers' own architectures (the native decoder path, masked LMs, the causal baseline): PyTorch SDPA
