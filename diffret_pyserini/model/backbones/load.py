@@ -185,6 +185,7 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
 
     set_offline_env()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar on stderr at every load
     dev = default_device(device)
     spec = read_spec(name_or_path, kind)
     torch_dtype = default_dtype(dev, dtype)
