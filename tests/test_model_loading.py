@@ -291,8 +291,11 @@ def test_max_positions_from_each_config_key(tiny_model_dirs, name, kind, limit):
 
 
 def test_max_positions_is_none_when_the_config_names_no_limit(tiny_model_dirs):
+    import types
+
     backbone = load_backbone(tiny_model_dirs["qwen2"], device="cpu")
-    backbone.model.config.max_position_embeddings = None
+    # a config that names no limit (transformers 5's typed configs refuse None in a model's own field)
+    backbone.model = types.SimpleNamespace(config=types.SimpleNamespace(max_position_embeddings=None))
     assert backbone.max_positions is None
     backbone.model.config.n_positions = 1024  # GPT-2's name for it
     assert backbone.max_positions == 1024

@@ -31,7 +31,10 @@ def local_ray():
     """One Ray instance for every test (`--ray local` reuses an instance that is already up in-process); its
     address, for a driver in another process (the cluster path: `--ray ADDRESS`)."""
     temp = tempfile.mkdtemp(prefix="diffret-ray-test-")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, _temp_dir=temp)
+    # A small object store: the blocks here are kilobytes, and Ray's default (30% of the machine's memory) is
+    # taken beside the other pytest worker's models and JVMs on a 24 GB machine.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, _temp_dir=temp,
+             object_store_memory=256 * 1024 ** 2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

@@ -180,6 +180,26 @@ def test_lora_adapter_folder_loads_merged_and_matches_training_model(tiny_model_
     assert np.allclose(live, a.dense, atol=1e-4)
 
 
+def test_gradient_checkpointing_is_switched_on_through_the_trainer(tiny_model_dirs, tmp_path, monkeypatch):
+    """--gradient_checkpointing reaches the model under either transformers' name for it (4.x gradient_, 5.x
+    activation_checkpointing_enable, which passes extra options)."""
+    from diffret_pyserini.train import trainable_encoder
+
+    seen = []
+    enable = trainable_encoder.TrainableEncoder.gradient_checkpointing_enable
+
+    def spy(self, *args, **kwargs):
+        enable(self, *args, **kwargs)
+        seen.append(any(getattr(m, "gradient_checkpointing", False) for m in self.model.modules()))
+
+    monkeypatch.setattr(trainable_encoder.TrainableEncoder, "gradient_checkpointing_enable", spy)
+    docs, queries = synthetic(16, seed=5)
+    data = write_train(tmp_path / "train.jsonl", docs, queries)
+    run_train(tiny_model_dirs["qwen2"], data, tmp_path / "gc", kind="bidirectional", full_finetune=False,
+              max_steps=2, gradient_checkpointing=True)
+    assert seen == [True]
+
+
 def test_causal_backbone_trains_single_token(tiny_model_dirs, tmp_path):
     docs, queries = synthetic(16, seed=4)
     data = write_train(tmp_path / "train.jsonl", docs, queries)

@@ -40,6 +40,14 @@ def test_hugging_face_flags_mean_what_they_mean_there(tmp_path):
     assert saved["learning_rate"] == 1e-4 and "logging_dir" not in saved  # only what changes what is learned
 
 
+def test_warmup_ratio_and_overwrite_output_dir_mean_the_same_on_transformers_4_and_5(tmp_path):
+    """transformers 5 dropped both fields; ours keep them (the ratio becomes 5.x's fractional warmup_steps)."""
+    _, _, t = parse(["--output_dir", str(tmp_path), "--warmup_ratio", "0.2", "--overwrite_output_dir", "True"])
+    assert t.get_warmup_steps(50) == 10 and t.overwrite_output_dir is True
+    _, _, t = parse(["--output_dir", str(tmp_path), "--warmup_steps", "3"])
+    assert t.get_warmup_steps(50) == 3 and t.overwrite_output_dir is False
+
+
 def test_a_half_written_checkpoint_never_counts_and_is_removed(tmp_path):
     out = tmp_path / "out"
     done = out / "checkpoint-2"

@@ -26,6 +26,7 @@ FIXTURES_DIR = REPO_ROOT.parent / "shared" / "fixtures"
 FIXTURES_MISSING = "../shared/fixtures not found"
 SEED = 1234
 
+
 VOCAB_SIZE = 256
 PAD, BOS, EOS, UNK, IM_START, IM_END, MASK = (
     "<pad>", "<bos>", "<eos>", "<unk>", "<|im_start|>", "<|im_end|>", "<mask>")
@@ -212,7 +213,8 @@ def build_bert_mlm(out_dir: str | Path) -> Path:
     vocab = bert_vocab()
     vocab_file = out_dir / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=512)
+    # positional: the vocabulary file is `vocab_file` in transformers 4 and `vocab` in 5
+    tokenizer = BertTokenizerFast(str(vocab_file), do_lower_case=True, model_max_length=512)
     config = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=128, max_position_embeddings=512, pad_token_id=0)
     torch.manual_seed(SEED)

@@ -10,4 +10,5 @@
     spec.py             encoder spec strings ('NAME?kp=16&top_n=128') and a bounded encoder cache
     packaged.py         models that install as files from packages (SPLADE-tiny, MiniLM, SmolLM2)
     convert_gguf.py     a GGUF file -> a float32 Hugging Face folder (SmolLM2's packaged form)
+    hf_compat.py        what differs between transformers 4.46+ and 5.x (argument names)
 """

@@ -105,6 +105,8 @@ def convert(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from diffret_pyserini.model.hf_compat import dtype_kwargs, gguf_load_kwargs
+
     gguf_path = Path(gguf_path).resolve()
     out_dir = Path(out_dir)
     if not gguf_path.is_file():
@@ -117,7 +119,8 @@ def convert(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, dtype: str
     folder, name = str(gguf_path.parent), gguf_path.name
     with gguf_parsed_once():
         tokenizer = byte_level_tokenizer(AutoTokenizer.from_pretrained(folder, gguf_file=name), gguf_path)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **dtype_kwargs(getattr(torch, dtype)),
+                                                     **gguf_load_kwargs())
     model.eval()
 
     with atomic_dir(out_dir) as tmp:

@@ -64,6 +64,9 @@ class TrainingArguments(transformers.TrainingArguments):
     report_to: Optional[str] = field(default="none", metadata={
         "help": "integrations to report to (tensorboard, wandb, ...; 'all', or 'none')"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "unused: batches are our own groups"})
+    # transformers 5 dropped this flag (its Trainer never read it); ours keeps its meaning on every release
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "replace a trained model or checkpoints already in --output_dir"})
 
     loss_dense: float = field(default=1.0, metadata={"help": "weight of InfoNCE on dense (single-vector) scores"})
     loss_multi: float = field(default=1.0, metadata={"help": "weight of InfoNCE on multi-vector MaxSim"})
@@ -84,6 +87,9 @@ class TrainingArguments(transformers.TrainingArguments):
             # Without use_cpu, accelerate gives CPU processes under torchrun DistributedType.NO: no DDP, every
             # process would update its own copy from its own half of the gradient.
             self.use_cpu = True
+        if "warmup_ratio" not in transformers.TrainingArguments.__dataclass_fields__ and not self.warmup_steps:
+            # transformers 5 dropped warmup_ratio: there a warmup_steps below 1 is the share of all steps
+            self.warmup_steps = self.warmup_ratio if self.warmup_ratio < 1 else 0
         super().__post_init__()
 
 

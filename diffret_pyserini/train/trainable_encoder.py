@@ -70,11 +70,19 @@ class TrainableEncoder(nn.Module):
         p = self.encode(passages, "passage", want, columns, None if allowed is None else allowed[nq:n])
         return q, p
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """What transformers.Trainer calls for --gradient_checkpointing; non-reentrant, which needs no input
-        that requires grad (frozen embeddings under LoRA)."""
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **options) -> None:
+        """What transformers 4's Trainer calls for --gradient_checkpointing; non-reentrant, which needs no input
+        that requires grad (frozen embeddings under LoRA). `options` (every_n_layers, offload) are 5.x's."""
         kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
-        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if hasattr(self.model, "activation_checkpointing_enable"):  # transformers 5's name; the old one warns
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **options)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None,
+                                        **options) -> None:
+        """What transformers 5's Trainer calls for --gradient_checkpointing (same as above)."""
+        self.gradient_checkpointing_enable(activation_checkpointing_kwargs, **options)
 
     # ------------------------------------------------------------------ saving
     def save(self, out_dir: str | Path, base_model: str, extra: dict | None = None) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from diffret_pyserini.model.backbones.base import Backbone, SlotStates
+from diffret_pyserini.model.hf_compat import cache_kwargs, output_cache
 from diffret_pyserini.model.prompts import PromptBatch
 
 
@@ -47,7 +48,7 @@ class CausalBackbone(Backbone):
         feats = [features[:, -1]]
         alive = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
         valid = [alive.clone()]
-        cache = out.past_key_values
+        cache = output_cache(out)
         next_pos = positions[:, -1:] + 1
         for _ in range(1, batch.k):
             token = self._next_tokens(feats[-1])
@@ -56,8 +57,9 @@ class CausalBackbone(Backbone):
                 break
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             features, _, out = self.body_features(input_ids=token.unsqueeze(1), attention_mask=mask,
-                                                  position_ids=next_pos, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                                                  position_ids=next_pos, use_cache=True,
+                                                  **cache_kwargs(self.model, cache))
+            cache = output_cache(out)
             next_pos = next_pos + 1
             feats.append(features[:, -1])
             valid.append(alive.clone())

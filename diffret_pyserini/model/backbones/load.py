@@ -153,7 +153,9 @@ def load_model(kind: str, path: Path, dtype: torch.dtype, trust_remote_code: boo
     transformers refuses a folder that needs its own code (`load_backbone` refuses earlier, in one line)."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
-    common = dict(local_files_only=True, torch_dtype=dtype, trust_remote_code=trust_remote_code)
+    from diffret_pyserini.model.hf_compat import dtype_kwargs
+
+    common = dict(local_files_only=True, trust_remote_code=trust_remote_code, **dtype_kwargs(dtype))
     if kind in NATIVE_KINDS:
         config = read_hf_config(path)
         if loads_natively(kind, config, trust_remote_code):
@@ -188,6 +190,7 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
 
     set_offline_env()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar on stderr at every load
     dev = parse_device(device)
     spec = read_spec(name_or_path, kind)
     torch_dtype = default_dtype(dev, dtype)
