@@ -69,9 +69,15 @@ def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_anoth
     row = record["systems"]["hybrid-bm25-sparse"]
     assert record["dev"]["source"] == "sentences" and record["dev"]["queries"] >= 20
     assert "dev queries: SmolLM2 is not built" in caplog.text
-    assert set(row["dev_ndcg@10"]) == {str(a) for a in ALPHA_GRID}
-    alpha = row["alpha"]
-    assert row["dev_ndcg@10"][str(alpha)] == max(row["dev_ndcg@10"].values())
+    assert set(row["dev_ndcg@10"]) == {str(a) for a in ALPHA_GRID} | {"1.0"}  # the grid and BM25 alone
+    alpha, anchor = row["alpha"], row["anchor"]
+    assert anchor == 1.0 and len(row["per_query"]) == record["dev"]["queries"]
+    assert sum(row["per_query"].values()) / len(row["per_query"]) == pytest.approx(row["dev_ndcg@10"][str(alpha)],
+                                                                                   abs=1e-5)
+    # the safe rule: BM25 alone unless an alpha's gain over it is sure; then the surest such alpha
+    sure = {a: g for a, g in row["gain"].items() if a != "1.0" and g[1] > 0}
+    assert str(alpha) == (max(sure, key=lambda a: sure[a][1]) if sure else "1.0")
+    assert row["dev_ndcg@10"][str(alpha)] >= row["dev_ndcg@10"]["1.0"]
     # the run is named by its alpha, <system>.trec links to it, and it is the fusion at that alpha
     chosen = run_dir / f"hybrid-bm25-sparse.alpha-{alpha:g}.trec"
     assert (run_dir / "hybrid-bm25-sparse.trec").resolve() == chosen.resolve()
@@ -82,10 +88,13 @@ def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_anoth
         assert all(score == pytest.approx(expected[d], abs=1e-4) for d, score in hits)
     choices = json.loads((runs / "choices.json").read_text())
     assert choices["pseudo_queries"]["source"] == "sentences" and choices["alpha"] == {"hybrid-bm25-sparse": alpha}
+    evidence = json.loads((runs / "choices-evidence.json").read_text())["hybrid-bm25-sparse alpha"]
+    assert evidence["chosen"] == alpha and evidence["gain"] == row["gain"]
     # the peer ran through Pyserini's own encoder, its rows stand in the combined table
     assert (runs / "peers" / "peer-splade-pooling.trec").is_file()
     table = (runs / "metrics.md").read_text()
     assert "peer-splade-pooling" in table and "p (t)" in table and '"source": "sentences"' in table
+    assert "| hybrid-bm25-sparse alpha | " in table and "bootstrap interval" in table  # how sure each choice was
     recorded = json.loads((runs / "metrics.json").read_text())
     assert recorded["_run"] == choices and read_metrics(runs / "metrics.json") == metrics
     # another alpha: a second run file; the first is kept

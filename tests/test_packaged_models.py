@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,13 @@ def test_models_dir_env(monkeypatch, tmp_path):
     (folder / "config.json").write_text("{}")
     monkeypatch.setenv("DIFFRET_MODELS_DIR", str(tmp_path))
     assert models.resolve_model_path("SmolLM2") == folder
+
+
+def test_built_models_are_looked_up_where_make_models_puts_them(monkeypatch):
+    # `make models` builds into <project root>/models (MODELS_DIR in the Makefile), beside the package folder
+    monkeypatch.delenv("DIFFRET_MODELS_DIR", raising=False)
+    root = Path(models.__file__).resolve().parents[2]
+    assert (root / "Makefile").is_file() and models.models_dirs() == [root / "models"]
 
 
 def test_missing_local_model_says_make_models(monkeypatch, tmp_path):

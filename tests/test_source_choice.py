@@ -79,11 +79,69 @@ def test_the_pipeline_fine_tunes_on_each_source_and_keeps_the_best_on_dev(tmp_pa
     assert dev["titles"] > dev["sentences"] + 0.1  # a clear gap: the choice is not a tie kept by order
     assert chosen["source"] == "titles" and chosen["candidates"] == ["sentences", "titles"]
     assert "titles has the best dev hybrid" in chosen["why"]
-    # each candidate's dev figure is the one its own alpha.json holds
+    # each candidate's dev figure is the one its own alpha.json holds, at the alpha the safe rule took
     for source, tag in (("sentences", "model-kq4-kp16"), ("titles", "bert-kq4-kp16")):
         row = json.loads((runs / tag / "alpha.json").read_text())["systems"]["hybrid-dense"]
-        assert dev[source] == row["dev_ndcg@10"][str(row["alpha"])] == max(row["dev_ndcg@10"].values())
+        assert dev[source] == row["dev_ndcg@10"][str(row["alpha"])] >= row["dev_ndcg@10"]["0.5"]
+    # the gap is sure: its interval is above zero, and the table says so
+    evidence = json.loads((runs / "choices-evidence.json").read_text())["pseudo-query source"]
+    assert evidence["chosen"] == "titles" and evidence["gain"]["titles"][1] > 0
+    assert "| pseudo-query source | titles | sentences |" in (runs / "metrics.md").read_text()
     assert set(metrics) == {"bm25", "hybrid-dense", "ft-hybrid-dense"}
     # the ft- row is the chosen (BERT) model's run, not SPLADE-tiny's
     assert (runs / "bert-kq4-kp16" / "hybrid-dense.trec").is_file()
     assert metrics["ft-hybrid-dense"] != metrics["hybrid-dense"]
+
+
+def per_query_record(values: dict[str, float], system: str = "hybrid-bm25-dense", alpha: float = 0.7):
+    """An alpha.json record whose one hybrid scores `values` per dev query at its chosen alpha."""
+    mean = sum(values.values()) / len(values)
+    return {"systems": {system: {"alpha": alpha, "dev_ndcg@10": {str(alpha): mean}, "per_query": values}}}
+
+
+def test_a_source_is_taken_over_the_first_only_on_a_sure_dev_gain():
+    from diffret_pyserini.pipeline.source_choice import choose_source_safely
+
+    first = {f"q{i}": 0.5 for i in range(40)}
+    # the physics case in small: the second source is ahead on dev by +0.006, within its noise
+    noisy = {q: v + (0.106 if i % 10 == 0 else -0.005) for i, (q, v) in enumerate(first.items())}
+    source, choice, why = choose_source_safely({"lm": per_query_record(first), "sentences": per_query_record(noisy)})
+    assert choice.means["sentences"] > choice.means["lm"] and choice.gains["sentences"][1] < 0
+    assert source == "lm" and why.startswith("lm, the first candidate of lm, sentences: kept lm")
+    steady = {q: v + 0.05 for q, v in first.items()}
+    source, choice, why = choose_source_safely({"lm": per_query_record(first), "sentences": per_query_record(steady)})
+    assert source == "sentences" and "sentences has the best dev hybrid of lm, sentences, a sure gain" in why
+    # a candidate without dev figures cannot be compared: the one that has them
+    source, choice, _ = choose_source_safely({"lm": None, "sentences": per_query_record(first)})
+    assert source == "sentences" and choice is None
+
+
+def test_the_fine_tuned_model_is_kept_only_on_a_sure_dev_gain():
+    from diffret_pyserini.pipeline.source_choice import keep_finetuned
+
+    zero = {f"q{i}": 0.4 for i in range(30)}
+    keep, choice, why = keep_finetuned(per_query_record(zero), per_query_record({q: 0.5 for q in zero}))
+    assert keep and choice.chosen == "fine-tuned" and why.startswith("kept: its best hybrid beats")
+    same = {q: 0.4 + (0.01 if i % 2 else -0.01) for i, q in enumerate(zero)}
+    keep, choice, why = keep_finetuned(per_query_record(zero), per_query_record(same))
+    assert not keep and choice.chosen == "zero-shot" and why.startswith("left out: kept zero-shot")
+    assert keep_finetuned(None, per_query_record(zero))[0]  # nothing to compare on: fine-tuning was asked for
+
+
+def test_the_choices_table_says_what_was_taken_and_how_sure():
+    from diffret_pyserini.pipeline.choices import evidence_table
+    from diffret_pyserini.search.fusion import choose_safely
+
+    anchor = {f"q{i}": 0.5 for i in range(30)}
+    moved = choose_safely({1.0: anchor, 0.7: {q: 0.6 for q in anchor}}, anchor=1.0).to_json()
+    kept = choose_safely({1.0: anchor, 0.7: {q: 0.5 + (0.3 if i % 2 else -0.28) for i, q in enumerate(anchor)}},
+                         anchor=1.0).to_json()
+    table = evidence_table({"hybrid-bm25-dense alpha": moved, "hybrid-bm25-sparse alpha": kept,
+                            "fine-tuned model": None}, 0.9)
+    rows = table.splitlines()
+    assert "Gain over anchor [90% interval]" in rows[0]
+    assert rows[2] == ("| hybrid-bm25-dense alpha | 0.7 | 1.0 | 0.6000 / 0.5000 | +0.1000 [+0.1000, +0.1000] | "
+                       "30 | yes: moved |")
+    assert rows[3].startswith("| hybrid-bm25-sparse alpha | 1.0 | 1.0 | 0.5000 / 0.5000 | +0.0100 [")
+    assert rows[3].endswith("(0.7, not taken) | 30 | no: anchor kept |")
+    assert rows[4] == "| fine-tuned model | - | - | - | - | - | no dev figures |"

@@ -1,13 +1,14 @@
 """`--finetune auto` on a collection without enough titles: which pseudo-queries to fine-tune on, chosen on the
-dev queries, never the topics.
+dev queries, never the topics; and whether the fine-tuned model is kept at all.
 
 Each candidate source (train/sources.source_candidates: 'lm', then 'sentences') gets its own fine-tuned model
 (cached per source). Each model encodes the corpus and its hybrids are searched for the dev queries, the
 held-out documents that no candidate trained on, with their SmolLM2-written queries; `fusion_dev.choose_alphas`
-records the dev nDCG@10 of every hybrid at every alpha. The source whose best hybrid (with BM25 in it when the
-systems have one) scores highest at its chosen alpha wins; a tie keeps the candidates' order. The dev queries
-are written by the same LM as the 'lm' training queries, which may favour that source: README, "Fine-tuning
-without titles", has the figures of both sources on the topics as well.
+records every hybrid's dev nDCG@10 per query at its chosen alpha. A source's dev figure is its best hybrid (with
+BM25 in it when the systems have one) at that alpha. The first candidate is kept unless another one's per-query
+gain over it is sure (search.fusion.choose_safely: the lower end of its bootstrap interval above zero): a dev
+difference within its noise says nothing about the topics. `keep_finetuned` asks the same of the chosen model
+against the zero-shot one.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from diffret_pyserini.pipeline.arguments import PipelineArguments
 from diffret_pyserini.search.systems import HYBRID_SYSTEMS, uses_bm25
 from diffret_pyserini.train.sources import DevSet
 
-__all__ = ["dev_score", "pick_source", "finetune_on_best_source"]
+__all__ = ["dev_score", "dev_values", "pick_source", "choose_source_safely", "keep_finetuned",
+           "finetune_on_best_source"]
 
 log = logging.getLogger("diffret_pyserini.pipeline")
 
@@ -48,15 +50,54 @@ def pick_source(scores: dict[str, dict | None]) -> str:
     return max(scores, key=lambda s: float("-inf") if scores[s] is None else scores[s]["dev_ndcg@10"])
 
 
+def dev_values(alpha_record: dict | None) -> dict[str, float] | None:
+    """{dev qid: nDCG@10} of the record's `dev_score` hybrid at its chosen alpha; None without one."""
+    best = dev_score(alpha_record) if alpha_record else None
+    if best is None or "per_query" not in alpha_record["systems"][best["system"]]:
+        return None
+    return alpha_record["systems"][best["system"]]["per_query"]
+
+
+def choose_source_safely(records: dict[str, dict | None]):
+    """(source, Choice or None, why) from {source: its model's alpha.json record}, in order of preference: the
+    first unless another's dev gain over it is sure. A source without per-query dev values cannot be compared:
+    with fewer than two that can, the first that can (else the first) is taken, with no Choice."""
+    from diffret_pyserini.search.fusion import choose_safely
+
+    values = {s: v for s, r in records.items() if (v := dev_values(r)) is not None}
+    if len(values) < 2:
+        source = next(iter(values), next(iter(records)))
+        return source, None, f"{source}: the only candidate with dev figures"
+    choice = choose_safely(values, anchor=next(iter(values)))
+    if choice.chosen != choice.anchor:
+        why = f"{choice.chosen} has the best dev hybrid of {', '.join(values)}, a sure gain ({choice.why})"
+    else:
+        why = f"{choice.anchor}, the first candidate of {', '.join(values)}: {choice.why}"
+    return choice.chosen, choice, why
+
+
+def keep_finetuned(zero_shot: dict | None, finetuned: dict | None):
+    """(keep, Choice or None, why): the fine-tuned model's best hybrid against the zero-shot one's on the same
+    dev queries (their alpha.json records); kept only on a sure gain. Without dev figures for both: kept (the
+    choice cannot be made on evidence, and fine-tuning was asked for)."""
+    from diffret_pyserini.search.fusion import choose_safely
+
+    ours, theirs = dev_values(finetuned), dev_values(zero_shot)
+    if ours is None or theirs is None:
+        return True, None, "kept: no dev figures to compare the fine-tuned and zero-shot hybrids on"
+    choice = choose_safely({"zero-shot": theirs, "fine-tuned": ours}, anchor="zero-shot")
+    if choice.chosen == "fine-tuned":
+        return True, choice, f"kept: its best hybrid beats the zero-shot one on dev ({choice.why})"
+    return False, choice, f"left out: {choice.why}"
+
+
 def finetune_on_best_source(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], key: str,
                             bm25: Path, sources: list[str], dev: DevSet | None) -> tuple[str, Path, dict]:
-    """Fine-tune on every candidate source and keep the best on `dev` (see the module docstring); returns
-    (source, model folder, {source: its dev score}). One candidate, or no dev set or hybrid to compare on:
-    the first, with no score."""
-    import json
-
+    """Fine-tune on every candidate source and keep the safe choice on `dev` (see the module docstring); returns
+    (source, model folder, {scores: {source: dev_score}, why, best_on_dev, choice}). One candidate, or no dev
+    set or hybrid to compare on: the first, with {}."""
     from diffret_pyserini.pipeline.cells import encode_stages
-    from diffret_pyserini.pipeline.fusion_dev import ALPHA_FILE, choose_alphas
+    from diffret_pyserini.pipeline.fusion_dev import choose_alphas, read_alpha_record
     from diffret_pyserini.train.default import finetuned_default
 
     hybrids = [s for s in args.systems if s in HYBRID_SYSTEMS]
@@ -68,16 +109,19 @@ def finetune_on_best_source(dataset: Dataset, args: PipelineArguments, topics: d
                                             base_model=args.model, source=source)
     if not compare:
         return sources[0], folders[sources[0]], {}
-    scores: dict[str, dict | None] = {}
+    records: dict[str, dict | None] = {}
     for source, folder in folders.items():
         cell = encode_stages(dataset, args, topics, str(folder))
         run_dir = Path(args.runs) / key / cell.tag
         dev_fp = {"bm25": fingerprint(bm25=bm25_fingerprint(bm25)), "model": cell.fingerprint}
         choose_alphas(cell, dev, bm25, str(folder), args, hybrids, dev_fp, run_dir)
-        record = run_dir / ALPHA_FILE  # absent when the dev set is too small to choose on
-        scores[source] = s = dev_score(json.loads(record.read_text())) if record.is_file() else None
+        records[source] = read_alpha_record(run_dir)  # None when the dev set is too small to choose on
+        s = dev_score(records[source]) if records[source] else None
         if s is not None:
             log.info(f"pseudo-queries {source}: best dev hybrid {s['system']} nDCG@10 {s['dev_ndcg@10']:.4f} "
                      f"(alpha {s['alpha']}, {len(dev.topics)} dev queries)")
-    source = pick_source(scores)
-    return source, folders[source], scores
+    source, choice, why = choose_source_safely(records)
+    scores = {s: dev_score(r) if r else None for s, r in records.items()}
+    log.info(f"pseudo-queries: {why}")
+    return source, folders[source], {"scores": scores, "why": why, "best_on_dev": pick_source(scores),
+                                     "choice": choice.to_json() if choice else None}

@@ -13,11 +13,12 @@ from diffret_pyserini.fingerprint import fingerprint
 from diffret_pyserini.index.lucene import bm25_fingerprint, bm25_index, dataset_key
 from diffret_pyserini.pipeline.arguments import PipelineArguments
 from diffret_pyserini.pipeline.cells import EncodedCell, encode_stages, model_tag, search_cell, slug  # noqa: F401
-from diffret_pyserini.atomic import atomic_write_json
+from diffret_pyserini.atomic import atomic_write_json, atomic_write_text
 from diffret_pyserini.fingerprint import folder_lock
 from diffret_pyserini.search.systems import HYBRID_SYSTEMS, SYSTEMS, SearchInputs
 
 log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
+EVIDENCE_FILE = "choices-evidence.json"  # beside choices.json: each automatic choice's dev figures and interval
 
 
 def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str],
@@ -147,21 +148,24 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     if any(s in HYBRID_SYSTEMS for s in own) and (args.alpha_auto or len(sources) > 1):
         dev = dev_split(dataset.corpus_path, source, cache_dir=Path(args.indexes) / key / "pseudo-queries")
     choices: dict = {"pseudo_queries": {"source": source, "candidates": sources, "why": why}, "alpha": {}}
+    evidence: dict = {}  # every automatic choice made on dev figures -> its figures and interval (choices.py)
     if dev is not None:
         choices["dev"] = {**dev.describe(), "held_out_documents": len(dev.docids)}
     models = [("", args.model)] if own else []
     if sources:
         from diffret_pyserini.pipeline.source_choice import finetune_on_best_source
 
-        source, folder, scores = finetune_on_best_source(dataset, args, topics, key, bm25, sources, dev)
-        if scores:
-            choices["pseudo_queries"].update(source=source, dev=scores)
-            why += f"; {source} has the best dev hybrid of {', '.join(sources)}"
-            choices["pseudo_queries"]["why"] = why
+        source, folder, picked = finetune_on_best_source(dataset, args, topics, key, bm25, sources, dev)
+        if picked:
+            why += f"; {picked['why']}"
+            choices["pseudo_queries"].update(source=source, dev=picked["scores"], why=why,
+                                             best_on_dev=picked["best_on_dev"])
+            evidence["pseudo-query source"] = picked["choice"]
         models.append(("ft-", str(folder)))
     log.info(f"pseudo-queries: {source} ({why})")
     combined: dict[str, dict[str, float]] = {}
     run_paths: dict[str, Path] = {}  # combined row -> its run (run_dir/<system>.trec), for the significance
+    records: dict[str, dict | None] = {}  # prefix -> its alpha.json record
     for prefix, model in models:
         cell = encode_stages(dataset, args, topics, model)
         tag, inputs = cell.tag, cell.search_inputs(bm25, topics)
@@ -170,11 +174,23 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
         run_dir = Path(args.runs) / key / tag
         alphas = None
         if dev is not None and args.alpha_auto:
-            from diffret_pyserini.pipeline.fusion_dev import choose_alphas
+            from diffret_pyserini.pipeline.choices import alpha_evidence
+            from diffret_pyserini.pipeline.fusion_dev import choose_alphas, read_alpha_record
 
             dev_fp = {**index_fp, "bm25": fingerprint(bm25=bm25_fingerprint(bm25))}
             alphas = choose_alphas(cell, dev, bm25, model, args, systems, dev_fp, run_dir)
+            records[prefix] = read_alpha_record(run_dir) if alphas else None
+            if prefix == "ft-" and args.finetune == "auto" and "" in records:
+                from diffret_pyserini.pipeline.source_choice import keep_finetuned
+
+                keep, choice, said = keep_finetuned(records[""], records[prefix])
+                choices["finetune"] = {"kept": keep, "why": said}
+                evidence["fine-tuned model"] = choice.to_json() if choice else None
+                log.info(f"--finetune auto: the fine-tuned model is {said}")
+                if not keep:
+                    continue
             choices["alpha"].update({prefix + system: alpha for system, alpha in alphas.items()})
+            evidence.update(alpha_evidence(records[prefix] or {}, prefix))
         metrics = search_and_evaluate(dataset, inputs, run_dir, index_fp, args, systems, alphas)
         if args.kq_auto:
             metrics.update(auto_stage(dataset, args, topics, model, bm25, index_fp["bm25"], Path(args.runs) / key,
@@ -189,10 +205,28 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     report = main_table_dir(args, Path(args.runs) / key)
     report.mkdir(parents=True, exist_ok=True)
     atomic_write_json(report / "choices.json", choices)
+    atomic_write_json(report / EVIDENCE_FILE, evidence)
     if combined:  # the main table: zero-shot, fine-tuned (ft-) and peers side by side, with the run's choices
-        print(write_report(combined, report, f"{dataset.name}: ours (ft- fine-tuned) and peers",
-                           runs=run_paths, qrels_path=dataset.qrels_path, run=choices))
+        table = write_report(combined, report, f"{dataset.name}: ours (ft- fine-tuned) and peers",
+                             runs=run_paths, qrels_path=dataset.qrels_path, run=choices)
+        if evidence:
+            table += "\n\n" + choices_section(evidence)
+            atomic_write_text(report / "metrics.md", table + "\n")
+        print(table)
     return combined
+
+
+def choices_section(evidence: dict) -> str:
+    """The main table's account of the automatic choices: what each took and how sure the dev figures were."""
+    from diffret_pyserini.pipeline.choices import evidence_table
+    from diffret_pyserini.search.fusion import BOOTSTRAP_TRIALS, CONFIDENCE
+
+    return ("Automatic choices, all made on held-out dev pseudo-queries of the corpus (never the topics). Each "
+            "keeps its anchor (a BM25 hybrid: BM25 alone, alpha 1.0; another hybrid: equal weights; the first "
+            "pseudo-query source; the zero-shot model) unless the gain of another option over it, per dev query, "
+            f"stays above zero at the lower end of its {CONFIDENCE:.0%} bootstrap interval ({BOOTSTRAP_TRIALS:,} "
+            "resamples of the dev queries). Alpha is the weight of the sparse seat: BM25's in hybrid-bm25-*.\n\n"
+            + evidence_table(evidence, CONFIDENCE))
 
 
 def main_table_dir(args: PipelineArguments, runs_root: Path) -> Path:

@@ -5,17 +5,22 @@ DiffRetriever reference: per-query min-max normalisation of each side, then ``al
 dense``; a document missing on one side gets 0 on that side. ``fuse_pyserini`` reproduces Pyserini's
 ``HybridSearcher`` formula, minus its ZeroDivisionError.
 
-Choosing a hybrid's alpha on held-out pseudo-queries (``choose_alpha``): every alpha of the grid is fused and
-scored by nDCG@10 against the dev judgements; the best wins, ties going to the alpha nearest 0.5 (the paper's
-equal weights). Nothing here reads the test topics.
+Choosing a hybrid's alpha on held-out pseudo-queries: ``choose_alpha`` fuses every alpha of the grid, scores it
+by nDCG@10 against the dev judgements and takes the best (ties going to the alpha nearest 0.5, the paper's equal
+weights). ``choose_safely`` is what the main job uses: an option other than the anchor (for a BM25 hybrid, a
+BM25-dominant weight) is taken only when its paired gain over the anchor, bootstrapped over the dev queries,
+stays above zero at the lower end of its interval; the ``Choice`` it returns says why. Nothing here reads
+the test topics.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 __all__ = ["min_max_normalize", "center_normalize", "fuse", "fuse_pyserini", "sort_scores", "as_score_dict",
-           "ALPHA_GRID", "ndcg_at_k", "mean_ndcg", "choose_alpha"]
+           "ALPHA_GRID", "ndcg_at_k", "mean_ndcg", "choose_alpha", "per_query_ndcg", "fuse_run", "alpha_curves",
+           "bootstrap_interval", "Choice", "choose_safely", "BOOTSTRAP_TRIALS", "CONFIDENCE"]
 
 
 def _rescale(scores: Mapping[str, float], degenerate: float, centre: bool) -> dict[str, float]:
@@ -184,3 +189,94 @@ def choose_alpha(dense_run: Run, sparse_run: Run, qrels: Mapping[str, Mapping[st
         scores[float(alpha)] = round(mean_ndcg(fused, qrels), 6)
     best = max(scores, key=lambda a: (scores[a], -abs(a - 0.5), -a))
     return best, scores
+
+
+def per_query_ndcg(run: Run, qrels: Mapping[str, Mapping[str, int]], k: int = 10) -> dict[str, float]:
+    """{qid: nDCG@k} over the judged queries (those with a relevant document), an unanswered one 0."""
+    return {q: ndcg_at_k([d for d, _ in run.get(q, ())], judged, k)
+            for q, judged in qrels.items() if any(g > 0 for g in judged.values())}
+
+
+def fuse_run(dense_run: Run, sparse_run: Run, alpha: float, qids: Iterable[str], depth: int = 1000) -> dict:
+    """``fuse`` for every qid in `qids`: {qid: [(docid, score), ...]}."""
+    return {q: fuse(dense_run.get(q, ()), sparse_run.get(q, ()), alpha=alpha, k=depth) for q in qids}
+
+
+def alpha_curves(dense_run: Run, sparse_run: Run, qrels: Mapping[str, Mapping[str, int]],
+                 grid: Sequence[float] = ALPHA_GRID, depth: int = 1000) -> dict[float, dict[str, float]]:
+    """{alpha: {qid: nDCG@10}} of the fusion at every alpha of `grid` (an alpha of 1.0 is the sparse seat
+    alone, 0.0 the dense seat alone, each still min-max normalised)."""
+    return {float(a): per_query_ndcg(fuse_run(dense_run, sparse_run, a, qrels, depth), qrels) for a in grid}
+
+
+BOOTSTRAP_TRIALS = 2000
+_ROUNDING = 1e-9  # a mean of differences that is zero in exact arithmetic can come out 1e-17 in floats
+CONFIDENCE = 0.9  # two-sided: the lower end is a one-sided 95% bound
+
+
+def bootstrap_interval(values: Sequence[float], trials: int = BOOTSTRAP_TRIALS, confidence: float = CONFIDENCE,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (per-query differences): queries resampled with
+    replacement `trials` times, seeded; (0.0, 0.0) for no values."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(trials, x.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+@dataclass
+class Choice:
+    """What `choose_safely` took and why: every option's dev mean, and its gain over the anchor with the
+    bootstrap interval of that gain."""
+
+    chosen: Hashable
+    anchor: Hashable
+    queries: int
+    means: dict                     # option -> dev mean
+    gains: dict                     # option -> (mean gain over the anchor, lower, upper); the anchor (0, 0, 0)
+    why: str
+
+    def to_json(self) -> dict:
+        r = lambda v: round(float(v), 4)  # noqa: E731
+        return {"chosen": self.chosen, "anchor": self.anchor, "queries": self.queries,
+                "dev": {str(o): r(m) for o, m in self.means.items()},
+                "gain": {str(o): [r(g) for g in self.gains[o]] for o in self.means},
+                "why": self.why}
+
+
+def choose_safely(options: Mapping[Hashable, Mapping[str, float]], anchor: Hashable, margin: float = 0.0,
+                  trials: int = BOOTSTRAP_TRIALS, confidence: float = CONFIDENCE, seed: int = 0) -> Choice:
+    """Keep `anchor` unless another option's dev gain over it is sure: the lower end of the bootstrap interval of
+    the mean per-query gain (paired, on the queries both have) above `margin`. Among the sure options, the one
+    whose lower end is highest (the surest gain, not the largest: a noisy large gain would be the one to regret);
+    ties keep the options' order. `options`: {option: {qid: dev value}}."""
+    if anchor not in options:
+        raise ValueError(f"choose_safely: the anchor {anchor!r} is not among the options {list(options)}")
+    base = options[anchor]
+    means = {o: (sum(v.values()) / len(v) if v else 0.0) for o, v in options.items()}
+    gains: dict = {}
+    for option, values in options.items():
+        qids = [q for q in base if q in values]
+        diffs = [values[q] - base[q] for q in qids]
+        mean = sum(diffs) / len(diffs) if diffs else 0.0
+        gains[option] = (0.0, 0.0, 0.0) if option == anchor else (mean, *bootstrap_interval(diffs, trials,
+                                                                                             confidence, seed))
+    sure = [o for o in options if o != anchor and gains[o][1] > margin + _ROUNDING]
+    level = f"{confidence:.0%}"
+    if not sure:
+        best = max(options, key=lambda o: gains[o][0])
+        why = (f"kept {anchor}: no option's gain is sure ({best} best on dev, gain {gains[best][0]:+.4f}, "
+               f"{level} interval [{gains[best][1]:+.4f}, {gains[best][2]:+.4f}])" if best != anchor
+               else f"kept {anchor}: no option scores above it on dev")
+        return Choice(anchor, anchor, len(base), means, gains, why)
+    chosen = max(sure, key=lambda o: gains[o][1])
+    g = gains[chosen]
+    why = (f"{chosen} over {anchor}: gain {g[0]:+.4f}, {level} interval [{g[1]:+.4f}, {g[2]:+.4f}] "
+           f"(the surest of {len(sure)} option{'s' if len(sure) > 1 else ''} above zero)")
+    return Choice(chosen, anchor, len(base), means, gains, why)
