@@ -48,7 +48,9 @@ def shard_range(total: int, shard_id: int, shard_num: int) -> tuple[int, int]:
 def encoder_fingerprint(encoder: DiffRetEncoder) -> dict:
     """What determines the vectors: the model files and the encoder settings."""
     spec = encoder.backbone.spec
-    model = {"path": path_digest(spec.path), "kind": spec.kind, "read_offset": encoder.backbone.read_offset,
+    # load_kind: a baseline recipe (diffembed, repllama) never shares vectors with DiffRetriever on the same model
+    model = {"path": path_digest(spec.path), "kind": encoder.backbone.load_kind,
+             "read_offset": encoder.backbone.read_offset,
              "slot": encoder.backbone.slot_id, "dtype": str(encoder.backbone.dtype)}
     if spec.base_path != spec.path:
         model["base"] = path_digest(spec.base_path)

@@ -65,11 +65,19 @@ class Backbone:
                      although Dream's own generation shifts logits by one (position i-1 predicts token i);
                      set -1 to read Dream the way its generator does;
       one_pass:      True when all K positions come from one forward pass (not the autoregressive baseline);
-      max_positions: the model's position limit from its config (None when unknown).
+      max_positions: the model's position limit from its config (None when unknown);
+      recipe:        'diffretriever', or a baseline read from the same backbone ('diffembed', 'repllama';
+                     model/recipes.py), set by the loader from `--kind`.
     """
 
     kind: str = "base"
     one_pass: bool = True
+    recipe: str = "diffretriever"
+
+    @property
+    def load_kind(self) -> str:
+        """The `--kind` that loads this backbone again: the recipe's name for a baseline, else the kind."""
+        return self.kind if self.recipe == "diffretriever" else self.recipe
 
     def __init__(self, model: nn.Module, tokenizer, slot_id: int, device: torch.device, dtype: torch.dtype,
                  read_offset: int = 0, name: str = ""):

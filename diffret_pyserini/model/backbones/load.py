@@ -10,7 +10,7 @@ Python code shipped with a model (Dream, LLaDA, any config with `auto_map`) runs
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -21,9 +21,11 @@ from diffret_pyserini.model.backbones.bidirectional import (BidirectionalDecoder
 from diffret_pyserini.model.backbones.causal import CausalBackbone
 from diffret_pyserini.model.backbones.checks import DeviceError, ModelLoadError  # noqa: F401 (callers catch them here)
 from diffret_pyserini.model.backbones.checks import one_line, parse_device, read_json, require_files, require_trust
+from diffret_pyserini.model.recipes import DEFAULT_RECIPE, ONE_PASS_KINDS, RECIPE_KINDS, split_kind
 
 DIFFRET_CONFIG = "diffret_config.json"
-KINDS = ("dream", "llada", "masked", "bidirectional", "causal")
+# Architectures, then the baselines' recipes read from them (model/recipes.py: diffembed, repllama).
+KINDS = ("dream", "llada", "masked", "bidirectional", "causal", *RECIPE_KINDS)
 # Reserved tokens that can serve as slots for decoders that have no mask token of their own.
 SLOT_TOKEN_CANDIDATES = ("<|mask|>", "<empty_output>", "<|fim_pad|>", "<|reserved_special_token_0|>")
 BACKBONE_CLASSES = {"dream": DreamBackbone, "llada": LLaDABackbone, "masked": MaskedLMBackbone,
@@ -41,6 +43,7 @@ class ModelSpec:
     slot_token: str | None = None
     read_offset: int = 0
     settings: dict = field(default_factory=dict)  # encoder settings saved with a fine-tuned model
+    recipe: str = DEFAULT_RECIPE  # or a baseline read from the same architecture (model/recipes.py)
 
 
 def resolve_path(name_or_path: str | os.PathLike) -> Path:
@@ -74,7 +77,25 @@ def detect_kind(config: dict, prefer_causal: bool = False) -> str:
 
 
 def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> ModelSpec:
-    """Resolve a name/folder and read our config if present; `kind` overrides what the folder says."""
+    """Resolve a name/folder and read our config if present; `kind` overrides what the folder says. A recipe
+    kind (diffembed, repllama) keeps its name in `recipe`, and `kind` becomes the architecture it runs on."""
+    return with_recipe(_read_folder_spec(name_or_path, kind))
+
+
+def with_recipe(spec: ModelSpec) -> ModelSpec:
+    """A spec whose kind names a recipe, split into (architecture kind, recipe); others unchanged."""
+    recipe, arch = split_kind(spec.kind)
+    if recipe == DEFAULT_RECIPE:
+        return spec
+    if arch is None:
+        arch = detect_kind(read_hf_config(spec.base_path))
+        if arch not in ONE_PASS_KINDS:
+            raise ModelLoadError(f"{spec.path}: kind {recipe} needs a one-pass backbone ({', '.join(ONE_PASS_KINDS)})"
+                                 f", not {arch}")
+    return replace(spec, kind=arch, recipe=recipe)
+
+
+def _read_folder_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> ModelSpec:
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown backbone kind {kind!r}; expected one of {KINDS}")
     path = resolve_path(name_or_path)
@@ -210,11 +231,17 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
         except Exception as err:
             raise ModelLoadError(f"{spec.adapter_path}: the LoRA adapter does not load: {one_line(err)}") from err
     model.to(dev).eval()
-    slot_id = slot_token_id(spec.kind, read_hf_config(weights), tokenizer, slot_token or spec.slot_token,
-                            weights)
+    try:
+        slot_id = slot_token_id(spec.kind, read_hf_config(weights), tokenizer, slot_token or spec.slot_token,
+                                weights)
+    except ModelLoadError:
+        if spec.recipe == DEFAULT_RECIPE:
+            raise
+        slot_id = tokenizer.pad_token_id or tokenizer.eos_token_id or 0  # the baselines place no slot token
     cls = BACKBONE_CLASSES[spec.kind]
     extra = {"stop_early": stop_early} if spec.kind == "causal" else {}
     backbone = cls(model, tokenizer, slot_id, dev, torch_dtype,
                    read_offset=spec.read_offset if read_offset is None else read_offset, name=str(spec.path), **extra)
     backbone.spec = spec
+    backbone.recipe = spec.recipe
     return backbone
