@@ -11,11 +11,11 @@ from pathlib import Path
 from diffret_pyserini.datasets import Dataset, check_dataset, load_queries, normalize_text, resolve_dataset
 from diffret_pyserini.fingerprint import fingerprint
 from diffret_pyserini.index.lucene import bm25_fingerprint, bm25_index, dataset_key
-from diffret_pyserini.pipeline.arguments import PipelineArguments
+from diffret_pyserini.pipeline.arguments import BASELINE_SYSTEMS, PipelineArguments
 from diffret_pyserini.pipeline.cells import EncodedCell, encode_stages, model_tag, search_cell, slug  # noqa: F401
 from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.fingerprint import folder_lock
-from diffret_pyserini.search.systems import HYBRID_SYSTEMS, SYSTEMS, SearchInputs
+from diffret_pyserini.search.systems import HYBRID_SYSTEMS, SYSTEMS, SearchInputs, uses_model
 
 log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
 
@@ -138,9 +138,12 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     key = dataset_key(dataset)
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)
     candidates, why = source_candidates(dataset.corpus_path)
+    if args.finetune_source != "auto":  # pinned: no other source is trained or compared
+        candidates, why = [args.finetune_source], "--finetune_source"
     own = [s for s in args.systems if s in SYSTEMS]
+    baselines = [s for s in args.systems if s in BASELINE_SYSTEMS]
     sources: list[str] = []  # to fine-tune on; the first asked alone, so a skip is said once
-    if own and wants_finetune(args, dataset, candidates[0]):
+    if (own or baselines) and wants_finetune(args, dataset, candidates[0]):
         sources = [candidates[0], *(s for s in candidates[1:] if wants_finetune(args, dataset, s))]
     source = (sources or candidates)[0]  # also the source of the held-out dev documents
     dev = None  # the dev queries are written only when alphas or sources are to be chosen on them
@@ -150,7 +153,7 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     if dev is not None:
         choices["dev"] = {**dev.describe(), "held_out_documents": len(dev.docids)}
     models = [("", args.model)] if own else []
-    if sources:
+    if sources and any(uses_model(s) for s in own):  # BM25 alone needs no fine-tuned model of ours
         from diffret_pyserini.pipeline.source_choice import finetune_on_best_source
 
         source, folder, scores = finetune_on_best_source(dataset, args, topics, key, bm25, sources, dev)
@@ -181,6 +184,12 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
                                       run_dir))
         combined.update({prefix + system: row for system, row in metrics.items()})
         run_paths.update({prefix + s: run_dir / f"{s}.trec" for s in metrics})
+    if baselines:  # DiffEmbed and RepLLaMA, fine-tuned on the same pseudo-queries as the ft- model
+        from diffret_pyserini.pipeline.baselines import baselines_stage
+
+        rows, paths = baselines_stage(dataset, args, topics, key, bm25, baselines, source if sources else None)
+        combined.update(rows)
+        run_paths.update(paths)
     peers = [s[len("peer-"):] for s in args.systems if s.startswith("peer-")]
     if peers:
         peer_metrics, peer_paths = peers_stage(dataset, args, topics, key, peers)
