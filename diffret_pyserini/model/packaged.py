@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 MODELS_DIR_ENV = "DIFFRET_MODELS_DIR"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # diffret_pyserini/model/packaged.py -> the project
 
 # Folder names under a models directory, by canonical name.
 LOCAL_MODELS = {"smollm2-135m-instruct": "smollm2-135m-instruct"}
