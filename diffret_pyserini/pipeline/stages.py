@@ -134,7 +134,9 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     for warning in check_dataset(dataset):
         log.warning(f"warning: {warning}")
     topics = {qid: normalize_text(text) for qid, text in load_queries(dataset.queries_path).items()}
-    get_encoder(args.model, device=args.device, **args.load_options(), **args.settings()).check_lengths()
+    reads_model = any(uses_model(s) for s in args.systems if s in SYSTEMS)  # --model is encoded at all
+    if reads_model:
+        get_encoder(args.model, device=args.device, **args.load_options(), **args.settings()).check_lengths()
     key = dataset_key(dataset)
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)
     candidates, why = source_candidates(dataset.corpus_path)
@@ -152,8 +154,8 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     choices: dict = {"pseudo_queries": {"source": source, "candidates": sources, "why": why}, "alpha": {}}
     if dev is not None:
         choices["dev"] = {**dev.describe(), "held_out_documents": len(dev.docids)}
-    models = [("", args.model)] if own else []
-    if sources and any(uses_model(s) for s in own):  # BM25 alone needs no fine-tuned model of ours
+    models = [("", args.model)] if reads_model else []
+    if sources and reads_model:  # BM25 alone needs no fine-tuned model of ours
         from diffret_pyserini.pipeline.source_choice import finetune_on_best_source
 
         source, folder, scores = finetune_on_best_source(dataset, args, topics, key, bm25, sources, dev)
@@ -184,6 +186,12 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
                                       run_dir))
         combined.update({prefix + system: row for system, row in metrics.items()})
         run_paths.update({prefix + s: run_dir / f"{s}.trec" for s in metrics})
+    if own and not reads_model:  # BM25 alone: searched without encoding anything
+        index_fp = {"bm25": fingerprint(bm25=bm25_fingerprint(bm25), topics=topics), "model": None}
+        inputs = SearchInputs(bm25, bm25, bm25, bm25, bm25, topics)
+        metrics = search_and_evaluate(dataset, inputs, Path(args.runs) / key / "bm25", index_fp, args, own)
+        combined.update(metrics)
+        run_paths.update({s: Path(args.runs) / key / "bm25" / f"{s}.trec" for s in metrics})
     if baselines:  # DiffEmbed and RepLLaMA, fine-tuned on the same pseudo-queries as the ft- model
         from diffret_pyserini.pipeline.baselines import baselines_stage
 
