@@ -104,3 +104,21 @@ def test_cells_without_their_inputs_are_skipped_and_bad_flags_are_one_line(tiny_
     broken.write_text("measured: [1, 2\n")
     assert main(run(tiny_root, "--condition", "bm25", "--expected", str(broken))) == 2
     assert "cannot read expected figures" in capsys.readouterr().err
+
+
+def test_bm25_on_cacm_prints_ok_against_the_packaged_figures(tmp_path, capsys):
+    assert main(["--condition", "bm25", "--dataset", "cacm", "--indexes", str(tmp_path / "indexes"),
+                 "--runs", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\[OK\] +cacm +bm25 +nDCG@10 0\.4801 \(expected 0\.4801", out, flags=re.M)
+    assert re.search(r"^\[OK\] +cacm +bm25 +R@100 0\.6801", out, flags=re.M)
+
+
+@pytest.mark.slow
+def test_zero_shot_splade_tiny_cells_on_cacm_print_ok(tmp_path, capsys):
+    """Every zero-shot SPLADE-tiny cell of CACM, from scratch, against the packaged figures (a few CPU minutes)."""
+    names = [c.name for c in conditions() if c.backbone == "splade-tiny" and c.mode == "zs"]
+    argv = [x for name in names for x in ("--condition", name)]
+    assert main([*argv, "--dataset", "cacm", "--indexes", str(tmp_path / "i"), "--runs", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^\[OK\] +cacm ", out, flags=re.M)) == 2 * len(names) and "[FAIL]" not in out

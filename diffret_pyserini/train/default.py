@@ -87,9 +87,9 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     `<out_root>/<model>-ft`.
 
     `kind` (diffembed, repllama) trains that baseline recipe instead, on the same data, into
-    `<model>-<kind>-ft`. `out_root` defaults to `<indexes>/<dataset>/finetuned`; mining uses the pipeline's own BM25 index
-    `<indexes>/<dataset>/bm25` (built if missing), where `indexes` defaults to the folder two levels above
-    `out_root`, else `indexes`. A second call with the same inputs returns at once; `force` trains again.
+    `<model>-<kind>-ft`. `out_root` defaults to `<indexes>/<dataset>/finetuned`; mining uses the pipeline's
+    own BM25 index `<indexes>/<dataset>/bm25` (built if missing), where `indexes` defaults to the folder two
+    levels above `out_root`, else `indexes`. A second call with the same inputs returns at once; `force` trains again.
     """
     from diffret_pyserini.model.packaged import resolve_model_path
     from diffret_pyserini.train.data import read_examples, write_examples
