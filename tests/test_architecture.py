@@ -126,6 +126,7 @@ LAYERS = (
     ("pipeline",),
     ("bench",),
     ("sweep",),
+    ("repro",),
     ("startup",),
 )
 

@@ -52,8 +52,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     inp.add_argument("--shard-num", type=int, default=1, help="number of shards the corpus is split into")
     out = commands.add_parser("output", help="where to write")
     out.add_argument("--embeddings", required=True, help="output folder (dense/, multi/, sparse/ inside)")
-    out.add_argument("--representations", nargs="+", default=list(REPRESENTATIONS), choices=REPRESENTATIONS,
-                     help="which outputs to write (all from the same single pass)")
+    out.add_argument("--representations", nargs="+", default=None, choices=REPRESENTATIONS,
+                     help="which outputs to write (all from the same single pass); default: every one the "
+                          "encoder makes (dense only for --kind diffembed / repllama)")
     out.add_argument("--multi-dtype", default="float16", choices=["float16", "float32", "int8"],
                      help="storage type of the multi-vector store")
     out.add_argument("--overwrite", action="store_true", help="discard earlier work made with other settings")
@@ -138,10 +139,11 @@ def run(args: dict) -> dict:
     role_length = "query_max_length" if inp.topics else "passage_max_length"
     checked = replace(encoder.settings, **{role_length: enc.max_length}) if enc.max_length else encoder.settings
     DiffRetEncoder(encoder.backbone, checked).check_lengths()
+    representations = out.representations or encoder.representations
     if inp.topics:
-        return encode_queries(encoder, load_queries(inp.topics), out.embeddings, out.representations,
+        return encode_queries(encoder, load_queries(inp.topics), out.embeddings, representations,
                               enc.batch_size)
-    return encode_corpus(encoder, inp.corpus, out.embeddings, out.representations, max_length=enc.max_length,
+    return encode_corpus(encoder, inp.corpus, out.embeddings, representations, max_length=enc.max_length,
                          shard_id=inp.shard_id, shard_num=inp.shard_num, overwrite=out.overwrite,
                          multi_dtype=out.multi_dtype, chunk_size=out.chunk_size, **enc.encoding_options())
 
@@ -161,7 +163,10 @@ def run_ray(args: dict) -> dict:
     if enc.max_length:
         settings["passage_max_length"] = enc.max_length
     recipe = EncoderRecipe(enc.model, enc.device, load, settings)
-    return encode_corpus_ray(recipe, inp.corpus, out.embeddings, enc.ray, enc.ray_workers, out.representations,
+    from diffret_pyserini.model.recipes import RECIPE_KINDS
+
+    representations = out.representations or (("dense",) if enc.kind in RECIPE_KINDS else REPRESENTATIONS)
+    return encode_corpus_ray(recipe, inp.corpus, out.embeddings, enc.ray, enc.ray_workers, representations,
                              max_length=enc.max_length, overwrite=out.overwrite, multi_dtype=out.multi_dtype,
                              chunk_size=out.chunk_size, **enc.encoding_options())
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from diffret_pyserini.encode.batching import BatchPlan, padding_fraction, plan_batches
 from diffret_pyserini.datasets import Document, count_corpus, iter_corpus, normalize_text
-from diffret_pyserini.model.encoder import REPRESENTATIONS, DiffRetEncoder
+from diffret_pyserini.model.encoder import DiffRetEncoder
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 
 __all__ = ["encode_corpus", "encode_queries", "encoder_fingerprint", "shard_range", "batched", "EncodeStats",
@@ -48,7 +48,9 @@ def shard_range(total: int, shard_id: int, shard_num: int) -> tuple[int, int]:
 def encoder_fingerprint(encoder: DiffRetEncoder) -> dict:
     """What determines the vectors: the model files and the encoder settings."""
     spec = encoder.backbone.spec
-    model = {"path": path_digest(spec.path), "kind": spec.kind, "read_offset": encoder.backbone.read_offset,
+    # load_kind: a baseline recipe (diffembed, repllama) never shares vectors with DiffRetriever on the same model
+    model = {"path": path_digest(spec.path), "kind": encoder.backbone.load_kind,
+             "read_offset": encoder.backbone.read_offset,
              "slot": encoder.backbone.slot_id, "dtype": str(encoder.backbone.dtype)}
     if spec.base_path != spec.path:
         model["base"] = path_digest(spec.base_path)
@@ -186,12 +188,13 @@ def encode_window(encoder: DiffRetEncoder, window: Window, representations: Sequ
 
 
 def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Path,
-                  representations: Sequence[str] = REPRESENTATIONS, batch_size: int = 32,
+                  representations: Sequence[str] | None = None, batch_size: int = 32,
                   max_length: int | None = None, shard_id: int = 0, shard_num: int = 1,
                   overwrite: bool = False, multi_dtype: str = "float16", chunk_size: int = 1024,
                   max_tokens: int | None = None, length_buckets: bool = True,
                   stats: EncodeStats | None = None) -> dict:
-    """Stream `corpus` through the encoder into resumable, atomic outputs; returns {representation: path}.
+    """Stream `corpus` through the encoder into resumable, atomic outputs; returns {representation: path}
+    (`representations`: default every one the encoder makes).
 
     Each committed chunk (`chunk_size` documents) is one window: tokenised once (the next window is read and
     tokenised in a background thread while this one runs through the model, where that pays: `overlap_pays`),
@@ -203,6 +206,7 @@ def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Pa
 
     from diffret_pyserini.encode.writers import RepresentationShardWriter
 
+    representations = encoder.representations if representations is None else representations
     fp = fingerprint(corpus=path_digest(corpus), encoder=encoder_fingerprint(encoder), max_length=max_length,
                      shard=[shard_id, shard_num])
     writer = RepresentationShardWriter(out_dir, representations, chunk_size=chunk_size, fingerprint=fp,
@@ -240,8 +244,9 @@ def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Pa
 
 
 def encode_queries(encoder: DiffRetEncoder, queries: dict[str, str], out_dir: str | Path,
-                   representations: Sequence[str] = REPRESENTATIONS, batch_size: int = 32) -> dict:
-    """Encode queries into the files Pyserini's search CLIs read (see the module docstring)."""
+                   representations: Sequence[str] | None = None, batch_size: int = 32) -> dict:
+    """Encode queries into the files Pyserini's search CLIs read (see the module docstring); `representations`
+    defaults to every one the encoder makes."""
     import numpy as np
 
     from diffret_pyserini.datasets import write_topics_tsv
@@ -249,6 +254,7 @@ def encode_queries(encoder: DiffRetEncoder, queries: dict[str, str], out_dir: st
     from diffret_pyserini.index.faiss_dirs import write_query_embeddings_pkl
 
     out = Path(out_dir)
+    representations = encoder.representations if representations is None else representations
     qids, texts = list(queries), [normalize_text(t) for t in queries.values()]
     dense, multi, valid, sparse = [], [], [], []
     for i in tqdm(range(0, len(texts), batch_size), desc="encode queries", unit="batch"):

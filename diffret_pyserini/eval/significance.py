@@ -15,13 +15,15 @@ from diffret_pyserini.eval.per_query import Significance, paired_test
 __all__ = ["PEER_PREFIXES", "TRIALS", "SEED", "row_kind", "is_peer", "Comparison", "compare_to_baseline",
            "column_headers", "row_cells", "legend"]
 
-PEER_PREFIXES = ("peer-", "ft-peer-")  # rows another method produced (peers.py names them so)
+# rows another method produced: peers (peers.py names them so) and the paper's baselines (pipeline/baselines.py)
+PEER_PREFIXES = ("peer-", "ft-peer-", "diffembed", "ft-diffembed", "repllama-", "ft-repllama-")
 TRIALS = 10_000  # randomisation resamples
 SEED = 0
 
 
 def is_peer(row: str) -> bool:
-    """True for a peer's row (``peer-...``, or ``ft-peer-...`` for a fine-tuned one)."""
+    """True for a peer's row (``peer-...``, or ``ft-peer-...`` for a fine-tuned one) or a baseline's
+    (``diffembed``, ``repllama-...`` and their ``ft-`` rows)."""
     return row.startswith(PEER_PREFIXES)
 
 

@@ -29,7 +29,8 @@ class ModelLoadArguments:
         "help": "model folder (Hugging Face layout, or one saved by diffret_pyserini.train) or packaged name "
                 "(splade-tiny, smollm2); a spec 'NAME?kp=16&top_n=128' also works", "aliases": ["--encoder"]})
     kind: Optional[str] = field(default=None, metadata={
-        "help": "backbone kind (default: read off the model's config)", "choices": list(KINDS)})
+        "help": "backbone kind (default: read off the model's config); diffembed and repllama run the paper's "
+                "single-vector baselines on the model (dense only)", "choices": list(KINDS)})
     slot_token: Optional[str] = field(default=None, metadata={"help": "token placed in the K slots (decoders)"})
     dtype: str = field(default="auto", metadata={
         "help": "weights dtype; auto: bfloat16 on GPU, float32 on CPU", "choices": list(DTYPES)})
@@ -37,6 +38,9 @@ class ModelLoadArguments:
     trust_remote_code: bool = field(default=False, metadata={
         "help": "allow a model folder's own Python code to run, as in transformers (Dream and LLaDA load "
                 "natively without it; with it they run the code their checkpoints ship)"})
+    base_model: Optional[str] = field(default=None, metadata={
+        "help": "for a released DiffRetriever checkpoint (a folder with retriever_config.json and a LoRA "
+                "adapter): the local folder of its base model (Dream or LLaDA), which nothing downloads"})
 
     def check_model_load(self) -> None:
         """Fail fast on a bad --device (a malformed one, or cuda without CUDA) or --dtype, before any work."""
@@ -56,6 +60,8 @@ class ModelLoadArguments:
             out["dtype"] = self.dtype
         if self.trust_remote_code:
             out["trust_remote_code"] = True
+        if self.base_model:
+            out["base_model"] = self.base_model
         return out
 
 

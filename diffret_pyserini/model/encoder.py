@@ -5,7 +5,7 @@ jobs (encode/jobs.py) and training sit on top of it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +14,8 @@ import torch
 from diffret_pyserini.cli import InputError
 from diffret_pyserini.model import representations as R
 from diffret_pyserini.model.backbones.base import Backbone
-from diffret_pyserini.model.prompts import PromptBuilder, load_templates
+from diffret_pyserini.model import recipes
+from diffret_pyserini.model.prompts import PromptBuilder, PromptLayout, load_templates
 from diffret_pyserini.model.representations import REPRESENTATIONS
 
 __all__ = ["REPRESENTATIONS", "EncoderSettings", "EncodedBatch", "DiffRetEncoder", "SettingError"]
@@ -102,6 +103,12 @@ class DiffRetEncoder:
     def __init__(self, backbone: Backbone, settings: EncoderSettings | None = None):
         self.backbone = backbone
         self.settings = settings or EncoderSettings()
+        # The baselines (model/recipes.py) read one vector per text whatever Kq/Kp say: K is 1 in their
+        # settings, so their tags, fingerprints and saved folders say what was run.
+        self.recipe = getattr(backbone, "recipe", recipes.DEFAULT_RECIPE)
+        if self.recipe != recipes.DEFAULT_RECIPE:
+            self.settings = replace(self.settings, kq=1, kp=1)
+        self.representations = recipes.representations_of(self.recipe)
         self.templates = load_templates(self.settings.prompts)
         tok = backbone.tokenizer
         self.excluded_ids = sorted({backbone.slot_id, *tok.all_special_ids})
@@ -125,11 +132,31 @@ class DiffRetEncoder:
         max_length = max_length or self.max_length_for(role)
         key = (role, k, max_length)
         if key not in self._builders:
-            style = self.settings.style if self.settings.style != "auto" else ("single" if k == 1 else "multi")
-            self._builders[key] = PromptBuilder(
-                self.backbone.tokenizer, self.templates[role][style], k, self.backbone.slot_id, max_length,
-                self.backbone.pad_id, self.settings.chat_template, with_slots=self.backbone.one_pass)
+            self._builders[key] = self._new_builder(role, k, max_length)
         return self._builders[key]
+
+    def _new_builder(self, role: str, k: int, max_length: int) -> PromptBuilder:
+        bb = self.backbone
+        if self.recipe != recipes.DEFAULT_RECIPE:
+            return recipes.recipe_builder(self.recipe, bb.tokenizer, role, max_length, bb.pad_id, bb.slot_id)
+        shipped = getattr(bb, "prompt_layouts", None)  # a released checkpoint's own prompt ids (model/released.py)
+        if shipped:
+            prefix, suffix, tail = shipped[role]
+            return PromptBuilder(bb.tokenizer, None, k, bb.slot_id, max_length, bb.pad_id, with_slots=bb.one_pass,
+                                 layout=PromptLayout(tuple(prefix), tuple(suffix), tuple(tail), k, bb.slot_id))
+        style = self.settings.style if self.settings.style != "auto" else ("single" if k == 1 else "multi")
+        return PromptBuilder(bb.tokenizer, self.templates[role][style], k, bb.slot_id, max_length, bb.pad_id,
+                             self.settings.chat_template, with_slots=bb.one_pass)
+
+    def check_want(self, want: Sequence[str]) -> None:
+        """SettingError for a representation this encoder does not make (the baselines make dense only)."""
+        unknown = set(want) - set(REPRESENTATIONS)
+        if unknown:
+            raise SettingError(f"unknown representations {sorted(unknown)}; expected {REPRESENTATIONS}")
+        missing = [r for r in want if r not in self.representations]
+        if missing:
+            raise SettingError(f"the {self.recipe} recipe makes {', '.join(self.representations)} vectors only, "
+                             f"not {', '.join(missing)}")
 
     def check_lengths(self) -> None:
         """Raise SettingError when a role's longest prompt (template + max text + K slots, or + K generated
@@ -141,7 +168,8 @@ class DiffRetEncoder:
         for role, flag in (("query", "query_max_length"), ("passage", "passage_max_length")):
             k, text = self.k_for(role), self.max_length_for(role)
             prompt = int(self.builder(role).build([""]).input_ids.shape[1])  # template (+ slots), empty text
-            total = prompt + text + (0 if self.backbone.one_pass else k)
+            generated = not self.backbone.one_pass and self.recipe == recipes.DEFAULT_RECIPE
+            total = prompt + text + (k if generated else 0)
             if total > limit:
                 _require(flag, text, False, f"the prompt ({prompt} tokens with {k} slots) plus {text} text tokens "
                          f"is {total} positions, over the model's limit of {limit}")
@@ -153,7 +181,7 @@ class DiffRetEncoder:
         return self._terms
 
     # ------------------------------------------------------------------ encoding
-    def represent(self, texts: Sequence[str], role: str, want: Sequence[str] = REPRESENTATIONS,
+    def represent(self, texts: Sequence[str], role: str, want: Sequence[str] | None = None,
                   k: int | None = None, max_length: int | None = None, columns: torch.Tensor | None = None,
                   allowed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """THE forward of the encoder, shared by inference (`encode`) and training (train.TrainableEncoder):
@@ -164,8 +192,10 @@ class DiffRetEncoder:
         one column space for a whole batch, `content_columns`); without them, each text's own candidates
         (`row_columns`, what `encode` uses). Columns only select which logits are computed: a text's weight for
         a term is the same in any column space that allows that term for that text."""
+        want = self.representations if want is None else want
+        self.check_want(want)
         states = self.read(texts, role, k, max_length)
-        out = self.dense_tensors(states, want)
+        out = self.dense_tensors(states, want, recipes.pooling_of(self.recipe))
         if "sparse" in want:
             if allowed is None:
                 columns, allowed = self.row_columns(texts, states.features.device)
@@ -179,11 +209,12 @@ class DiffRetEncoder:
         return self.backbone.read_slots(self.builder(role, k, max_length).build(list(texts), text_ids))
 
     @staticmethod
-    def dense_tensors(states, want: Sequence[str]) -> dict[str, torch.Tensor]:
-        """'valid', and 'dense' / 'multi' where wanted, from slot states."""
+    def dense_tensors(states, want: Sequence[str], pooling: str = "slots") -> dict[str, torch.Tensor]:
+        """'valid', and 'dense' / 'multi' where wanted, from slot states; `pooling` 'mean' is DiffEmbed's."""
         out: dict[str, torch.Tensor] = {"valid": states.valid}
         if "dense" in want:
-            out["dense"] = R.dense_single(states.hidden, states.valid)
+            pool = R.mean_pool if pooling == "mean" else R.dense_single
+            out["dense"] = pool(states.hidden, states.valid)
         if "multi" in want:
             out["multi"] = R.dense_multi(states.hidden, states.valid)
         return out
@@ -198,20 +229,20 @@ class DiffRetEncoder:
         return R.pool_sparse(weights, allowed, valid, self.settings.top_n)
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], role: str = "passage", want: Sequence[str] = REPRESENTATIONS,
+    def encode(self, texts: Sequence[str], role: str = "passage", want: Sequence[str] | None = None,
                k: int | None = None, max_length: int | None = None,
                text_ids: Sequence[Sequence[int]] | None = None) -> EncodedBatch:
-        """Encode `texts` once and return the representations named in `want`: `represent`'s tensors as numpy,
-        sparse weights quantised into {term: int}. `text_ids`: the texts already tokenised (PromptBuilder)."""
-        unknown = set(want) - set(REPRESENTATIONS)
-        if unknown:
-            raise SettingError(f"unknown representations {sorted(unknown)}; expected {REPRESENTATIONS}")
+        """Encode `texts` once and return the representations named in `want` (default: every one this
+        encoder makes): `represent`'s tensors as numpy, sparse weights quantised into {term: int}. `text_ids`:
+        the texts already tokenised (PromptBuilder)."""
+        want = self.representations if want is None else want
+        self.check_want(want)
         texts = [t if isinstance(t, str) else "" for t in texts]
         builder = self.builder(role, k, max_length)
         text_ids = builder.text_ids(texts) if text_ids is None else text_ids
         content = np.array(R.has_content(text_ids, self.excluded_ids, builder.max_text_tokens), dtype=bool)
         states = self.read(texts, role, k, max_length, text_ids)
-        reps = self.dense_tensors(states, want)
+        reps = self.dense_tensors(states, want, recipes.pooling_of(self.recipe))
         dense = multi = multi_valid = sparse = None
         if "dense" in want:
             dense = reps["dense"].cpu().numpy().astype(np.float32)

@@ -102,7 +102,10 @@ class PromptLayout:
 
 @dataclass
 class PromptBatch:
-    """Left-padded ids. `slot_positions[b]` are the K columns of the slots (or the last column for generation)."""
+    """Left-padded ids. `slot_positions[b]` are the K columns of the slots (or the last column for generation).
+
+    `slot_valid` [B,K] marks which read positions hold something (None: all of them); the DiffEmbed recipe reads
+    every text position, and a row shorter than the longest has fewer (model/recipes.py)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -110,6 +113,7 @@ class PromptBatch:
     k: int = 1
     text_lengths: list[int] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)
+    slot_valid: torch.Tensor | None = None
 
     @property
     def position_ids(self) -> torch.Tensor:
@@ -130,13 +134,16 @@ class PromptBatch:
         """The batch on `device`. To a GPU the host tensors are pinned and copied without blocking, so the copy
         overlaps whatever the host does next (the forward pass waits on the stream, not the host)."""
         device = torch.device(device)
+        moving = (self.input_ids, self.attention_mask, self.slot_positions,
+                  *(() if self.slot_valid is None else (self.slot_valid,)))
         if device.type == "cpu":
-            tensors = (self.input_ids, self.attention_mask, self.slot_positions)
+            tensors = tuple(t.to(device) for t in moving)
         else:
             pin = torch.cuda.is_available()
             tensors = tuple((t.pin_memory() if pin and t.device.type == "cpu" else t).to(device, non_blocking=True)
-                            for t in (self.input_ids, self.attention_mask, self.slot_positions))
-        return PromptBatch(*tensors, self.k, self.text_lengths, self.truncated)
+                            for t in moving)
+        valid = tensors[3] if len(tensors) > 3 else None
+        return PromptBatch(*tensors[:3], self.k, self.text_lengths, self.truncated, valid)
 
 
 def _encode_piece(tokenizer, text: str) -> list[int]:
@@ -188,14 +195,20 @@ class PromptBuilder:
     """Turns texts into left-padded prompt batches for one role (query or passage) and one K.
 
     `max_text_tokens` bounds the TEXT only: whatever the setting, the prompt, slots and tail are never cut.
+    `layout`, when given, is used as is instead of one rendered from `template` (a released checkpoint ships
+    its prompt as token ids; the baselines' recipes build theirs in model/recipes.py); `text_lead` is put
+    before every text when it is tokenised (RepLLaMA's 'query: ' marker is followed by a space).
     """
 
-    def __init__(self, tokenizer, template: PromptTemplate, k: int, slot_id: int, max_text_tokens: int,
-                 pad_id: int, use_chat_template: bool | None = None, with_slots: bool = True):
+    def __init__(self, tokenizer, template: PromptTemplate | None, k: int, slot_id: int, max_text_tokens: int,
+                 pad_id: int, use_chat_template: bool | None = None, with_slots: bool = True,
+                 layout: PromptLayout | None = None, text_lead: str = ""):
         if max_text_tokens < 1:
             raise InputError(f"max_text_tokens must be >= 1, got {max_text_tokens}")
         self.tokenizer = tokenizer
-        self.layout = build_layout(tokenizer, template, k, slot_id, use_chat_template)
+        self.layout = layout if layout is not None else build_layout(tokenizer, template, k, slot_id,
+                                                                     use_chat_template)
+        self.text_lead = text_lead
         self.max_text_tokens = max_text_tokens
         self.pad_id = pad_id
         self.with_slots = with_slots
@@ -208,7 +221,8 @@ class PromptBuilder:
         # Cut characters first: tokenising a 100k-character text only to keep 256 tokens wastes seconds.
         # 32 characters a token is generous for any subword vocabulary.
         char_cap = max(4096, self.max_text_tokens * 32)
-        encoded = self.tokenizer([t[:char_cap] for t in texts], add_special_tokens=False)["input_ids"]
+        encoded = self.tokenizer([self.text_lead + t[:char_cap] for t in texts],
+                                 add_special_tokens=False)["input_ids"]
         return [list(ids) for ids in encoded]
 
     def sequence_lengths(self, text_ids: Sequence[Sequence[int]]) -> list[int]:

@@ -45,6 +45,16 @@ def dense_single(hidden: torch.Tensor, valid: torch.Tensor | None = None) -> tor
     return vectors.sum(1) / count.clamp(min=1).unsqueeze(-1)
 
 
+def mean_pool(hidden: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B,T,H] -> [B,H]: the mean of the raw valid states, then L2-normalised (DiffEmbed's pooling; a row
+    without a valid state is a zero vector)."""
+    states = hidden.float()
+    if valid is None:
+        return l2_normalize(states.mean(1))
+    weights = valid.to(states.dtype).unsqueeze(-1)
+    return l2_normalize((states * weights).sum(1) / weights.sum(1).clamp(min=1))
+
+
 SPARSE_ACTIVATIONS = ("relu", "softplus")
 
 

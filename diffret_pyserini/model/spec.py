@@ -5,8 +5,10 @@ A model is named by a spec string, so that it fits into `pyserini.encode --encod
     [diffret-(dense|sparse|multi):]<model folder or packaged name>[?key=value&key=value]
 
 e.g. `diffret-sparse:splade-tiny?kp=16&top_n=128`; keys are `EncoderSettings` fields plus the load keys `kind`,
-`dtype`, `slot_token`, `read_offset` and `trust_remote_code`. A folder saved by `diffret_pyserini.train` carries
-its own settings; the query string overrides them, and keyword overrides override both.
+`dtype`, `slot_token`, `read_offset`, `trust_remote_code` and `base_model` (the base model folder of a released
+DiffRetriever checkpoint, backbones/released.py). `kind` may name a baseline recipe (diffembed, repllama;
+recipes.py). A folder saved by `diffret_pyserini.train` carries its own settings; the query string overrides
+them, and keyword overrides override both.
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl
 
-from diffret_pyserini.model.backbones import load_backbone
+from diffret_pyserini.model.backbones.released import load_any
 from diffret_pyserini.model.encoder import REPRESENTATIONS, DiffRetEncoder, EncoderSettings, SettingError
 
 __all__ = ["EncoderSpec", "parse_spec", "get_encoder", "SPEC_PREFIX", "LOAD_KEYS"]
 
 SPEC_PREFIX = "diffret"
-LOAD_KEYS = ("kind", "dtype", "slot_token", "read_offset", "trust_remote_code")
+LOAD_KEYS = ("kind", "dtype", "slot_token", "read_offset", "trust_remote_code", "base_model")
 
 
 @dataclass
@@ -94,7 +96,7 @@ def get_encoder(spec: str | EncoderSpec, device: str | None = None, **overrides)
     key = (parsed.model, device, tuple(sorted(load.items())))
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = DiffRetEncoder(load_backbone(parsed.model, device=device, **load))
+            _CACHE[key] = DiffRetEncoder(load_any(parsed.model, device=device, **load))
             while len(_CACHE) > CACHE_MODELS:
                 _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)

@@ -11,7 +11,9 @@ from diffret_pyserini.budget import METHODS as BUDGET_METHODS
 from diffret_pyserini.pipeline.peers import DEFAULT_PEER_SYSTEMS, PEER_SYSTEMS
 from diffret_pyserini.search.systems import SYSTEMS
 
-ALL_SYSTEMS = (*SYSTEMS, *PEER_SYSTEMS)
+# The paper's single-vector baselines, read from a model by recipe (pipeline/baselines.py; off by default).
+BASELINE_SYSTEMS = ("diffembed", "repllama")
+ALL_SYSTEMS = (*SYSTEMS, *PEER_SYSTEMS, *BASELINE_SYSTEMS)
 
 FINETUNE_CHOICES = ("auto", "yes", "no")
 
@@ -28,7 +30,12 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
     hits: int = field(default=1000, metadata={"help": "depth of every run"})
     systems: list[str] = field(default_factory=lambda: [*SYSTEMS, *DEFAULT_PEER_SYSTEMS], metadata={
         "help": f"systems to run: ours and BM25 ({', '.join(SYSTEMS)}) and peers run through Pyserini's own "
-                f"encoders ({', '.join(PEER_SYSTEMS)}; peer-promptreps-* on SmolLM2, off by default: CPU time)"})
+                f"encoders ({', '.join(PEER_SYSTEMS)}; peer-promptreps-* on SmolLM2, off by default: CPU time), "
+                f"and the paper's single-vector baselines ({', '.join(BASELINE_SYSTEMS)}: DiffEmbed on --model, "
+                "RepLLaMA on --repllama_model; off by default)"})
+    repllama_model: str = field(default="smollm2", metadata={
+        "help": "causal LM that the repllama system reads the RepLLaMA way (folder or packaged name); its row "
+                "is repllama-<model>"})
     threads: int = field(default=2, metadata={"help": "indexing and search threads"})
     indexes: str = field(default="indexes", metadata={"help": "root of the index folders"})
     runs: str = field(default="runs", metadata={"help": "root of the run folders"})
@@ -38,6 +45,10 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
         "help": "also fine-tune the model on pseudo-queries from the corpus itself (never the test topics) and "
                 "report it beside the zero-shot systems: 'auto' (the embedded default model on a corpus with "
                 "titles), 'yes', 'no'. Trained once, cached by content.", "choices": list(FINETUNE_CHOICES)})
+    finetune_source: str = field(default="auto", metadata={
+        "help": "pseudo-queries to fine-tune on: 'auto' (titles when the corpus has enough, else the better of "
+                "lm and sentences on dev queries), or one of titles, sentences, lm (no comparison, no dev queries "
+                "needed for it)", "choices": ["auto", "titles", "sentences", "lm"]})
     force: bool = field(default=False, metadata={"help": "redo every stage"})
     # Declared again to take 'auto' as well as an integer (EncoderOverrides' own kq is an int).
     kq: Optional[str] = field(default=None, metadata={
@@ -95,6 +106,7 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
         if not self.systems:
             raise ArgumentError(f"--systems: none given; choose from {ALL_SYSTEMS}")
         check_choice("finetune", self.finetune, FINETUNE_CHOICES)
+        check_choice("finetune_source", self.finetune_source, ("auto", "titles", "sentences", "lm"))
         if self.kq_auto:
             for method in self.kq_method:
                 check_choice("kq_method", method, BUDGET_METHODS)

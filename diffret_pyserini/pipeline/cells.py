@@ -19,6 +19,7 @@ from pathlib import Path
 from diffret_pyserini.datasets import Dataset
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 from diffret_pyserini.index.lucene import build_lucene_index, dataset_key
+from diffret_pyserini.model.recipes import DEFAULT_RECIPE
 from diffret_pyserini.pipeline.arguments import PipelineArguments
 from diffret_pyserini.fingerprint import StageLog, folder_lock
 from diffret_pyserini.search.systems import SearchInputs, run_system, uses_bm25, uses_model
@@ -89,21 +90,22 @@ def encode_passages(dataset: Dataset, args: PipelineArguments, encoder, root: Pa
             # every setting of this role's encoder, so each actor builds exactly it
             recipe = EncoderRecipe(model, args.device, args.load_options(), encoder.settings.to_dict())
             return encode_corpus_ray(recipe, dataset.corpus_path, root, args.ray, args.ray_workers,
-                                     overwrite=overwrite, **args.encoding_options())
+                                     encoder.representations, overwrite=overwrite, **args.encoding_options())
 
         try:
             paths = encode(args.force)
         except ResumeError as err:
             log.info(f"earlier encoding used other inputs; re-encoding ({err})")
             paths = encode(True)
-        impact_fp = fingerprint(sparse=path_digest(paths["sparse"]))
-        if not (stages.is_done("impact", impact_fp) and (root / "impact").is_dir()):
-            log.info("indexing impact vectors ...")
-            build_lucene_index("JsonVectorCollection", paths["sparse"].parent, root / "impact", args.threads,
-                               impact=True)
-            stages.mark("impact", impact_fp)
-    return paths, fingerprint(impact=impact_fp, dense=path_digest(paths["dense"]),
-                              multi=path_digest(paths["multi"]))
+        parts = {name: path_digest(paths[name]) for name in ("dense", "multi") if name in paths}
+        if "sparse" in paths:  # the baselines (model/recipes.py) make dense vectors only
+            parts["impact"] = impact_fp = fingerprint(sparse=path_digest(paths["sparse"]))
+            if not (stages.is_done("impact", impact_fp) and (root / "impact").is_dir()):
+                log.info("indexing impact vectors ...")
+                build_lucene_index("JsonVectorCollection", paths["sparse"].parent, root / "impact", args.threads,
+                                   impact=True)
+                stages.mark("impact", impact_fp)
+    return paths, fingerprint(**parts)
 
 
 def encode_query_set(encoder, topics: dict[str, str], root: Path, batch_size: int, force: bool = False) -> str:
@@ -138,6 +140,8 @@ def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
     folder indexes/<dataset>/<model>-kq<Kq>-kp<Kp>/ links to both (dense, multi, sparse, impact, queries)."""
     q_encoder, p_encoder, settings, defaults = role_encoders(model, args)
     prefix = f"{args.tag}-" if args.tag else ""
+    if p_encoder.recipe != DEFAULT_RECIPE and p_encoder.recipe not in slug(Path(model).name):
+        prefix += f"{p_encoder.recipe}-"  # a baseline read from the same model never shares its folders
     tag = prefix + model_tag(model, settings, defaults)
     base = Path(args.indexes) / dataset_key(dataset)
     p_root = base / (prefix + model_tag(model, settings, defaults, ("kp",)))
@@ -148,7 +152,8 @@ def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
     root = base / tag
     root.mkdir(parents=True, exist_ok=True)
     for part in ("dense", "multi", "sparse", "impact"):
-        _link(root / part, p_root / part)
+        if (p_root / part).exists():
+            _link(root / part, p_root / part)
     _link(root / "queries", q_root / "queries")
     return EncodedCell(tag, root, p_root, q_root / "queries", fingerprint(q=q_fp, passages=p_fp))
 

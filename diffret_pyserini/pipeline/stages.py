@@ -11,11 +11,11 @@ from pathlib import Path
 from diffret_pyserini.datasets import Dataset, check_dataset, load_queries, normalize_text, resolve_dataset
 from diffret_pyserini.fingerprint import fingerprint
 from diffret_pyserini.index.lucene import bm25_fingerprint, bm25_index, dataset_key
-from diffret_pyserini.pipeline.arguments import PipelineArguments
+from diffret_pyserini.pipeline.arguments import BASELINE_SYSTEMS, PipelineArguments
 from diffret_pyserini.pipeline.cells import EncodedCell, encode_stages, model_tag, search_cell, slug  # noqa: F401
 from diffret_pyserini.atomic import atomic_write_json, atomic_write_text
 from diffret_pyserini.fingerprint import folder_lock
-from diffret_pyserini.search.systems import HYBRID_SYSTEMS, SYSTEMS, SearchInputs
+from diffret_pyserini.search.systems import HYBRID_SYSTEMS, SYSTEMS, SearchInputs, uses_model
 
 log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
 EVIDENCE_FILE = "choices-evidence.json"  # beside choices.json: each automatic choice's dev figures and interval
@@ -135,13 +135,18 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     for warning in check_dataset(dataset):
         log.warning(f"warning: {warning}")
     topics = {qid: normalize_text(text) for qid, text in load_queries(dataset.queries_path).items()}
-    get_encoder(args.model, device=args.device, **args.load_options(), **args.settings()).check_lengths()
+    reads_model = any(uses_model(s) for s in args.systems if s in SYSTEMS)  # --model is encoded at all
+    if reads_model:
+        get_encoder(args.model, device=args.device, **args.load_options(), **args.settings()).check_lengths()
     key = dataset_key(dataset)
     bm25 = bm25_index(dataset, Path(args.indexes) / key / "bm25", args.threads, args.force)
     candidates, why = source_candidates(dataset.corpus_path)
+    if args.finetune_source != "auto":  # pinned: no other source is trained or compared
+        candidates, why = [args.finetune_source], "--finetune_source"
     own = [s for s in args.systems if s in SYSTEMS]
+    baselines = [s for s in args.systems if s in BASELINE_SYSTEMS]
     sources: list[str] = []  # to fine-tune on; the first asked alone, so a skip is said once
-    if own and wants_finetune(args, dataset, candidates[0]):
+    if (own or baselines) and wants_finetune(args, dataset, candidates[0]):
         sources = [candidates[0], *(s for s in candidates[1:] if wants_finetune(args, dataset, s))]
     source = (sources or candidates)[0]  # also the source of the held-out dev documents
     dev = None  # the dev queries are written only when alphas or sources are to be chosen on them
@@ -151,8 +156,8 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     evidence: dict = {}  # every automatic choice made on dev figures -> its figures and interval (choices.py)
     if dev is not None:
         choices["dev"] = {**dev.describe(), "held_out_documents": len(dev.docids)}
-    models = [("", args.model)] if own else []
-    if sources:
+    models = [("", args.model)] if reads_model else []
+    if sources and reads_model:  # BM25 alone needs no fine-tuned model of ours
         from diffret_pyserini.pipeline.source_choice import finetune_on_best_source
 
         source, folder, picked = finetune_on_best_source(dataset, args, topics, key, bm25, sources, dev)
@@ -197,6 +202,18 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
                                       run_dir))
         combined.update({prefix + system: row for system, row in metrics.items()})
         run_paths.update({prefix + s: run_dir / f"{s}.trec" for s in metrics})
+    if own and not reads_model:  # BM25 alone: searched without encoding anything
+        index_fp = {"bm25": fingerprint(bm25=bm25_fingerprint(bm25), topics=topics), "model": None}
+        inputs = SearchInputs(bm25, bm25, bm25, bm25, bm25, topics)
+        metrics = search_and_evaluate(dataset, inputs, Path(args.runs) / key / "bm25", index_fp, args, own)
+        combined.update(metrics)
+        run_paths.update({s: Path(args.runs) / key / "bm25" / f"{s}.trec" for s in metrics})
+    if baselines:  # DiffEmbed and RepLLaMA, fine-tuned on the same pseudo-queries as the ft- model
+        from diffret_pyserini.pipeline.baselines import baselines_stage
+
+        rows, paths = baselines_stage(dataset, args, topics, key, bm25, baselines, source if sources else None)
+        combined.update(rows)
+        run_paths.update(paths)
     peers = [s[len("peer-"):] for s in args.systems if s.startswith("peer-")]
     if peers:
         peer_metrics, peer_paths = peers_stage(dataset, args, topics, key, peers)

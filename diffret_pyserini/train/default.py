@@ -50,34 +50,47 @@ TRAIN = dict(full_finetune=True, kq=4, kp=8, dropout=False, train_passage_max_le
 log = logging.getLogger("diffret_pyserini.finetune")  # shown as [finetune]
 
 
-def recipe(base_model: str) -> dict:
+# The baselines' recipes (kind diffembed / repllama) train the same way on the same data, with what the reference
+# trains them with: their one dense InfoNCE term at temperature 0.02 (they make no multi-vector or sparse).
+BASELINE_TRAIN = dict(loss_multi=0.0, loss_sparse=0.0, temperature=0.02)
+
+
+def recipe(base_model: str, kind: str | None = None) -> dict:
     """Training arguments for a base model: the tuned recipe for SPLADE-tiny; LoRA (r=16, alpha=64) for
-    anything else, which is too big to fine-tune fully on a CPU."""
+    anything else, which is too big to fine-tune fully on a CPU. `kind` diffembed / repllama: the same, with
+    the baseline's dense-only loss (BASELINE_TRAIN); K does not apply to them."""
     from diffret_pyserini.model.packaged import resolve_model_path
 
-    if resolve_model_path(base_model) == resolve_model_path(BASE_MODEL):
-        return dict(TRAIN)
-    return {**TRAIN, "full_finetune": False, "learning_rate": 1e-4}
+    args = dict(TRAIN)
+    if resolve_model_path(base_model) != resolve_model_path(BASE_MODEL):
+        args.update(full_finetune=False, learning_rate=1e-4)
+    if kind is not None:
+        args = {key: value for key, value in args.items() if key not in ("kq", "kp")}
+        args.update(kind=kind, **BASELINE_TRAIN)
+    return args
 
 
-def train_command(base_model: str, train_dir: Path, out: Path, resume: bool, threads: int) -> list[str]:
+def train_command(base_model: str, train_dir: Path, out: Path, resume: bool, threads: int,
+                  kind: str | None = None) -> list[str]:
     model = base_model if not Path(base_model).is_dir() else str(Path(base_model).resolve())
     cmd = [sys.executable, "-m", "diffret_pyserini.train", "--model", model, "--train_data", str(train_dir),
            "--output_dir", str(out), "--threads", str(threads)]
-    for key, value in recipe(base_model).items():
+    for key, value in recipe(base_model, kind).items():
         cmd += [f"--{key}", str(value)]
     return cmd + (["--resume", "True"] if resume else ["--overwrite_output_dir", "True"])
 
 
 def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root: str | os.PathLike | None = None,
                       force: bool = False, base_model: str = BASE_MODEL, indexes: str | os.PathLike | None = None,
-                      threads: int = 2, source: str = "titles", exclude: Iterable[str] | None = None) -> Path:
+                      threads: int = 2, source: str = "titles", exclude: Iterable[str] | None = None,
+                      kind: str | None = None) -> Path:
     """Fine-tune `base_model` (default SPLADE-tiny) on the collection's pseudo-queries once; return the folder
     `<out_root>/<model>-ft`.
 
-    `out_root` defaults to `<indexes>/<dataset>/finetuned`; mining uses the pipeline's own BM25 index
-    `<indexes>/<dataset>/bm25` (built if missing), where `indexes` defaults to the folder two levels above
-    `out_root`, else `indexes`. A second call with the same inputs returns at once; `force` trains again.
+    `kind` (diffembed, repllama) trains that baseline recipe instead, on the same data, into
+    `<model>-<kind>-ft`. `out_root` defaults to `<indexes>/<dataset>/finetuned`; mining uses the pipeline's
+    own BM25 index `<indexes>/<dataset>/bm25` (built if missing), where `indexes` defaults to the folder two
+    levels above `out_root`, else `indexes`. A second call with the same inputs returns at once; `force` trains again.
     """
     from diffret_pyserini.model.packaged import resolve_model_path
     from diffret_pyserini.train.data import read_examples, write_examples
@@ -89,7 +102,8 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     root = Path(out_root) if out_root is not None else Path(indexes) / dataset_key(dataset) / "finetuned"
     name = Path(base_model).name if Path(base_model).is_dir() else str(base_model)
     # one folder per source, so runs of models trained on different pseudo-queries never share a tag
-    out = root / ((FOLDER if name == BASE_MODEL else f"{name}-ft") + ("" if source == "titles" else f"-{source}"))
+    stem = (FOLDER if name == BASE_MODEL else f"{name}-ft") if kind is None else f"{name}-{kind}-ft"
+    out = root / (stem + ("" if source == "titles" else f"-{source}"))
     corpus = path_digest(dataset.corpus_path)
     if source not in MINE:
         raise InputError(f"pseudo-query source {source!r}: choose from {sorted(MINE)}")
@@ -99,7 +113,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
         exclude = dev_split(dataset.corpus_path, source, queries="none").docids
     exclude = sorted(set(exclude))
     data_fp = fingerprint(corpus=corpus, source=source, mine=MINE[source], exclude=exclude, version=VERSION)
-    fp = fingerprint(data=data_fp, base=path_digest(resolve_model_path(base_model)), train=recipe(base_model))
+    fp = fingerprint(data=data_fp, base=path_digest(resolve_model_path(base_model)), train=recipe(base_model, kind))
     stamp_path = root / f"{out.name}.{STAMP}"  # beside the folder: the trainer owns the folder itself
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
     same = stamp.get("fingerprint") == fp and not force
@@ -125,7 +139,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
         mined.unlink()
         log.info(f"{len(examples)} {source} pseudo-queries to train on ({len(held_out)} documents held out)")
     resume = same and any(out.glob("checkpoint-*"))
-    cmd = train_command(base_model, train_dir, out, resume, threads)
+    cmd = train_command(base_model, train_dir, out, resume, threads, kind)
     atomic_write_json(stamp_path, {"fingerprint": fp, "done": False, "command": cmd})
     log.info(("resuming" if resume else "training") + f" {out} ...")
     # PASSIVE: idle OpenMP threads sleep instead of spinning; on a busy 2-core machine spinning threads made
@@ -152,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="train again even if the cached folder matches")
     parser.add_argument("--source", default="auto", choices=["auto", *MINE],
                         help="pseudo-queries: auto (train/sources.choose_source), or one source")
+    parser.add_argument("--kind", default=None, choices=["diffembed", "repllama"],
+                        help="train a baseline recipe instead of DiffRetriever (dense InfoNCE, temperature 0.02)")
     args = parser.parse_args(argv)
     source = args.source
     if source == "auto":
@@ -160,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         source, why = choose_source(resolve_dataset(args.dataset).corpus_path)
         log.info(f"pseudo-queries: {source} ({why})")
     print(finetuned_default(args.dataset, args.out_root, args.force, args.model, args.indexes, args.threads,
-                            source=source))
+                            source=source, kind=args.kind))
     return 0
 
 

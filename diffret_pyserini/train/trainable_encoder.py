@@ -91,7 +91,8 @@ class TrainableEncoder(nn.Module):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         spec = getattr(self.backbone, "spec", None)
-        config = {"kind": self.backbone.kind, "settings": self.settings.to_dict(), **(extra or {})}
+        # load_kind: a baseline recipe saves its own name (diffembed, repllama), so the folder loads as one again
+        config = {"kind": self.backbone.load_kind, "settings": self.settings.to_dict(), **(extra or {})}
         if spec is not None and spec.slot_token:
             config["slot_token"] = spec.slot_token
         if self.backbone.read_offset:

@@ -360,6 +360,13 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
                           args.sparse_temperature)
     if not (weights.dense or weights.multi or weights.sparse or weights.flops):
         raise InputError("every loss weight is zero: nothing to train")
+    made = encoder.encoder.representations
+    asked = [f"--loss_{name} {w:g}" for name, w, rep in (("multi", weights.multi, "multi"),
+                                                          ("sparse", weights.sparse, "sparse"),
+                                                          ("flops", weights.flops, "sparse")) if w and rep not in made]
+    if asked:
+        raise InputError(f"--kind {encoder.backbone.load_kind}: makes {', '.join(made)} vectors only, so "
+                         f"{', '.join(asked)} has nothing to train; set it to 0")
     # The global batch: every process's queries are in-batch negatives of every other's.
     batches = GroupBatches(examples, args.per_device_train_batch_size * args.world_size,
                            data_args.train_group_size, args.seed)

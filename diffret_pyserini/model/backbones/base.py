@@ -69,16 +69,25 @@ class Backbone:
       one_pass:      True when all K positions come from one forward pass (not the autoregressive baseline);
       max_positions: the model's position limit from its config (None when unknown);
       spec:          the ModelSpec it was loaded from (folder, kind, base and adapter, saved settings), or None
-                     for a backbone built around a model in memory.
+                     for a backbone built around a model in memory;
+      recipe:        'diffretriever', or a baseline read from the same backbone ('diffembed', 'repllama';
+                     model/recipes.py), set by the loader from `--kind`.
     """
 
     kind: str = "base"
     one_pass: bool = True
+    recipe: str = "diffretriever"
+
+    @property
+    def load_kind(self) -> str:
+        """The `--kind` that loads this backbone again: the recipe's name for a baseline, else the kind."""
+        return self.kind if self.recipe == "diffretriever" else self.recipe
 
     def __init__(self, model: nn.Module, tokenizer, slot_id: int, device: torch.device, dtype: torch.dtype,
                  read_offset: int = 0, name: str = "", spec: Any = None):
         self.model = model
         self.spec = spec
+        self.recipe = getattr(spec, "recipe", None) or "diffretriever"
         self.tokenizer = tokenizer
         self.slot_id = int(slot_id)
         self.device = device

@@ -46,7 +46,9 @@ class OnePassBackbone(Backbone):
         features, hidden, _ = self.body_features(**inputs)
         slot_features = self.gather(features, batch.slot_positions)
         slot_hidden = slot_features if hidden is None else self.gather(hidden, batch.slot_positions)
-        valid = torch.ones(slot_features.shape[:2], dtype=torch.bool, device=slot_features.device)
+        valid = batch.slot_valid  # the DiffEmbed recipe reads a different number of text positions per row
+        if valid is None:
+            valid = torch.ones(slot_features.shape[:2], dtype=torch.bool, device=slot_features.device)
         return SlotStates(hidden=slot_hidden, features=slot_features, valid=valid)
 
 

@@ -13,7 +13,7 @@ found before or during loading is one `ModelLoadError` line.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,9 +27,11 @@ from diffret_pyserini.model.backbones.checks import (MAX_MESSAGE, ModelLoadError
                                                      require_trust)
 from diffret_pyserini.model.backbones.native import NATIVE_KINDS, adapter_problem, has_native_class, load_native
 from diffret_pyserini.model.device import default_dtype, parse_device
+from diffret_pyserini.model.recipes import DEFAULT_RECIPE, ONE_PASS_KINDS, RECIPE_KINDS, split_kind
 
 DIFFRET_CONFIG = "diffret_config.json"
-KINDS = ("dream", "llada", "masked", "bidirectional", "causal")
+# Architectures, then the baselines' recipes read from them (model/recipes.py: diffembed, repllama).
+KINDS = ("dream", "llada", "masked", "bidirectional", "causal", *RECIPE_KINDS)
 # Reserved tokens that can serve as slots for decoders that have no mask token of their own.
 SLOT_TOKEN_CANDIDATES = ("<|mask|>", "<empty_output>", "<|fim_pad|>", "<|reserved_special_token_0|>")
 BACKBONE_CLASSES = {"dream": DreamBackbone, "llada": LLaDABackbone, "masked": MaskedLMBackbone,
@@ -47,6 +49,7 @@ class ModelSpec:
     slot_token: str | None = None
     read_offset: int = 0
     settings: dict = field(default_factory=dict)  # encoder settings saved with a fine-tuned model
+    recipe: str = DEFAULT_RECIPE  # or a baseline read from the same architecture (model/recipes.py)
 
 
 def resolve_path(name_or_path: str | os.PathLike) -> Path:
@@ -80,7 +83,25 @@ def detect_kind(config: dict, prefer_causal: bool = False) -> str:
 
 
 def read_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> ModelSpec:
-    """Resolve a name/folder and read our config if present; `kind` overrides what the folder says."""
+    """Resolve a name/folder and read our config if present; `kind` overrides what the folder says. A recipe
+    kind (diffembed, repllama) keeps its name in `recipe`, and `kind` becomes the architecture it runs on."""
+    return with_recipe(_read_folder_spec(name_or_path, kind))
+
+
+def with_recipe(spec: ModelSpec) -> ModelSpec:
+    """A spec whose kind names a recipe, split into (architecture kind, recipe); others unchanged."""
+    recipe, arch = split_kind(spec.kind)
+    if recipe == DEFAULT_RECIPE:
+        return spec
+    if arch is None:
+        arch = detect_kind(read_hf_config(spec.base_path))
+        if arch not in ONE_PASS_KINDS:
+            raise ModelLoadError(f"{spec.path}: kind {recipe} needs a one-pass backbone ({', '.join(ONE_PASS_KINDS)})"
+                                 f", not {arch}")
+    return replace(spec, kind=arch, recipe=recipe)
+
+
+def _read_folder_spec(name_or_path: str | os.PathLike, kind: str | None = None) -> ModelSpec:
     if kind is not None and kind not in KINDS:
         raise ModelLoadError(f"unknown backbone kind {kind!r}; expected one of {KINDS}")
     path = resolve_path(name_or_path)
@@ -223,8 +244,13 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
         except Exception as err:
             raise ModelLoadError(f"{spec.adapter_path}: the LoRA adapter does not load: {one_line(err, MAX_MESSAGE)}") from err
     model.to(dev).eval()
-    slot_id = slot_token_id(spec.kind, read_hf_config(weights), tokenizer, slot_token or spec.slot_token,
-                            weights)
+    try:
+        slot_id = slot_token_id(spec.kind, read_hf_config(weights), tokenizer, slot_token or spec.slot_token,
+                                weights)
+    except ModelLoadError:
+        if spec.recipe == DEFAULT_RECIPE:
+            raise
+        slot_id = tokenizer.pad_token_id or tokenizer.eos_token_id or 0  # the baselines place no slot token
     cls = BACKBONE_CLASSES[spec.kind]
     extra = {"stop_early": stop_early} if spec.kind == "causal" else {}
     return cls(model, tokenizer, slot_id, dev, torch_dtype,
