@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffret_pyserini.model.backbones.base import Backbone
-from diffret_pyserini.model.backbones.checks import (ModelLoadError, adapter_problems, one_line, read_json,
-                                                    require_trust)
-from diffret_pyserini.model.backbones.load import (BACKBONE_CLASSES, ModelSpec, default_device, default_dtype,
-                                                   load_backbone, load_model, read_hf_config, resolve_path)
+from diffret_pyserini.cli import one_line
+from diffret_pyserini.model.backbones.checks import ModelLoadError, adapter_problems, read_json, require_trust
+from diffret_pyserini.model.backbones.load import (BACKBONE_CLASSES, ModelSpec, load_backbone, load_model,
+                                                   read_hf_config, resolve_path)
+from diffret_pyserini.model.device import default_dtype, parse_device
 
 __all__ = ["RETRIEVER_CONFIG", "MODEL_TYPES", "ReleasedConfig", "is_released", "read_released", "tail_ids",
            "load_released", "load_any"]
@@ -148,7 +149,7 @@ def load_released(path: str | os.PathLike, base_model: str | os.PathLike | None,
     read_hf_config(base)
     if released.denoise_steps > 1:
         log.info(f"{path}: num_denoise_steps {released.denoise_steps} in its config; read in one pass here")
-    dev = default_device(device)
+    dev = parse_device(device)
     torch_dtype = default_dtype(dev, dtype)
     require_trust(base, released.kind, [base], trust_remote_code)  # the base's code; the released folder's never runs
     tokenizer = _tokenizer(path, base, trust_remote_code)
