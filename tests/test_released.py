@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffret_pyserini.model.backbones import ModelLoadError
+from diffret_pyserini.model.backbones import ModelLoadError, load_backbone
 from diffret_pyserini.model.backbones.bidirectional import bool_key_mask_4d
 from diffret_pyserini.model.backbones.released import load_released, read_released, tail_ids
 
@@ -39,11 +39,11 @@ def prompt_ids(tokenizer, role: str) -> tuple[list[int], list[int]]:
 def released(tiny_model_dirs, tmp_path_factory) -> tuple[Path, Path]:
     """(released folder, base folder): a random LoRA adapter on the tiny Dream, saved as the reference ships it."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     base = tiny_model_dirs["dream"]
     out = tmp_path_factory.mktemp("released") / "diffretriever-dream-tiny"
-    model = AutoModel.from_pretrained(base, trust_remote_code=True, local_files_only=True)
+    model = load_backbone(base, device="cpu").model  # Dream as transformers' Qwen2 (its weight names match)
     peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj",
                                                                                "o_proj"]))
     torch.manual_seed(0)
@@ -68,12 +68,11 @@ def by_hand(released_dir: Path, base: Path, texts: list[str], role: str) -> torc
     """The adapter attached by hand (peft, unmerged) and the reference layout built by hand: left-padded
     [prefix] text [suffix] [mask x K] ['"', <|im_end|>, EOS], the hidden states at the K mask positions."""
     from peft import PeftModel
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
 
     cfg = json.loads((released_dir / "retriever_config.json").read_text())
     tok = AutoTokenizer.from_pretrained(released_dir, local_files_only=True)
-    model = PeftModel.from_pretrained(AutoModel.from_pretrained(base, trust_remote_code=True, local_files_only=True),
-                                      released_dir).eval()
+    model = PeftModel.from_pretrained(load_backbone(base, device="cpu").model, released_dir).eval()
     prefix, suffix = cfg[f"{role}_prefix_ids"], cfg[f"{role}_suffix_ids"]
     k = cfg["n_gen_q_tokens"] if role == "query" else cfg["n_gen_p_tokens"]
     quote = tok('"', add_special_tokens=False)["input_ids"]
@@ -102,7 +101,7 @@ def test_released_checkpoint_gives_the_vectors_of_the_adapter_attached_by_hand(r
     from diffret_pyserini.model.spec import get_encoder
 
     folder, base = released
-    encoder = get_encoder(str(folder), device="cpu", base_model=str(base), trust_remote_code=True)
+    encoder = get_encoder(str(folder), device="cpu", base_model=str(base))
     assert (encoder.settings.kq, encoder.settings.kp) == (KQ, KP)  # K from the folder
     bb = encoder.backbone
     assert bb.prompt_layouts["query"][2] == tail_ids(bb.tokenizer, 3)
@@ -111,7 +110,7 @@ def test_released_checkpoint_gives_the_vectors_of_the_adapter_attached_by_hand(r
         expected = by_hand(folder, base, TEXTS, role)
         np.testing.assert_allclose(out.multi, expected.numpy(), atol=2e-5)
         np.testing.assert_allclose(out.dense, expected.mean(1).numpy(), atol=2e-5)  # the README's single
-    plain = get_encoder(str(base), device="cpu", trust_remote_code=True, kq=KQ, kp=KP)
+    plain = get_encoder(str(base), device="cpu", kq=KQ, kp=KP)
     assert not np.allclose(plain.encode(TEXTS[:1], "query").multi, encoder.encode(TEXTS[:1], "query").multi,
                            atol=1e-3)  # the adapter did change the model
 
@@ -137,11 +136,11 @@ def test_a_malformed_adapter_is_one_line(released, tmp_path, capsys, damage):
         weights = load_file(broken / "adapter_model.safetensors")
         save_file({k: v[:2] if "lora_A" in k else v for k, v in weights.items()}, broken / "adapter_model.safetensors")
     with pytest.raises(ModelLoadError) as err:
-        load_released(broken, base, device="cpu", trust_remote_code=True)
+        load_released(broken, base, device="cpu")
     assert "\n" not in str(err.value) and str(broken) in str(err.value)
     topics = tmp_path / "topics.tsv"
     topics.write_text("1\tcat on a mat\n")
     code = main(["input", "--topics", str(topics), "output", "--embeddings", str(tmp_path / "enc"),
-                 "encoder", "--encoder", str(broken), "--base_model", str(base), "--trust-remote-code"])
+                 "encoder", "--encoder", str(broken), "--base_model", str(base)])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and str(broken) in lines[0]

@@ -80,8 +80,8 @@ class TextSpanBuilder(PromptBuilder):
         layout = PromptLayout(tuple(lead), (), tuple(trail), 0, slot_id)
         super().__init__(tokenizer, None, 0, slot_id, max_text_tokens, pad_id, layout=layout)
 
-    def build(self, texts: Sequence[str]) -> PromptBatch:
-        batch = super().build(texts)
+    def build(self, texts: Sequence[str], text_ids: Sequence[Sequence[int]] | None = None) -> PromptBatch:
+        batch = super().build(texts, text_ids)
         lengths = torch.tensor(batch.text_lengths, dtype=torch.long)
         width = max(1, int(lengths.max()) if len(lengths) else 1)
         end = batch.input_ids.shape[1] - len(self.layout.tail)  # left padding aligns every row's text end here

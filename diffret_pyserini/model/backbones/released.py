@@ -27,7 +27,7 @@ from diffret_pyserini.model.backbones.base import Backbone
 from diffret_pyserini.cli import one_line
 from diffret_pyserini.model.backbones.checks import ModelLoadError, adapter_problems, read_json, require_trust
 from diffret_pyserini.model.backbones.load import (BACKBONE_CLASSES, ModelSpec, load_backbone, load_model,
-                                                   read_hf_config, resolve_path)
+                                                   loads_natively, read_hf_config, resolve_path)
 from diffret_pyserini.model.device import default_dtype, parse_device
 
 __all__ = ["RETRIEVER_CONFIG", "MODEL_TYPES", "ReleasedConfig", "is_released", "read_released", "tail_ids",
@@ -151,7 +151,9 @@ def load_released(path: str | os.PathLike, base_model: str | os.PathLike | None,
         log.info(f"{path}: num_denoise_steps {released.denoise_steps} in its config; read in one pass here")
     dev = parse_device(device)
     torch_dtype = default_dtype(dev, dtype)
-    require_trust(base, released.kind, [base], trust_remote_code)  # the base's code; the released folder's never runs
+    # the base's own code runs only where asked for and no native class serves it; the released folder's never runs
+    native = loads_natively(released.kind, read_hf_config(base), trust_remote_code)
+    require_trust(base, released.kind, [base], trust_remote_code, native=native)
     tokenizer = _tokenizer(path, base, trust_remote_code)
     try:
         model = load_model(released.kind, base, torch_dtype, trust_remote_code)
