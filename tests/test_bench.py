@@ -233,3 +233,19 @@ def test_the_body_limit_plans_every_window_as_the_after_arm_does(tmp_path):
     encode_corpus(encoder, corpus, tmp_path / "after", batch_size=48, max_tokens=1024, stats=stats)
     assert stats.docs == len(list(iter_corpus(corpus))) == 1100
     assert shape["batches"] == stats.batches > 1100 // 48
+
+
+def test_passages_of_tokens_refuses_a_tokenizer_that_reads_nothing():
+    """A vocabulary of special tokens only (what transformers 5 builds from a 4.x-style `vocab_file=` keyword)
+    decodes every text to ''; doubling it to reach N tokens once grew until the machine ran out of memory."""
+    from diffret_pyserini.bench.common import passages_of_tokens
+
+    class NoVocabulary:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [1] * (3 if isinstance(text, str) and "x" in text else 1)}
+
+        def decode(self, ids, skip_special_tokens=True):
+            return ""
+
+    with pytest.raises(ValueError, match="however long"):
+        passages_of_tokens(NoVocabulary(), 2, 8)

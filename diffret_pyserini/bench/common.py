@@ -289,8 +289,14 @@ def passages_of_tokens(tokenizer, n: int, tokens: int) -> list[str]:
     for i in range(n):
         chunk = ids[i * (tokens + 16):(i + 1) * (tokens + 16)]
         text = tokenizer.decode(chunk, skip_special_tokens=True).strip()
-        while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < tokens:
-            text = f"{text} {text}"
+        count = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        while count < tokens:
+            longer = f"{text} {text}"
+            grown = len(tokenizer(longer, add_special_tokens=False)["input_ids"])
+            if grown <= count:  # doubling a text that gives no tokens would go on until memory runs out
+                raise ValueError(f"the tokenizer gives {count} tokens for CACM text however long it is (a vocabulary "
+                                 "of special tokens only?)")
+            text, count = longer, grown
         texts.append(text)
     return texts
 
