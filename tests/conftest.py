@@ -126,7 +126,9 @@ def numeric_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("pipe")
     dataset = make_numeric_collection(tmp / "numeric-beir")
-    return tmp, dataset, pipeline.run(args_for(tmp, dataset))
+    # Equal weights, as Pyserini's own hybrid CLI fuses (tests/test_by_hand.py): these tests check the fusion
+    # itself; how --alpha auto chooses is tested on its own (test_safe_choice.py, test_fusion_dev.py).
+    return tmp, dataset, pipeline.run(args_for(tmp, dataset, alpha="0.5"))
 
 
 @pytest.fixture(scope="session")
