@@ -115,3 +115,31 @@ def test_the_main_table_of_another_model_does_not_overwrite_the_default_models(t
     assert main_table_dir(PipelineArguments(), root) == root
     assert main_table_dir(PipelineArguments(model=str(tmp_path / "my-model")), root) == root / "main-my-model"
     assert main_table_dir(PipelineArguments(tag="x"), root) == root / "main-splade-tiny-x"
+
+
+def test_few_dev_queries_keep_every_bm25_hybrid_on_bm25s_side(tmp_path, monkeypatch):
+    """22 dev queries (the held-out documents' own sentences, which BM25 finds at rank 1): no alpha gains
+    anything sure over BM25 alone, so every BM25 hybrid keeps alpha 1.0, and the table says so. The alphas from
+    0.6 up tie with BM25 alone on dev; the argmax rule (ties to the alpha nearest 0.5) would have moved."""
+    from diffret_pyserini.search.fusion import ALPHA_GRID
+    from diffret_pyserini.train import sources
+
+    collection = make_numeric_collection(tmp_path / "numeric", n_docs=300)
+    split = sources.dev_split
+    monkeypatch.setattr(sources, "lm_available", lambda: False)
+    monkeypatch.setattr(sources, "dev_split", lambda corpus, source, **kw: split(corpus, source, size=22, **kw))
+    hybrids = ["hybrid-bm25-sparse", "hybrid-bm25-dense"]
+    pipeline.run(args_for(tmp_path, collection, systems=["bm25", "sparse", "dense", *hybrids]))
+    runs = tmp_path / "runs" / key(collection)
+    record = json.loads((runs / "splade-tiny-kq4-kp16" / "alpha.json").read_text())
+    assert record["dev"]["queries"] == 22
+    for system in hybrids:
+        row = record["systems"][system]
+        dev = {float(a): v for a, v in row["dev_ndcg@10"].items()}
+        argmax = max(ALPHA_GRID, key=lambda a: (dev[a], -abs(a - 0.5), -a))
+        assert argmax < 1.0 and dev[argmax] >= dev[1.0]  # what the argmax rule would have taken
+        assert row["alpha"] == 1.0 and row["why"].startswith("kept 1.0: no option's gain is sure")
+        assert all(lo <= 0 for a, (_, lo, _) in row["gain"].items())
+    assert json.loads((runs / "choices.json").read_text())["alpha"] == dict.fromkeys(hybrids, 1.0)
+    table = (runs / "metrics.md").read_text()
+    assert all(f"| {s} alpha | 1.0 | 1.0 |" in table and "no: anchor kept" in table for s in hybrids)

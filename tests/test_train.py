@@ -318,6 +318,35 @@ def test_finetuned_default_trains_once_and_then_returns_the_cached_folder(tiny_m
     assert json.loads((root / "bert-ft.finetune.json").read_text())["fingerprint"] != stamp["fingerprint"]
 
 
+@pytest.mark.slow
+def test_finetuned_default_trains_on_two_sources_joined(tiny_model_dirs, tmp_path, monkeypatch):
+    from diffret_pyserini.train import default
+
+    monkeypatch.setitem(default.TRAIN, "max_steps", 2)
+    monkeypatch.setitem(default.TRAIN, "per_device_train_batch_size", 8)
+    monkeypatch.setitem(default.MINE, "titles", dict(negatives=2, min_words=3))
+    monkeypatch.setitem(default.MINE, "sentences", dict(negatives=2, min_words=3))
+    rng = random.Random(12)
+    data = tiny_beir(tmp_path / "tiny", [" ".join(rng.sample(WORDS, 8)) for _ in range(30)], ["a b"])
+    root = tmp_path / "indexes" / "tiny" / "finetuned"
+    folder = default.finetuned_default(data, root, base_model=str(tiny_model_dirs["bert"]), source="titles+sentences",
+                                       exclude=[])
+    assert folder == root / "bert-ft-titles-sentences" and (folder / "diffret_config.json").is_file()
+    (train_dir,) = root.glob("train-*")
+    assert sorted(p.name for p in train_dir.iterdir()) == ["sentences.jsonl", "titles.jsonl"]  # both, one file each
+    stamp = json.loads((root / "bert-ft-titles-sentences.finetune.json").read_text())
+    assert stamp["source"] == "titles+sentences" and len(stamp["mine"]) == 2
+
+
+def test_a_training_source_is_one_source_or_several_joined():
+    from diffret_pyserini.train import default
+
+    assert default.source_parts("lm+sentences") == ["lm", "sentences"] and default.source_parts("lm") == ["lm"]
+    for bad in ("lm+lm", "poems", "lm+"):
+        with pytest.raises(ValueError, match="pseudo-query source"):
+            default.source_parts(bad)
+
+
 def test_training_forward_is_the_inference_forward(tiny_model_dirs):
     """TrainableEncoder and DiffRetEncoder.encode run one `represent`; the batch's shared sparse column space
     gives each text the very term weights its own columns give at inference."""

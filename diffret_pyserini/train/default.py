@@ -55,6 +55,15 @@ log = logging.getLogger("diffret_pyserini.finetune")  # shown as [finetune]
 BASELINE_TRAIN = dict(loss_multi=0.0, loss_sparse=0.0, temperature=0.02)
 
 
+def source_parts(source: str) -> list[str]:
+    """The mined sources a training source joins: 'lm+sentences' -> ['lm', 'sentences']; 'titles' -> ['titles']."""
+    parts = source.split("+")
+    unknown = [p for p in parts if p not in MINE]
+    if unknown or len(set(parts)) != len(parts):
+        raise InputError(f"pseudo-query source {source!r}: choose from {sorted(MINE)}, or several joined by '+'")
+    return parts
+
+
 def recipe(base_model: str, kind: str | None = None) -> dict:
     """Training arguments for a base model: the tuned recipe for SPLADE-tiny; LoRA (r=16, alpha=64) for
     anything else, which is too big to fine-tune fully on a CPU. `kind` diffembed / repllama: the same, with
@@ -103,16 +112,16 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     name = Path(base_model).name if Path(base_model).is_dir() else str(base_model)
     # one folder per source, so runs of models trained on different pseudo-queries never share a tag
     stem = (FOLDER if name == BASE_MODEL else f"{name}-ft") if kind is None else f"{name}-{kind}-ft"
-    out = root / (stem + ("" if source == "titles" else f"-{source}"))
+    out = root / (stem + ("" if source == "titles" else "-" + source.replace("+", "-")))
     corpus = path_digest(dataset.corpus_path)
-    if source not in MINE:
-        raise InputError(f"pseudo-query source {source!r}: choose from {sorted(MINE)}")
+    parts = source_parts(source)
     if exclude is None:
         from diffret_pyserini.train.sources import dev_split
 
-        exclude = dev_split(dataset.corpus_path, source, queries="none").docids
+        exclude = dev_split(dataset.corpus_path, parts[0], queries="none").docids
     exclude = sorted(set(exclude))
-    data_fp = fingerprint(corpus=corpus, source=source, mine=MINE[source], exclude=exclude, version=VERSION)
+    mined_with = MINE[source] if len(parts) == 1 else [MINE[p] for p in parts]
+    data_fp = fingerprint(corpus=corpus, source=source, mine=mined_with, exclude=exclude, version=VERSION)
     fp = fingerprint(data=data_fp, base=path_digest(resolve_model_path(base_model)), train=recipe(base_model, kind))
     stamp_path = root / f"{out.name}.{STAMP}"  # beside the folder: the trainer owns the folder itself
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
@@ -127,17 +136,19 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
         if old != train_dir:
             shutil.rmtree(old, ignore_errors=True)
     started = time.time()
-    target = train_dir / f"{source}.jsonl"
-    if not target.is_file():
-        log.info(f"mining {source} pseudo-queries with BM25 negatives ...")
+    for part in parts:  # the trainer reads every file of train_dir: one per source
+        target = train_dir / f"{part}.jsonl"
+        if target.is_file():
+            continue
+        log.info(f"mining {part} pseudo-queries with BM25 negatives ...")
         mined = root / f"mined-{data_fp}.jsonl"  # outside train_dir, which the trainer reads whole
-        mine(MineArguments(dataset=str(dataset_dir_or_name), output=str(mined), source=source,
-                           indexes=str(indexes), **MINE[source]))
+        mine(MineArguments(dataset=str(dataset_dir_or_name), output=str(mined), source=part,
+                           indexes=str(indexes), **MINE[part]))
         held_out = set(exclude)
         examples = [e for e in read_examples(mined) if not held_out & {p.docid for p in e.positives}]
         write_examples(examples, target)
         mined.unlink()
-        log.info(f"{len(examples)} {source} pseudo-queries to train on ({len(held_out)} documents held out)")
+        log.info(f"{len(examples)} {part} pseudo-queries to train on ({len(held_out)} documents held out)")
     resume = same and any(out.glob("checkpoint-*"))
     cmd = train_command(base_model, train_dir, out, resume, threads, kind)
     atomic_write_json(stamp_path, {"fingerprint": fp, "done": False, "command": cmd})
@@ -149,7 +160,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     if proc.returncode != 0:
         raise ToolError(f"fine-tuning failed (exit {proc.returncode}): {' '.join(cmd)}")
     atomic_write_json(stamp_path, {"fingerprint": fp, "done": True, "command": cmd, "source": source,
-                                   "mine": MINE[source], "held_out": len(exclude),
+                                   "mine": mined_with, "held_out": len(exclude),
                                    "seconds": round(time.time() - started, 1)})
     return out
 
@@ -164,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--indexes", default=None, help="root of the index folders (default: indexes)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--force", action="store_true", help="train again even if the cached folder matches")
-    parser.add_argument("--source", default="auto", choices=["auto", *MINE],
-                        help="pseudo-queries: auto (train/sources.choose_source), or one source")
+    parser.add_argument("--source", default="auto",
+                        help=f"pseudo-queries: auto (train/sources.choose_source), one of {', '.join(MINE)}, or "
+                             "several joined by '+' (lm+sentences: both, in one training set)")
     parser.add_argument("--kind", default=None, choices=["diffembed", "repllama"],
                         help="train a baseline recipe instead of DiffRetriever (dense InfoNCE, temperature 0.02)")
     args = parser.parse_args(argv)
