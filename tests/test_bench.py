@@ -163,7 +163,12 @@ def test_shaped_config_takes_the_shape_of_the_like_model():
     llada = shaped_config({"model_type": "llada", "d_model": 64, "max_sequence_length": 128}, like, 7, 0, 2)
     assert (llada["d_model"], llada["mlp_hidden_size"], llada["n_layers"], llada["n_heads"]) == (96, 256, 3, 6)
     assert (llada["n_kv_heads"], llada["vocab_size"], llada["embedding_size"]) == (2, 512, 512)
-    assert llada["max_sequence_length"] == 8192
+    assert llada["max_sequence_length"] == 8192 and llada["rope_theta"] == 1e5
+    # a config saved by transformers 5 keeps the RoPE base inside rope_parameters
+    v5 = {k: v for k, v in like.items() if k != "rope_theta"} | {"rope_parameters": {"rope_theta": 5e5}}
+    assert shaped_config({"model_type": "Dream"}, v5, 7, 0, 2)["rope_theta"] == 5e5
+    with pytest.raises(ValueError, match="rope_theta: missing"):
+        shaped_config({"model_type": "Dream"}, {k: v for k, v in like.items() if k != "rope_theta"}, 7, 0, 2)
     with pytest.raises(ValueError, match="neither Dream nor LLaDA"):
         shaped_config({"model_type": "llama"}, like, 7, 0, 2)
 

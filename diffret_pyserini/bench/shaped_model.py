@@ -46,10 +46,12 @@ def shaped_config(code_config: dict, like_config: dict, mask_id: int, pad_id: in
     if arch not in _SHAPES:
         raise InputError(f"config.json: model_type: {code_config.get('model_type')!r} is neither Dream nor LLaDA")
     out = dict(code_config)
+    # transformers 5 writes rope_theta inside rope_parameters; 4 writes it at the top level
+    like = {**(like_config.get("rope_parameters") or {}), **like_config}
     for key, like_key in _SHAPES[arch].items():
-        if like_key not in like_config:
+        if like_key not in like:
             raise InputError(f"--like config.json: {like_key}: missing")
-        out[key] = like_config[like_key]
+        out[key] = like[like_key]
     out[_LENGTH_KEY[arch]] = max(int(like_config.get("max_position_embeddings", 2048)), 2048)
     out.update(mask_token_id=mask_id, pad_token_id=pad_id, eos_token_id=eos_id, torch_dtype="float32")
     return out
