@@ -215,8 +215,10 @@ def test_unknown_qrels_docs_and_unjudged_queries_are_documented_warnings(tmp_pat
     assert "1 judged docids are not in the corpus (NOT-A-DOC)" in out
     assert "1 of 6 queries have no qrels (99)" in out
     assert set(metrics) == {"bm25"}
-    run = (tmp_path / "runs" / key(dataset) / "bm25" / "bm25.trec").read_text()  # BM25 alone: no model folder
+    # BM25 alone encodes nothing: its run has a folder of its own
+    run = (tmp_path / "runs" / key(dataset) / "bm25" / "bm25.trec").read_text()
     assert any(line.startswith("99 ") for line in run.splitlines())  # still searched
+    assert not (tmp_path / "indexes" / key(dataset) / "splade-tiny-kp16").exists()
 
 
 def test_finetune_auto_only_for_the_default_model_on_a_corpus_with_titles(tmp_path, caplog):
