@@ -192,6 +192,23 @@ def load_model(kind: str, path: Path, dtype: torch.dtype, trust_remote_code: boo
         return cls.from_pretrained(path, **common)
 
 
+# The classes that read tokenizer.json as it is (transformers 4 and 5 names). Given one of them in
+# tokenizer_config.json, AutoTokenizer in transformers 5 still prefers the class of config.json's model_type
+# (Qwen2Tokenizer for a saved Dream), which rebuilds the pipeline from vocab and merges: another tokenizer.
+_AS_SAVED = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False):
+    """The tokenizer of a folder, offline: the class its tokenizer_config.json names when that class reads
+    tokenizer.json as it is, else what AutoTokenizer picks."""
+    import transformers
+
+    name = read_json(path / "tokenizer_config.json").get("tokenizer_class")
+    if name in _AS_SAVED and (path / "tokenizer.json").is_file() and hasattr(transformers, name):
+        return getattr(transformers, name).from_pretrained(path, local_files_only=True)
+    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+
+
 def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, device: str | None = None,
                   dtype: str | torch.dtype | None = None, slot_token: str | None = None,
                   read_offset: int | None = None, stop_early: bool = True,
@@ -204,7 +221,6 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
     ModelLoadError before any of that code is imported. Every folder problem (missing or corrupt weights, no
     tokenizer, ...) is a one-line ModelLoadError naming the folder; a bad `device` is a DeviceError.
     """
-    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from diffret_pyserini.model.packaged import set_offline_env
@@ -224,8 +240,7 @@ def load_backbone(name_or_path: str | os.PathLike, kind: str | None = None, devi
     # a bare Exception, safetensors its SafetensorError): any failure here is the folder's, said in one line with
     # the original chained for a traceback.
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, local_files_only=True,
-                                                  trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(tokenizer_path, trust_remote_code)
     except Exception as err:
         raise ModelLoadError(f"{tokenizer_path}: the tokenizer does not load: {one_line(err, MAX_MESSAGE)}") from err
     try:

@@ -27,7 +27,8 @@ from diffret_pyserini.model.backbones.base import Backbone
 from diffret_pyserini.cli import one_line
 from diffret_pyserini.model.backbones.checks import ModelLoadError, adapter_problems, read_json, require_trust
 from diffret_pyserini.model.backbones.load import (BACKBONE_CLASSES, ModelSpec, load_backbone, load_model,
-                                                   loads_natively, read_hf_config, resolve_path)
+                                                   load_tokenizer, loads_natively, read_hf_config,
+                                                   resolve_path)
 from diffret_pyserini.model.device import default_dtype, parse_device
 
 __all__ = ["RETRIEVER_CONFIG", "MODEL_TYPES", "ReleasedConfig", "is_released", "read_released", "tail_ids",
@@ -117,15 +118,13 @@ def tail_ids(tokenizer, n_tail: int) -> list[int]:
 
 def _tokenizer(path: Path, base: Path, trust_remote_code: bool):
     """The tokenizer saved with the adapter when it loads without code of its own, else the base's."""
-    from transformers import AutoTokenizer
-
     if (path / "tokenizer_config.json").is_file():
         try:
-            return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+            return load_tokenizer(path)
         except Exception:  # noqa: BLE001 - a tokenizer that needs code: the base folder's, which the user trusts
             pass
     try:
-        return AutoTokenizer.from_pretrained(base, local_files_only=True, trust_remote_code=trust_remote_code)
+        return load_tokenizer(base, trust_remote_code)
     except Exception as err:
         raise ModelLoadError(f"{base}: the tokenizer does not load: {one_line(err)}") from err
 
