@@ -139,7 +139,7 @@ class DiffRetEncoder:
         bb = self.backbone
         if self.recipe != recipes.DEFAULT_RECIPE:
             return recipes.recipe_builder(self.recipe, bb.tokenizer, role, max_length, bb.pad_id, bb.slot_id)
-        shipped = getattr(bb, "prompt_layouts", None)  # a released checkpoint's own prompt ids (model/released.py)
+        shipped = bb.prompt_layouts  # a released checkpoint's own prompt ids (model/backbones/released.py)
         if shipped:
             prefix, suffix, tail = shipped[role]
             return PromptBuilder(bb.tokenizer, None, k, bb.slot_id, max_length, bb.pad_id, with_slots=bb.one_pass,

@@ -71,7 +71,9 @@ class Backbone:
       spec:          the ModelSpec it was loaded from (folder, kind, base and adapter, saved settings), or None
                      for a backbone built around a model in memory;
       recipe:        'diffretriever', or a baseline read from the same backbone ('diffembed', 'repllama';
-                     model/recipes.py), set by the loader from `--kind`.
+                     model/recipes.py), set by the loader from `--kind`;
+      prompt_layouts: {role: (prefix ids, suffix ids, tail ids)} a checkpoint ships with its prompt already
+                     tokenised (a released DiffRetriever checkpoint), used in place of our templates; else None.
     """
 
     kind: str = "base"
@@ -84,9 +86,11 @@ class Backbone:
         return self.kind if self.recipe == "diffretriever" else self.recipe
 
     def __init__(self, model: nn.Module, tokenizer, slot_id: int, device: torch.device, dtype: torch.dtype,
-                 read_offset: int = 0, name: str = "", spec: Any = None):
+                 read_offset: int = 0, name: str = "", spec: Any = None,
+                 prompt_layouts: dict[str, tuple] | None = None):
         self.model = model
         self.spec = spec
+        self.prompt_layouts = prompt_layouts
         self.recipe = getattr(spec, "recipe", None) or "diffretriever"
         self.tokenizer = tokenizer
         self.slot_id = int(slot_id)

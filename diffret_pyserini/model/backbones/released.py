@@ -165,17 +165,18 @@ def load_released(path: str | os.PathLike, base_model: str | os.PathLike | None,
     except Exception as err:
         raise ModelLoadError(f"{path}: the LoRA adapter does not load: {one_line(err)}") from err
     model.to(dev).eval()
-    backbone = BACKBONE_CLASSES[released.kind](model, tokenizer, released.mask_id, dev, torch_dtype, name=str(path))
-    if released.mask_id >= backbone.vocab_size:
-        raise ModelLoadError(f"{path}/{RETRIEVER_CONFIG}: mask_token_id {released.mask_id} is outside the base "
-                             f"model's vocabulary ({backbone.vocab_size})")
     tail = tail_ids(tokenizer, released.n_tail)
-    backbone.prompt_layouts = {r: (released.prefix[r], released.suffix[r], tail) for r in ROLES}
     # The reference cuts the text to max_length minus the prompt around it (slots and tail are extra).
     settings = {"kq": released.k["query"], "kp": released.k["passage"],
                 **{f"{r}_max_length": max(1, released.max_length - len(released.prefix[r]) - len(released.suffix[r]))
                    for r in ROLES}}
-    backbone.spec = ModelSpec(path=path, kind=released.kind, base_path=base, adapter_path=path, settings=settings)
+    spec = ModelSpec(path=path, kind=released.kind, base_path=base, adapter_path=path, settings=settings)
+    layouts = {r: (released.prefix[r], released.suffix[r], tail) for r in ROLES}
+    backbone = BACKBONE_CLASSES[released.kind](model, tokenizer, released.mask_id, dev, torch_dtype, name=str(path),
+                                               spec=spec, prompt_layouts=layouts)
+    if released.mask_id >= backbone.vocab_size:
+        raise ModelLoadError(f"{path}/{RETRIEVER_CONFIG}: mask_token_id {released.mask_id} is outside the base "
+                             f"model's vocabulary ({backbone.vocab_size})")
     return backbone
 
 
