@@ -8,7 +8,7 @@ import pytest
 
 from diffret_pyserini.encode.batching import plan_batches
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset
-from diffret_pyserini.encode.jobs import EncodeStats, encode_corpus
+from diffret_pyserini.encode.jobs import EncodeOptions, EncodeStats, encode_corpus
 from diffret_pyserini.index.multivector import MultiVectorStore
 
 
@@ -57,10 +57,10 @@ def test_bucketed_encode_equals_corpus_order_and_writes_in_corpus_order(tmp_path
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(open(resolve_dataset("cacm").corpus_path).readlines()[:64]))
     plain, bucketed = EncodeStats(), EncodeStats()
-    encode_corpus(splade_encoder, corpus, tmp_path / "plain", batch_size=8, chunk_size=32, length_buckets=False,
-                  stats=plain)
-    encode_corpus(splade_encoder, corpus, tmp_path / "bucketed", batch_size=8, chunk_size=32, max_tokens=600,
-                  stats=bucketed)
+    encode_corpus(splade_encoder, corpus, tmp_path / "plain", EncodeOptions(batch_size=8, chunk_size=32,
+                                                                            length_buckets=False), stats=plain)
+    encode_corpus(splade_encoder, corpus, tmp_path / "bucketed", EncodeOptions(batch_size=8, chunk_size=32,
+                                                                               max_tokens=600), stats=bucketed)
     a, b = read_outputs(tmp_path / "plain"), read_outputs(tmp_path / "bucketed")
     assert a["dense_ids"] == [d.docid for d in iter_corpus(corpus)]  # corpus order
     assert [json.loads(x)["id"] for x in b["sparse"]] == a["dense_ids"]
@@ -101,14 +101,14 @@ def test_with_or_without_the_tokenise_thread_the_outputs_and_errors_are_the_same
     corpus = tmp_path / "corpus.jsonl"
     lines = open(resolve_dataset("cacm").corpus_path).readlines()[:40]
     corpus.write_text("".join(lines))
-    encode_corpus(splade_encoder, corpus, tmp_path / "reference", batch_size=8, chunk_size=16)
+    encode_corpus(splade_encoder, corpus, tmp_path / "reference", EncodeOptions(batch_size=8, chunk_size=16))
     calls = []
     monkeypatch.setattr(encode_jobs, "overlap_pays", lambda device: calls.append(device) or overlap)
-    encode_corpus(splade_encoder, corpus, tmp_path / "out", batch_size=8, chunk_size=16, overwrite=True)
+    encode_corpus(splade_encoder, corpus, tmp_path / "out", EncodeOptions(batch_size=8, chunk_size=16, overwrite=True))
     assert calls == [splade_encoder.backbone.device]
     assert_same_outputs(read_outputs(tmp_path / "reference"), read_outputs(tmp_path / "out"), 1e-6)
     # a bad line in a later window is raised where that window is planned, by either path, with what was
     # committed before it kept
     corpus.write_text("".join(lines[:20]) + '{"_id": "x", "text": 5}\n' + "".join(lines[20:]))
     with pytest.raises(DatasetError, match=r"corpus.jsonl:21: .*text"):
-        encode_corpus(splade_encoder, corpus, tmp_path / "bad", batch_size=8, chunk_size=16)
+        encode_corpus(splade_encoder, corpus, tmp_path / "bad", EncodeOptions(batch_size=8, chunk_size=16))

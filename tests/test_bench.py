@@ -227,7 +227,7 @@ def test_the_body_limit_plans_every_window_as_the_after_arm_does(tmp_path):
 
     from diffret_pyserini.bench.throughput import body_limit
     from diffret_pyserini.datasets import iter_corpus, resolve_dataset
-    from diffret_pyserini.encode.jobs import EncodeStats, encode_corpus
+    from diffret_pyserini.encode.jobs import EncodeOptions, EncodeStats, encode_corpus
     from diffret_pyserini.model.spec import get_encoder
 
     corpus = tmp_path / "corpus.jsonl"
@@ -235,7 +235,7 @@ def test_the_body_limit_plans_every_window_as_the_after_arm_does(tmp_path):
     encoder = get_encoder("splade-tiny", device="cpu", kp=2, passage_max_length=16)
     _, shape = body_limit(encoder, corpus, torch.device("cpu"), 48, 1024)
     stats = EncodeStats()
-    encode_corpus(encoder, corpus, tmp_path / "after", batch_size=48, max_tokens=1024, stats=stats)
+    encode_corpus(encoder, corpus, tmp_path / "after", EncodeOptions(batch_size=48, max_tokens=1024), stats=stats)
     assert stats.docs == len(list(iter_corpus(corpus))) == 1100
     assert shape["batches"] == stats.batches > 1100 // 48
 

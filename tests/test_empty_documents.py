@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diffret_pyserini.datasets import iter_corpus, load_queries, resolve_dataset
-from diffret_pyserini.encode.jobs import encode_corpus
+from diffret_pyserini.encode.jobs import EncodeOptions, encode_corpus
 from diffret_pyserini.index.faiss_dirs import read_faiss_dir
 from diffret_pyserini.index.multivector import MultiVectorStore
 from diffret_pyserini.model.spec import get_encoder
@@ -42,7 +42,7 @@ def test_the_unk_text_really_is_unk_only(encoded):
 def test_documents_without_content_never_rank_in_the_dense_or_multi_top_10(encoded, caplog):
     tmp, corpus, encoder, n = encoded
     with caplog.at_level(logging.INFO, logger="diffret_pyserini"):
-        paths = encode_corpus(encoder, corpus, tmp / "out", chunk_size=64)
+        paths = encode_corpus(encoder, corpus, tmp / "out", EncodeOptions(chunk_size=64))
     assert "encoded 302 documents" in caplog.text and "2 with no content token" in caplog.text
     # no document lost: every output holds every id
     docids, vectors = read_faiss_dir(paths["dense"])

@@ -105,7 +105,7 @@ def test_a_sigkilled_encode_leaves_no_output_and_resumes_only_the_missing_docume
     import numpy as np
 
     from diffret_pyserini.datasets import resolve_dataset
-    from diffret_pyserini.encode.jobs import encode_corpus
+    from diffret_pyserini.encode.jobs import EncodeOptions, encode_corpus
     from diffret_pyserini.model.spec import get_encoder
 
     n_docs = 160  # the kill comes after 64 committed docs; the other 96 take seconds, so it cannot finish first
@@ -140,7 +140,8 @@ def test_a_sigkilled_encode_leaves_no_output_and_resumes_only_the_missing_docume
     assert f" {done}/{n_docs} " in err  # the progress bar starts at the committed documents
 
     fresh = tmp_path / "fresh"
-    encode_corpus(get_encoder("splade-tiny", device="cpu", kp=4), corpus, fresh, batch_size=16, chunk_size=32)
+    encode_corpus(get_encoder("splade-tiny", device="cpu", kp=4), corpus, fresh,
+                  EncodeOptions(batch_size=16, chunk_size=32))
     sparse = (out / "sparse" / "embeddings.jsonl").read_text().splitlines()
     assert len(sparse) == n_docs
     assert sparse == (fresh / "sparse" / "embeddings.jsonl").read_text().splitlines()

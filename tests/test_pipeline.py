@@ -8,7 +8,7 @@ import pytest
 
 from diffret_pyserini import pipeline
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset
-from diffret_pyserini.encode.jobs import encode_corpus
+from diffret_pyserini.encode.jobs import EncodeOptions, encode_corpus
 from diffret_pyserini.pipeline import PipelineArguments
 from numeric_collection import args_for, key, make_numeric_collection
 from diffret_pyserini.search.systems import SYSTEMS
@@ -115,15 +115,15 @@ def test_killed_encoding_resumes_and_reencodes_only_what_is_missing(tmp_path):
     encoder = get_encoder("splade-tiny", device="cpu")
     crashing = CrashAfter(encoder, n=5)
     with pytest.raises(KeyboardInterrupt):
-        encode_corpus(crashing, sample, tmp_path / "enc", batch_size=8, chunk_size=16)
+        encode_corpus(crashing, sample, tmp_path / "enc", EncodeOptions(batch_size=8, chunk_size=16))
     assert crashing.texts == 40  # 32 of them were committed in two chunks of 16
     resumed = CrashAfter(encoder)
-    encode_corpus(resumed, sample, tmp_path / "enc", batch_size=8, chunk_size=16)
+    encode_corpus(resumed, sample, tmp_path / "enc", EncodeOptions(batch_size=8, chunk_size=16))
     assert resumed.texts == 100 - 32
     lines = (tmp_path / "enc" / "sparse" / "embeddings.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == [d.docid for d in iter_corpus(sample)]
     fresh = CrashAfter(encoder)
-    encode_corpus(fresh, sample, tmp_path / "fresh", batch_size=8, chunk_size=16)
+    encode_corpus(fresh, sample, tmp_path / "fresh", EncodeOptions(batch_size=8, chunk_size=16))
     assert (tmp_path / "fresh" / "sparse" / "embeddings.jsonl").read_text().splitlines() == lines
     assert (tmp_path / "fresh" / "dense" / "docid").read_text() == (tmp_path / "enc" / "dense" / "docid").read_text()
 
@@ -154,7 +154,7 @@ def measure_encoding_rss(corpus, out, kp: int, batch: int) -> list[int]:
     from diffret_pyserini.model.spec import get_encoder
 
     probe = RssProbe(get_encoder("splade-tiny", device="cpu", kp=kp))
-    encode_corpus(probe, corpus, out, batch_size=batch, chunk_size=64)
+    encode_corpus(probe, corpus, out, EncodeOptions(batch_size=batch, chunk_size=64))
     return probe.rss
 
 

@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray")
 
 from diffret_pyserini.encode import __main__ as encode_cli  # noqa: E402
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset  # noqa: E402
-from diffret_pyserini.encode.jobs import EncodeStats, encode_corpus  # noqa: E402
+from diffret_pyserini.encode.jobs import EncodeOptions, EncodeStats, encode_corpus  # noqa: E402
 from diffret_pyserini.encode.ray_data import (BlockEncoder, EncoderRecipe, RayEncodeError, encode_corpus_ray,  # noqa: E402
                                          merge_blocks, scan_blocks)
 from test_batching import assert_same_outputs, read_outputs  # noqa: E402
@@ -60,8 +60,9 @@ def test_two_worker_ray_encode_of_a_shard_folder_equals_the_single_process_encod
     assert [(Path(b.path).name, b.first_line, b.n_docs) for b in blocks] == [
         ("part-a.jsonl", 1, 16), ("part-a.jsonl", 17, 14), ("part-b.jsonl", 2, 16), ("part-b.jsonl", 18, 4)]
     stats = EncodeStats()
-    encode_corpus_ray(RECIPE, shards, tmp_path / "ray", "local", 2, batch_size=8, chunk_size=16, stats=stats)
-    encode_corpus(encoder, shards, tmp_path / "one", batch_size=8, chunk_size=16)
+    encode_corpus_ray(RECIPE, shards, tmp_path / "ray", EncodeOptions(batch_size=8, chunk_size=16), "local", 2,
+                      stats=stats)
+    encode_corpus(encoder, shards, tmp_path / "one", EncodeOptions(batch_size=8, chunk_size=16))
     ray_out, one = read_outputs(tmp_path / "ray"), read_outputs(tmp_path / "one")
     assert ray_out["dense_ids"] == [d.docid for d in iter_corpus(shards)]
     assert_same_outputs(ray_out, one, 1e-6)
@@ -93,9 +94,9 @@ def test_sigkilled_ray_encode_resumes_from_committed_blocks_and_equals_an_uninte
     kept = len(list(manifests.glob("block-*/work/shard-000/manifest.json")))
     assert 2 <= kept < len(blocks)
     stats = EncodeStats()
-    encode_corpus_ray(RECIPE, corpus, out, "local", 1, batch_size=8, chunk_size=8, stats=stats)
+    encode_corpus_ray(RECIPE, corpus, out, EncodeOptions(batch_size=8, chunk_size=8), "local", 1, stats=stats)
     assert stats.docs <= 120 - 8 * 2 and stats.docs % 8 == 0  # only the uncommitted blocks were encoded
-    encode_corpus(encoder, corpus, tmp_path / "uninterrupted", batch_size=8, chunk_size=8)
+    encode_corpus(encoder, corpus, tmp_path / "uninterrupted", EncodeOptions(batch_size=8, chunk_size=8))
     assert_same_outputs(read_outputs(out), read_outputs(tmp_path / "uninterrupted"), 1e-6)
 
 
@@ -120,9 +121,7 @@ def test_a_block_that_did_not_commit_all_its_documents_stops_the_merge(tmp_path)
     corpus.write_text("".join(cacm_lines(12)))
     out = tmp_path / "out"
     blocks = scan_blocks(corpus, 8)
-    options = {"batch_size": 8, "max_length": None, "max_tokens": None, "length_buckets": True,
-               "multi_dtype": "float16"}
-    actor = BlockEncoder(RECIPE, str(out), ("dense", "multi", "sparse"), "fp", options)
+    actor = BlockEncoder(RECIPE, str(out), "fp", EncodeOptions(("dense", "multi", "sparse"), batch_size=8))
     actor.encode_block(blocks[0])
     with pytest.raises(RayEncodeError, match=r"block 1 .* is not committed"):
         merge_blocks(out, blocks, ("dense", "multi", "sparse"), "fp", 8, "float16")

@@ -94,7 +94,7 @@ def body_limit(encoder, corpus: Path, device: torch.device, max_rows: int, max_t
 
 
 def measure(name: str, corpus: Path, encoder, opts: BenchOptions, work: Path) -> dict:
-    from diffret_pyserini.encode.jobs import EncodeStats, encode_corpus
+    from diffret_pyserini.encode.jobs import EncodeOptions, EncodeStats, encode_corpus
 
     device = parse_device(opts.device)
     stats: dict[str, EncodeStats] = {}
@@ -102,7 +102,7 @@ def measure(name: str, corpus: Path, encoder, opts: BenchOptions, work: Path) ->
     def arm(label: str, **kw):
         def run() -> None:
             stats[label] = EncodeStats()
-            encode_corpus(encoder, corpus, work / label, overwrite=True, stats=stats[label], **kw)
+            encode_corpus(encoder, corpus, work / label, EncodeOptions(overwrite=True, **kw), stats=stats[label])
         return run
 
     rows, max_tokens = opts.throughput_rows, opts.throughput_max_tokens

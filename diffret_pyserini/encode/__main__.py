@@ -143,9 +143,16 @@ def run(args: dict) -> dict:
     if inp.topics:
         return encode_queries(encoder, load_queries(inp.topics), out.embeddings, representations,
                               enc.batch_size)
-    return encode_corpus(encoder, inp.corpus, out.embeddings, representations, max_length=enc.max_length,
-                         shard_id=inp.shard_id, shard_num=inp.shard_num, overwrite=out.overwrite,
-                         multi_dtype=out.multi_dtype, chunk_size=out.chunk_size, **enc.encoding_options())
+    return encode_corpus(encoder, inp.corpus, out.embeddings, corpus_options(out, enc, representations),
+                         shard_id=inp.shard_id, shard_num=inp.shard_num)
+
+
+def corpus_options(out, enc, representations: Sequence[str]):
+    """The EncodeOptions of the output and encoder flag groups (`representations` already resolved)."""
+    from diffret_pyserini.encode.jobs import EncodeOptions
+
+    return EncodeOptions(tuple(representations), max_length=enc.max_length, chunk_size=out.chunk_size,
+                         multi_dtype=out.multi_dtype, overwrite=out.overwrite, **enc.encoding_options())
 
 
 def run_ray(args: dict) -> dict:
@@ -166,9 +173,8 @@ def run_ray(args: dict) -> dict:
     from diffret_pyserini.model.recipes import RECIPE_KINDS
 
     representations = out.representations or (("dense",) if enc.kind in RECIPE_KINDS else REPRESENTATIONS)
-    return encode_corpus_ray(recipe, inp.corpus, out.embeddings, enc.ray, enc.ray_workers, representations,
-                             max_length=enc.max_length, overwrite=out.overwrite, multi_dtype=out.multi_dtype,
-                             chunk_size=out.chunk_size, **enc.encoding_options())
+    return encode_corpus_ray(recipe, inp.corpus, out.embeddings, corpus_options(out, enc, representations),
+                             enc.ray, enc.ray_workers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,8 @@ from diffret_pyserini.datasets import Document, count_corpus, iter_corpus, norma
 from diffret_pyserini.model.encoder import DiffRetEncoder
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 
-__all__ = ["encode_corpus", "encode_queries", "encoder_fingerprint", "shard_range", "batched", "EncodeStats",
+__all__ = ["EncodeOptions", "encode_corpus", "encode_queries", "encoder_fingerprint", "shard_range", "batched",
+           "EncodeStats",
            "plan_window", "encode_window", "overlap_pays"]
 
 log = logging.getLogger(__name__)
@@ -187,16 +188,33 @@ def encode_window(encoder: DiffRetEncoder, window: Window, representations: Sequ
     return out, EncodeStats(n, len(plan.batches), plan.real_tokens, plan.padded_tokens, no_content)
 
 
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How a corpus is batched and written: the single-process and the Ray paths take the same options.
+
+    representations: which to write (None: every one the encoder makes); batch_size / max_tokens: the row and
+    padded-token limits of a batch; length_buckets: batch documents of similar length together; max_length: the
+    passage token limit (None: the encoder's); chunk_size: documents per committed chunk (per Ray block);
+    multi_dtype: the multi-vector store's dtype; overwrite: discard earlier outputs instead of resuming them.
+    """
+
+    representations: tuple[str, ...] | None = None
+    batch_size: int = 32
+    max_tokens: int | None = None
+    length_buckets: bool = True
+    max_length: int | None = None
+    chunk_size: int = 1024
+    multi_dtype: str = "float16"
+    overwrite: bool = False
+
+
 def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Path,
-                  representations: Sequence[str] | None = None, batch_size: int = 32,
-                  max_length: int | None = None, shard_id: int = 0, shard_num: int = 1,
-                  overwrite: bool = False, multi_dtype: str = "float16", chunk_size: int = 1024,
-                  max_tokens: int | None = None, length_buckets: bool = True,
+                  options: EncodeOptions = EncodeOptions(), shard_id: int = 0, shard_num: int = 1,
                   stats: EncodeStats | None = None) -> dict:
     """Stream `corpus` through the encoder into resumable, atomic outputs; returns {representation: path}
     (`representations`: default every one the encoder makes).
 
-    Each committed chunk (`chunk_size` documents) is one window: tokenised once (the next window is read and
+    Each committed chunk (`options.chunk_size` documents) is one window: tokenised once (the next window is read and
     tokenised in a background thread while this one runs through the model, where that pays: `overlap_pays`),
     batched by length under the `batch_size` / `max_tokens` limits, and written back in corpus order. Windows
     are aligned to chunks, so a resumed run batches every document exactly as an uninterrupted run does.
@@ -206,25 +224,26 @@ def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Pa
 
     from diffret_pyserini.encode.writers import RepresentationShardWriter
 
-    representations = encoder.representations if representations is None else representations
-    fp = fingerprint(corpus=path_digest(corpus), encoder=encoder_fingerprint(encoder), max_length=max_length,
+    o = options
+    representations = encoder.representations if o.representations is None else o.representations
+    fp = fingerprint(corpus=path_digest(corpus), encoder=encoder_fingerprint(encoder), max_length=o.max_length,
                      shard=[shard_id, shard_num])
-    writer = RepresentationShardWriter(out_dir, representations, chunk_size=chunk_size, fingerprint=fp,
-                                       overwrite=overwrite, shard_id=shard_id, shard_num=shard_num,
-                                       multi_dtype=multi_dtype)
+    writer = RepresentationShardWriter(out_dir, representations, chunk_size=o.chunk_size, fingerprint=fp,
+                                       overwrite=o.overwrite, shard_id=shard_id, shard_num=shard_num,
+                                       multi_dtype=o.multi_dtype)
     if writer.manifest.get("finalized"):
         return writer.finalize()
     start, end = shard_range(count_corpus(corpus), shard_id, shard_num)
     done = writer.completed_docs()
     todo = end - start - done
     docs = (doc for i, doc in enumerate(iter_corpus(corpus, start=start + done)) if i < todo)
-    windows = batched(docs, chunk_size)
+    windows = batched(docs, o.chunk_size)
     stats = stats if stats is not None else EncodeStats()
 
     def plan_next() -> Window | None:
         chunk = next(windows, None)
-        return None if chunk is None else plan_window(encoder, chunk, max_length, batch_size, max_tokens,
-                                                      length_buckets)
+        return None if chunk is None else plan_window(encoder, chunk, o.max_length, o.batch_size, o.max_tokens,
+                                                      o.length_buckets)
 
     with tqdm(total=end - start, initial=done, desc=f"encode {Path(corpus).name}", unit="doc") as bar, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenise") as pool:
@@ -232,7 +251,7 @@ def encode_corpus(encoder: DiffRetEncoder, corpus: str | Path, out_dir: str | Pa
         upcoming = submit(plan_next)
         while (window := upcoming.result()) is not None:
             upcoming = submit(plan_next)  # where it pays, reading and tokenising overlap this window's forwards
-            out, cost = encode_window(encoder, window, representations, max_length)
+            out, cost = encode_window(encoder, window, representations, o.max_length)
             writer.write_batch([d.docid for d in window.docs], window.texts, **out)
             stats.add(cost)
             bar.update(len(window.docs))

@@ -23,14 +23,14 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.cli import UserError
 from diffret_pyserini.datasets import DatasetError, Document, corpus_files, document_lines, read_documents
-from diffret_pyserini.encode.jobs import EncodeStats, encode_window, plan_window
+from diffret_pyserini.encode.jobs import EncodeOptions, EncodeStats, encode_window, plan_window
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 from diffret_pyserini.model.representations import REPRESENTATIONS
 
@@ -132,9 +132,9 @@ def committed(out_dir: Path, block: Block, fp: str) -> bool:
 class BlockEncoder:
     """The Ray actor: loads the backbone once, then encodes and commits one block per row it is given."""
 
-    def __init__(self, recipe: EncoderRecipe, out_dir: str, representations: Sequence[str], fp: str,
-                 options: dict):
-        self.out_dir, self.representations, self.fp, self.options = Path(out_dir), tuple(representations), fp, options
+    def __init__(self, recipe: EncoderRecipe, out_dir: str, fp: str, options: EncodeOptions):
+        self.out_dir, self.fp, self.options = Path(out_dir), fp, options
+        self.representations = tuple(options.representations or REPRESENTATIONS)
         self.error: bytes = b""
         try:
             self.encoder = recipe.build()
@@ -167,14 +167,13 @@ class BlockEncoder:
             raise RayEncodeError(f"{block.path}: block {block.index} from line {block.first_line} holds "
                                  f"{len(docs)} documents, the scan counted {block.n_docs}")
         o = self.options
-        window = plan_window(self.encoder, docs, o["max_length"], o["batch_size"], o["max_tokens"],
-                             o["length_buckets"])
-        arrays, stats = encode_window(self.encoder, window, self.representations, o["max_length"])
+        window = plan_window(self.encoder, docs, o.max_length, o.batch_size, o.max_tokens, o.length_buckets)
+        arrays, stats = encode_window(self.encoder, window, self.representations, o.max_length)
         where = block_dir(self.out_dir, block.index)
         # ids and line numbers first: the manifest the writer writes last is the block's commit point
         atomic_write_json(where / "block.json", {**asdict(block), "ids": [d.docid for d in docs], "lines": lines})
         writer = RepresentationShardWriter(where, self.representations, chunk_size=block.n_docs,
-                                           fingerprint=self.fp, overwrite=True, multi_dtype=o["multi_dtype"])
+                                           fingerprint=self.fp, overwrite=True, multi_dtype=o.multi_dtype)
         writer.write_batch([d.docid for d in docs], window.texts, **arrays)  # n_docs == chunk_size: commits
         return stats
 
@@ -235,20 +234,20 @@ def start_ray(address: str, out_dir: Path) -> tuple[dict, bool, Path | None]:
     return ray.cluster_resources(), True, temp
 
 
-def encode_corpus_ray(recipe: EncoderRecipe, corpus: str | Path, out_dir: str | Path, address: str = "local",
-                      workers: int | None = None, representations: Sequence[str] = REPRESENTATIONS,
-                      batch_size: int = 32, max_length: int | None = None, overwrite: bool = False,
-                      multi_dtype: str = "float16", chunk_size: int = 1024, max_tokens: int | None = None,
-                      length_buckets: bool = True, stats: EncodeStats | None = None) -> dict:
+def encode_corpus_ray(recipe: EncoderRecipe, corpus: str | Path, out_dir: str | Path,
+                      options: EncodeOptions = EncodeOptions(), address: str = "local", workers: int | None = None,
+                      stats: EncodeStats | None = None) -> dict:
     """Encode `corpus` on Ray (see the module docstring); returns {representation: path}, the outputs a
     single-process `encode_corpus` writes."""
     from diffret_pyserini.encode.writers import RepresentationShardWriter, ResumeError
 
-    out = Path(out_dir)
-    fp = fingerprint(corpus=path_digest(corpus), recipe=recipe.digest(), max_length=max_length,
-                     block_size=chunk_size, representations=sorted(representations), multi_dtype=multi_dtype)
+    out, o = Path(out_dir), options
+    representations = tuple(o.representations or REPRESENTATIONS)
+    chunk_size, overwrite = o.chunk_size, o.overwrite
+    fp = fingerprint(corpus=path_digest(corpus), recipe=recipe.digest(), max_length=o.max_length,
+                     block_size=chunk_size, representations=sorted(representations), multi_dtype=o.multi_dtype)
     final = RepresentationShardWriter(out, representations, chunk_size=chunk_size, fingerprint=fp,
-                                      overwrite=overwrite, multi_dtype=multi_dtype)
+                                      overwrite=overwrite, multi_dtype=o.multi_dtype)
     if final.manifest.get("finalized"):
         return final.finalize()
     ray_manifest = out / RAY_DIR / "manifest.json"
@@ -265,14 +264,12 @@ def encode_corpus_ray(recipe: EncoderRecipe, corpus: str | Path, out_dir: str | 
     log.info(f"{len(blocks) - len(todo)} of {len(blocks)} blocks already committed; {len(todo)} to encode")
     stats = stats if stats is not None else EncodeStats()
     if todo:
-        _run_blocks(recipe, todo, out, address, workers, representations, fp, stats,
-                    {"batch_size": batch_size, "max_length": max_length, "max_tokens": max_tokens,
-                     "length_buckets": length_buckets, "multi_dtype": multi_dtype})
-    return merge_blocks(out, blocks, representations, fp, chunk_size, multi_dtype)
+        _run_blocks(recipe, todo, out, address, workers, replace(o, representations=representations), fp, stats)
+    return merge_blocks(out, blocks, representations, fp, chunk_size, o.multi_dtype)
 
 
 def _run_blocks(recipe: EncoderRecipe, todo: list[Block], out: Path, address: str, workers: int | None,
-                representations: Sequence[str], fp: str, stats: EncodeStats, options: dict) -> None:
+                options: EncodeOptions, fp: str, stats: EncodeStats) -> None:
     import ray
 
     resources, connected, temp = start_ray(address, out)
@@ -293,7 +290,7 @@ def _run_blocks(recipe: EncoderRecipe, todo: list[Block], out: Path, address: st
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         results = ds.map_batches(
             BlockEncoder, batch_size=1, concurrency=n, batch_format="numpy",
-            fn_constructor_args=(recipe, str(out), tuple(representations), fp, options), **per_actor)
+            fn_constructor_args=(recipe, str(out), fp, options), **per_actor)
         each = "1 GPU" if gpus else f"{per_actor['num_cpus']} CPU"
         log.info(f"encoding {len(todo)} blocks on {n} Ray actor(s), {each} each")
         done = []

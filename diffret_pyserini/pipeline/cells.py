@@ -76,21 +76,21 @@ def _link(link: Path, target: Path, replace_file: bool = False) -> None:
 def encode_passages(dataset: Dataset, args: PipelineArguments, encoder, root: Path, model: str,
                     ) -> tuple[dict, str]:
     """Encode the corpus (resumable) into `root` and build its impact index; returns (paths, fingerprint)."""
-    from diffret_pyserini.encode.jobs import encode_corpus
+    from diffret_pyserini.encode.jobs import EncodeOptions, encode_corpus
     from diffret_pyserini.encode.writers import ResumeError
 
     with folder_lock(root):  # a second run on the same folder waits, then reuses what the first made
         stages = StageLog(root / "stages.json", args.force)
         def encode(overwrite: bool) -> dict:
             if args.ray is None:
-                return encode_corpus(encoder, dataset.corpus_path, root, overwrite=overwrite,
-                                     **args.encoding_options())
+                return encode_corpus(encoder, dataset.corpus_path, root,
+                                     EncodeOptions(overwrite=overwrite, **args.encoding_options()))
             from diffret_pyserini.encode.ray_data import EncoderRecipe, encode_corpus_ray
 
             # every setting of this role's encoder, so each actor builds exactly it
             recipe = EncoderRecipe(model, args.device, args.load_options(), encoder.settings.to_dict())
-            return encode_corpus_ray(recipe, dataset.corpus_path, root, args.ray, args.ray_workers,
-                                     encoder.representations, overwrite=overwrite, **args.encoding_options())
+            options = EncodeOptions(tuple(encoder.representations), overwrite=overwrite, **args.encoding_options())
+            return encode_corpus_ray(recipe, dataset.corpus_path, root, options, args.ray, args.ray_workers)
 
         try:
             paths = encode(args.force)

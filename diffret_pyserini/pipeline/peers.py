@@ -188,7 +188,7 @@ PROMPTREPS_SYSTEMS = {"sparse": "sparse", "dense": "dense", "hybrid": "hybrid-de
 
 def _promptreps(ctx: PeerContext, name: str, settings: dict) -> dict[str, Run]:
     """PromptReps on the packaged SmolLM2 (causal backbone) through our encoder and Pyserini's searchers."""
-    from diffret_pyserini.encode.jobs import encode_corpus, encode_queries, encoder_fingerprint
+    from diffret_pyserini.encode.jobs import EncodeOptions, encode_corpus, encode_queries, encoder_fingerprint
     from diffret_pyserini.model.spec import get_encoder
     from diffret_pyserini.search.systems import SearchInputs, run_system
 
@@ -204,8 +204,8 @@ def _promptreps(ctx: PeerContext, name: str, settings: dict) -> dict[str, Run]:
         if cached is not None:
             return cached
         # resumable: a killed run restarts at its last committed chunk
-        paths = encode_corpus(encoder, ctx.dataset.corpus_path, folder, representations=("dense", "sparse"),
-                              batch_size=ctx.batch_size, overwrite=ctx.force)
+        paths = encode_corpus(encoder, ctx.dataset.corpus_path, folder,
+                              EncodeOptions(("dense", "sparse"), batch_size=ctx.batch_size, overwrite=ctx.force))
         q_fp = fingerprint(topics=ctx.topics, encoder=enc_fp)
         if not (stages.is_done("queries", q_fp) and (folder / "queries" / "topics.tsv").is_file()):
             encode_queries(encoder, ctx.topics, folder / "queries", representations=("dense", "sparse"),
