@@ -263,6 +263,19 @@ TITLES = {"cost-of-k": "Cost of K", "overhead": "Encoder overhead", "passes": "O
           "search": "Index build and search vs corpus size"}
 
 
+def portable_paths(obj, base: Path):
+    """`obj` with every absolute path string written relative to `base` where it lies under it, else as its
+    last component: a published record names no folder of the machine that made it."""
+    if isinstance(obj, dict):
+        return {k: portable_paths(v, base) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable_paths(v, base) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/") and "\n" not in obj:
+        path = Path(obj)
+        return str(path.relative_to(base)) if path.is_relative_to(base) else path.name
+    return obj
+
+
 def write_section(name: str, doc: dict, out_dir: Path) -> tuple[str, list[Path]]:
     """Write `<out>/<name>.json` and `<out>/<name>.png`; return the markdown and the paths written."""
     import matplotlib
@@ -270,7 +283,7 @@ def write_section(name: str, doc: dict, out_dir: Path) -> tuple[str, list[Path]]
     matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out_dir / f"{name}.json", out_dir / f"{name}.png"
-    atomic_write_json(json_path, doc)
+    atomic_write_json(json_path, portable_paths(doc, Path.cwd()))
     tables, plot = RENDERERS[name]
     plot(doc, png_path)
     markdown = f"### {TITLES[name]}\n\n{header(doc['meta'])}\n\n{tables(doc)}\n"
