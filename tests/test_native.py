@@ -16,6 +16,7 @@ import torch
 import tiny_models
 from diffret_pyserini.model.backbones import ModelLoadError, load_backbone
 from diffret_pyserini.model.backbones import native
+from diffret_pyserini.train.arguments import ModelArguments
 
 SETTINGS = dict(kq=2, kp=3, query_max_length=16, passage_max_length=24)
 
@@ -173,7 +174,8 @@ def test_fully_fine_tuned_native_weights_save_and_load_natively(tiny_model_dirs,
     from diffret_pyserini.model.encoder import DiffRetEncoder
     from diffret_pyserini.train.trainable_encoder import build_encoder
 
-    encoder = build_encoder(str(tiny_model_dirs[name]), SETTINGS, device="cpu", full_finetune=True, dropout=False)
+    encoder = build_encoder(ModelArguments(model=str(tiny_model_dirs[name]), device="cpu", full_finetune=True,
+                                           dropout=False), SETTINGS)
     out = encoder.save(tmp_path / "full", base_model=str(tiny_model_dirs[name]))
     assert json.loads((out / "config.json").read_text())["model_type"] == ("qwen2" if name == "dream" else "llama")
     loaded = load_backbone(out, device="cpu")
@@ -215,8 +217,9 @@ def lora_encoder(folder: Path, checkpointing: bool):
     from diffret_pyserini.train.trainable_encoder import build_encoder
 
     torch.manual_seed(0)
-    encoder = build_encoder(str(folder), SETTINGS, device="cpu", lora_r=4, lora_alpha=16, lora_dropout=0.0,
-                            lora_target_modules="all-linear", gradient_checkpointing=checkpointing, dropout=False)
+    args = ModelArguments(model=str(folder), device="cpu", lora_r=4, lora_alpha=16, lora_dropout=0.0,
+                          lora_target_modules="all-linear", dropout=False)
+    encoder = build_encoder(args, SETTINGS, gradient_checkpointing=checkpointing)
     encoder.train()
     return encoder
 

@@ -168,8 +168,8 @@ def test_lora_adapter_folder_loads_merged_and_matches_training_model(tiny_model_
     # The merged folder gives what the training model (adapter not merged) gives.
     from diffret_pyserini.train.trainable_encoder import build_encoder
 
-    m = build_encoder(str(tiny_model_dirs["qwen2"]), SETTINGS, kind="bidirectional", device="cpu",
-                      lora_r=4, lora_alpha=16, lora_target_modules="q_proj,v_proj")
+    m = build_encoder(ModelArguments(model=str(tiny_model_dirs["qwen2"]), kind="bidirectional", device="cpu",
+                                     lora_r=4, lora_alpha=16, lora_target_modules="q_proj,v_proj"), SETTINGS)
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -354,7 +354,8 @@ def test_training_forward_is_the_inference_forward(tiny_model_dirs):
     from diffret_pyserini.train.trainable_encoder import build_encoder
 
     docs, queries = synthetic(6, seed=8)
-    m = build_encoder(str(tiny_model_dirs["bert"]), SETTINGS, device="cpu", full_finetune=True, dropout=False)
+    m = build_encoder(ModelArguments(model=str(tiny_model_dirs["bert"]), device="cpu", full_finetune=True,
+                                     dropout=False), SETTINGS)
     m.eval()
     with torch.no_grad():
         q, p = m(queries, docs, ["dense", "multi", "sparse"])

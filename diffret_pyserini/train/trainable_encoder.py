@@ -23,6 +23,7 @@ from diffret_pyserini.model.backbones import Backbone, load_backbone
 from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG
 from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
 from diffret_pyserini.atomic import atomic_write_json
+from diffret_pyserini.train.arguments import ModelArguments
 
 
 class TrainableEncoder(nn.Module):
@@ -137,37 +138,39 @@ def add_lora(encoder: TrainableEncoder, r: int, alpha: int, dropout: float, targ
     encoder.peft_model = get_peft_model(encoder.model, config)
 
 
-def build_encoder(model: str, settings: dict, kind: str | None = None, device: str | None = None,
-                  full_finetune: bool = False, lora_r: int = 16, lora_alpha: int = 64, lora_dropout: float = 0.05,
-                  lora_target_modules: str = "all-linear", gradient_checkpointing: bool = False,
-                  bf16: bool | None = None, slot_token: str | None = None, dropout: bool = True,
-                  dtype: str | None = None, trust_remote_code: bool = False) -> TrainableEncoder:
-    """Load `model` as a Backbone and make it trainable (LoRA by default, all weights with `full_finetune`).
+def build_encoder(args: ModelArguments, settings: dict | None = None, device: str | None = None,
+                  bf16: bool | None = None, gradient_checkpointing: bool = False) -> TrainableEncoder:
+    """Load `args.model` as a Backbone and make it trainable (LoRA by default, all weights with
+    `args.full_finetune`).
 
-    `settings` override the model's own encoder settings (a packaged model's, or a fine-tuned folder's).
-    bf16 (default: on GPU) runs the forward under autocast; LoRA keeps frozen base weights in bf16, full
-    fine-tuning keeps fp32 master weights.
+    `settings` (default: `args.settings()`) override the model's own encoder settings (a packaged model's, or a
+    fine-tuned folder's). `device` (default: `args.device`) is where it trains. bf16 (default: on GPU) runs the
+    forward under autocast; LoRA keeps frozen base weights in bf16, full fine-tuning keeps fp32 master weights.
     """
     from diffret_pyserini.model.backbones.load import read_spec
     from diffret_pyserini.model.device import parse_device
 
-    spec = read_spec(model, kind)
+    model, full_finetune = args.model, args.full_finetune
+    settings = args.settings() if settings is None else settings
+    spec = read_spec(model, args.kind)
     if spec.adapter_path is not None and not full_finetune:
         raise InputError(f"{model}: holds a LoRA adapter; continue with --full_finetune, or train from its base "
                          f"({json.loads((spec.path / DIFFRET_CONFIG).read_text()).get('base_model')})")
-    dev = parse_device(device)
+    dev = parse_device(args.device if device is None else device)
     bf16 = dev.type == "cuda" if bf16 is None else bf16
+    dtype = None if args.dtype == "auto" else args.dtype
     if dtype is None:
         dtype = torch.bfloat16 if (bf16 and not full_finetune) else torch.float32
-    remote = {"trust_remote_code": True} if trust_remote_code else {}
-    backbone = load_backbone(model, kind=kind, device=str(dev), dtype=dtype, slot_token=slot_token, **remote)
+    remote = {"trust_remote_code": True} if args.trust_remote_code else {}
+    backbone = load_backbone(model, kind=args.kind, device=str(dev), dtype=dtype, slot_token=args.slot_token,
+                             **remote)
     merged = {**spec.settings, **{k: v for k, v in settings.items() if v is not None}}
     encoder = TrainableEncoder(backbone, EncoderSettings.from_dict(merged),
                                autocast_dtype=torch.bfloat16 if bf16 else None)
     if gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
-    if not dropout:
+    if not args.dropout:
         disable_dropout(backbone.model)
     if not full_finetune:
-        add_lora(encoder, lora_r, lora_alpha, lora_dropout, lora_target_modules)
+        add_lora(encoder, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target_modules)
     return encoder

@@ -346,13 +346,7 @@ def _train(model_args: ModelArguments, data_args: DataArguments, args: TrainingA
 
     set_seed(args.seed)
     device = str(args.device) if model_args.device == "auto" else model_args.device
-    encoder = build_encoder(model_args.model, model_args.settings(), kind=model_args.kind, device=device,
-                            full_finetune=model_args.full_finetune, lora_r=model_args.lora_r,
-                            lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
-                            lora_target_modules=model_args.lora_target_modules, gradient_checkpointing=False,
-                            bf16=args.bf16, slot_token=model_args.slot_token, dropout=model_args.dropout,
-                            dtype=None if model_args.dtype == "auto" else model_args.dtype,
-                            trust_remote_code=model_args.trust_remote_code)
+    encoder = build_encoder(model_args, device=device, bf16=args.bf16)
     encoder.autocast_dtype = None  # mixed precision is the Trainer's (--bf16 / --fp16)
     encoder.max_lengths = {"query": data_args.train_query_max_length,
                            "passage": data_args.train_passage_max_length}
