@@ -121,8 +121,9 @@ def tiny_model_dirs(tmp_path_factory) -> TinyModelDirs:
 def numeric_run(tmp_path_factory):
     """The main job once per session on the numeric collection (every system): (tmp, dataset, metrics).
     Tests that change its inputs put them back."""
-    from diffret_pyserini import pipeline
     from numeric_collection import args_for, make_numeric_collection
+
+    from diffret_pyserini import pipeline
 
     tmp = tmp_path_factory.mktemp("pipe")
     dataset = make_numeric_collection(tmp / "numeric-beir")

@@ -45,8 +45,8 @@ def test_choose_alpha_prefers_equal_weights_on_a_tie():
 
 
 def test_mean_ndcg_equals_trec_eval(tmp_path):
-    from diffret_pyserini.eval.trec_eval import evaluate_run
     from diffret_pyserini.eval.runs import write_trec_run
+    from diffret_pyserini.eval.trec_eval import evaluate_run
 
     qrels = {"1": {"d1": 2, "d3": 1, "d9": 0}, "2": {"d2": 1}, "3": {"d7": 1, "d8": 1}}
     run = {"1": [("d3", 3.0), ("d5", 2.0), ("d1", 1.0)], "2": [("d4", 1.0), ("d6", 0.5)],

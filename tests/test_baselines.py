@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_chain import run_chain
 
 WORDS = """computer system program algorithm data information search index document text method time paper

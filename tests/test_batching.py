@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from diffret_pyserini.encode.batching import plan_batches
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset
+from diffret_pyserini.encode.batching import plan_batches
 from diffret_pyserini.encode.jobs import EncodeOptions, EncodeStats, encode_corpus
 from diffret_pyserini.index.multivector import MultiVectorStore
 
@@ -95,8 +95,8 @@ def test_tokenising_overlaps_the_forward_pass_only_where_a_core_or_an_accelerato
 @pytest.mark.parametrize("overlap", [True, False])
 def test_with_or_without_the_tokenise_thread_the_outputs_and_errors_are_the_same(tmp_path, splade_encoder,
                                                                                monkeypatch, overlap):
-    from diffret_pyserini.encode import jobs as encode_jobs
     from diffret_pyserini.datasets import DatasetError
+    from diffret_pyserini.encode import jobs as encode_jobs
 
     corpus = tmp_path / "corpus.jsonl"
     lines = open(resolve_dataset("cacm").corpus_path).readlines()[:40]

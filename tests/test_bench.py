@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 import tiny_models
+
 from diffret_pyserini.bench.__main__ import build_parser, main, options_from
 from diffret_pyserini.bench.common import Cell, paired_ratio, percentile
 
@@ -177,8 +177,8 @@ def test_shaped_config_takes_the_shape_of_the_like_model():
 def test_shaped_model_loads_natively_as_its_backbone_kind(tiny_model_dirs, tmp_path, arch, kind):
     """The random-weight folder (the checkpoint's config and code, weights under its names) loads natively as a
     diffusion backbone and encodes."""
-    from diffret_pyserini.model.backbones import load_backbone
     from diffret_pyserini.bench.shaped_model import main as shaped_main
+    from diffret_pyserini.model.backbones import load_backbone
     from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
 
     fixtures = tiny_models.require_fixtures()

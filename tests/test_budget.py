@@ -89,10 +89,11 @@ def unjudged(tmp_path_factory):
 
 
 def test_selectors_are_deterministic_and_need_no_qrels(unjudged, tmp_path):
-    from diffret_pyserini.budget import METHODS
-    from diffret_pyserini.pipeline.adaptive_k import gather, select, train_learned
-    from diffret_pyserini.datasets import load_queries, resolve_dataset
     from numeric_collection import args_for
+
+    from diffret_pyserini.budget import METHODS
+    from diffret_pyserini.datasets import load_queries, resolve_dataset
+    from diffret_pyserini.pipeline.adaptive_k import gather, select, train_learned
 
     dataset = resolve_dataset(unjudged)
     assert dataset.qrels_path is None

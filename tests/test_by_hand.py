@@ -7,10 +7,10 @@ The commands here are the README's, on a small real sample (CACM documents, titl
 import json
 
 import pytest
-
 from cli_chain import run_chain
-from diffret_pyserini.eval.runs import read_trec_run
 from numeric_collection import key
+
+from diffret_pyserini.eval.runs import read_trec_run
 
 HITS = "100"
 

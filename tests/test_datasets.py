@@ -7,8 +7,17 @@ from pathlib import Path
 import pytest
 
 from diffret_pyserini.datasets import (
-    Dataset, DatasetError, Document, check_dataset, count_corpus, iter_corpus, load_qrels, load_queries,
-    pyserini_topic_reader, resolve_dataset, write_topics_tsv,
+    Dataset,
+    DatasetError,
+    Document,
+    check_dataset,
+    count_corpus,
+    iter_corpus,
+    load_qrels,
+    load_queries,
+    pyserini_topic_reader,
+    resolve_dataset,
+    write_topics_tsv,
 )
 
 CACM_ORIGINAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cacm" / "original"

@@ -4,8 +4,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from diffret_pyserini.index.dense_postprocess import (DenseTransform, apply_to_encoded_queries, apply_to_faiss_dir,
-                                                 fit_transform, main, mean_pairwise_cosine)
+from diffret_pyserini.index.dense_postprocess import (
+    DenseTransform,
+    apply_to_encoded_queries,
+    apply_to_faiss_dir,
+    fit_transform,
+    main,
+    mean_pairwise_cosine,
+)
 from diffret_pyserini.index.faiss_dirs import read_faiss_dir
 
 S = np.sqrt(0.5)

@@ -18,8 +18,14 @@ from diffret_pyserini.model.packaged import ModelNotFoundError, resolve_model_pa
 from diffret_pyserini.model.representations import content_words
 from diffret_pyserini.train import doc2query
 from diffret_pyserini.train.data import read_examples
-from diffret_pyserini.train.doc2query import (Doc2QueryArguments, QueryGenerator, before_trailer, cache_path,
-                                              clean_query, generate_queries)
+from diffret_pyserini.train.doc2query import (
+    Doc2QueryArguments,
+    QueryGenerator,
+    before_trailer,
+    cache_path,
+    clean_query,
+    generate_queries,
+)
 from diffret_pyserini.train.mine import MineArguments, lm_queries, mine
 
 N_DOCS = 6

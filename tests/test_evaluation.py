@@ -9,10 +9,16 @@ from pathlib import Path
 import pytest
 
 from diffret_pyserini.datasets import DatasetError, load_qrels
-from diffret_pyserini.eval.trec_eval import (
-    convert_qrels, display_name, evaluate_run, format_table, plot_metrics, read_metrics, write_metrics,
-)
 from diffret_pyserini.eval.runs import read_trec_run, write_trec_run
+from diffret_pyserini.eval.trec_eval import (
+    convert_qrels,
+    display_name,
+    evaluate_run,
+    format_table,
+    plot_metrics,
+    read_metrics,
+    write_metrics,
+)
 
 CACM = Path(__file__).resolve().parents[1] / "diffret_pyserini" / "data" / "cacm"  # the packaged copy
 

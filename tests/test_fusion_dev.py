@@ -2,10 +2,10 @@
 import json
 
 import pytest
+from numeric_collection import args_for, key, make_numeric_collection
 
 from diffret_pyserini import pipeline
 from diffret_pyserini.train.sources import choose_source, dev_split
-from numeric_collection import args_for, key, make_numeric_collection
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,9 @@ def test_dev_queries_are_written_by_the_lm_for_the_same_held_out_documents(colle
 
 def test_alpha_auto_is_chosen_on_dev_queries_recorded_and_never_overwrites_another_alpha(collection, tmp_path,
                                                                                          monkeypatch, caplog):
-    from diffret_pyserini.search.fusion import ALPHA_GRID
-    from diffret_pyserini.eval.trec_eval import read_metrics
-    from diffret_pyserini.search.fusion import fuse
     from diffret_pyserini.eval.runs import read_trec_run
-
+    from diffret_pyserini.eval.trec_eval import read_metrics
+    from diffret_pyserini.search.fusion import ALPHA_GRID, fuse
     from diffret_pyserini.train import sources
 
     monkeypatch.setattr(sources, "lm_available", lambda: False)  # the held-out sentences as dev queries: fast

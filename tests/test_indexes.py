@@ -9,12 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffret_pyserini.index.faiss_dirs import INDEX_TYPES, default_nlist, default_pq_m, flat_vectors
-from diffret_pyserini.index.__main__ import main as index_main
-from diffret_pyserini.index.multivector import QUANT_TOLERANCE, MultiVectorStore, quantize_int8, write_multi_store
-from diffret_pyserini.index.multivector import auto_index_spec
-from diffret_pyserini.search.maxsim import MultiVectorSearcher
 from diffret_pyserini.encode.writers import RepresentationShardWriter
+from diffret_pyserini.index.__main__ import main as index_main
+from diffret_pyserini.index.faiss_dirs import INDEX_TYPES, default_nlist, default_pq_m, flat_vectors
+from diffret_pyserini.index.multivector import (
+    QUANT_TOLERANCE,
+    MultiVectorStore,
+    auto_index_spec,
+    quantize_int8,
+    write_multi_store,
+)
+from diffret_pyserini.search.maxsim import MultiVectorSearcher
 
 DIM, N_DOCS, N_QUERIES = 32, 3000, 40
 
@@ -245,8 +250,8 @@ def test_multi_system_uses_a_fresh_prebuilt_candidate_index(planted_multi, tmp_p
     import os
     import shutil
 
-    from diffret_pyserini.search.systems import CANDIDATES_FILE, SearchInputs, multi_searcher
     from diffret_pyserini.encode.writers import write_query_multi
+    from diffret_pyserini.search.systems import CANDIDATES_FILE, SearchInputs, multi_searcher
 
     root, _, queries = planted_multi
     store = tmp_path / "multi"

@@ -11,11 +11,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tiny_models
 import torch
 
-import tiny_models
-from diffret_pyserini.model.backbones import ModelLoadError, load_backbone
-from diffret_pyserini.model.backbones import native
+from diffret_pyserini.model.backbones import ModelLoadError, load_backbone, native
 from diffret_pyserini.train.arguments import ModelArguments
 
 SETTINGS = dict(kq=2, kp=3, query_max_length=16, passage_max_length=24)
@@ -264,9 +263,9 @@ def test_lora_training_through_the_trainer_with_gradient_checkpointing(tiny_mode
     """The project's trainer on native Dream: --gradient_checkpointing, LoRA; finite losses, the adapter moved,
     and the saved folder loads natively."""
     from safetensors.torch import load_file
+    from test_train import run_train, synthetic, write_train
 
     from diffret_pyserini.train.trainer import read_history
-    from test_train import run_train, synthetic, write_train
 
     docs, queries = synthetic(16, seed=5)
     data = write_train(tmp_path / "train.jsonl", docs, queries)

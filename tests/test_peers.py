@@ -4,9 +4,9 @@ import json
 import pytest
 
 from diffret_pyserini.datasets import load_queries, normalize_text, resolve_dataset
+from diffret_pyserini.eval.runs import read_trec_run
 from diffret_pyserini.eval.trec_eval import read_metrics
 from diffret_pyserini.pipeline.peers import PEERS, PeerContext, main, splade_pooling
-from diffret_pyserini.eval.runs import read_trec_run
 from tests.numeric_collection import key, make_numeric_collection
 
 

@@ -1,16 +1,16 @@
 """The main job on small real collections: every system, caching by content, resume, malformed datasets."""
 import json
 import os
-from pathlib import Path
 import struct
+from pathlib import Path
 
 import pytest
+from numeric_collection import args_for, key, make_numeric_collection
 
 from diffret_pyserini import pipeline
 from diffret_pyserini.datasets import iter_corpus, resolve_dataset
 from diffret_pyserini.encode.jobs import EncodeOptions, encode_corpus
 from diffret_pyserini.pipeline import PipelineArguments
-from numeric_collection import args_for, key, make_numeric_collection
 from diffret_pyserini.search.systems import SYSTEMS
 
 METRICS = {"nDCG@10", "MAP", "R@100", "R@1000"}
@@ -42,8 +42,8 @@ def test_main_job_on_a_second_collection_with_numeric_ids_and_no_titles(numeric_
 
 def test_bm25_hybrids_fuse_the_bm25_run_with_our_run(numeric_run):
     """hybrid-bm25-X is the equal-weight min-max fusion of the bm25 run and the X run (both at the same depth)."""
-    from diffret_pyserini.search.fusion import fuse
     from diffret_pyserini.eval.runs import read_trec_run
+    from diffret_pyserini.search.fusion import fuse
 
     tmp, dataset, metrics = numeric_run
     run_dir = tmp / "runs" / key(dataset) / "splade-tiny-kq4-kp16"

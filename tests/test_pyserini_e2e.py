@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_chain import run_chain
+
 from diffret_pyserini.encode.pyserini_encoders import DiffRetDocumentEncoder, DiffRetQueryEncoder
 
 PLANTED_ID = "PLANTED-1"

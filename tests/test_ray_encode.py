@@ -15,12 +15,19 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from diffret_pyserini.encode import __main__ as encode_cli  # noqa: E402
-from diffret_pyserini.datasets import iter_corpus, resolve_dataset  # noqa: E402
-from diffret_pyserini.encode.jobs import EncodeOptions, EncodeStats, encode_corpus  # noqa: E402
-from diffret_pyserini.encode.ray_data import (BlockEncoder, EncoderRecipe, RayEncodeError, encode_corpus_ray,  # noqa: E402
-                                         merge_blocks, scan_blocks)
 from test_batching import assert_same_outputs, read_outputs  # noqa: E402
+
+from diffret_pyserini.datasets import iter_corpus, resolve_dataset  # noqa: E402
+from diffret_pyserini.encode import __main__ as encode_cli  # noqa: E402
+from diffret_pyserini.encode.jobs import EncodeOptions, EncodeStats, encode_corpus  # noqa: E402
+from diffret_pyserini.encode.ray_data import (  # noqa: E402
+    BlockEncoder,
+    EncoderRecipe,
+    RayEncodeError,
+    encode_corpus_ray,
+    merge_blocks,
+    scan_blocks,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = EncoderRecipe("splade-tiny", "cpu", {}, {"kp": 4})

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from numeric_collection import make_numeric_collection
 
 from diffret_pyserini import pipeline
 from diffret_pyserini.datasets import resolve_dataset
 from diffret_pyserini.index.lucene import dataset_key
-from numeric_collection import make_numeric_collection
 
 N_BIG = 20_000  # encoding this many documents takes minutes here: a check that came after it could not pass
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 
-import tiny_models
 from diffret_pyserini.model.backbones import load_backbone
 from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
 

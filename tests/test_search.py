@@ -10,9 +10,9 @@ import faiss
 import numpy as np
 import pytest
 
-from diffret_pyserini.search.maxsim_scoring import maxsim
 from diffret_pyserini.index.multivector import auto_index_spec
 from diffret_pyserini.search.maxsim import MultiVectorSearcher
+from diffret_pyserini.search.maxsim_scoring import maxsim
 
 
 def write_store(path: Path, docids, per_doc, dtype=np.float16) -> Path:

@@ -9,10 +9,10 @@ import pytest
 from scipy import stats
 
 from diffret_pyserini.datasets import load_qrels
-from diffret_pyserini.eval.trec_eval import evaluate_per_query, format_table, plot_metrics, read_metrics, write_report
 from diffret_pyserini.eval.per_query import paired_test, randomization_p, t_test_p
 from diffret_pyserini.eval.runs import write_trec_run
 from diffret_pyserini.eval.significance import compare_to_baseline, row_cells, row_kind
+from diffret_pyserini.eval.trec_eval import evaluate_per_query, format_table, plot_metrics, read_metrics, write_report
 
 QRELS = Path(__file__).resolve().parents[1] / "diffret_pyserini" / "data" / "cacm" / "qrels" / "test.tsv"
 

@@ -2,11 +2,11 @@
 import json
 
 import pytest
+from numeric_collection import args_for, key, make_numeric_collection
 
 from diffret_pyserini import pipeline
 from diffret_pyserini.pipeline.source_choice import dev_score, pick_source
 from diffret_pyserini.train import sources
-from numeric_collection import args_for, key, make_numeric_collection
 
 
 def record(**systems):

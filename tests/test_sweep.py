@@ -4,11 +4,11 @@ import struct
 from dataclasses import replace
 
 import pytest
+from numeric_collection import key, make_numeric_collection
 
 from diffret_pyserini.cli import run_dataclass_cli
 from diffret_pyserini.sweep.arguments import SweepArguments
 from diffret_pyserini.sweep.grid import run
-from numeric_collection import key, make_numeric_collection
 
 
 def sweep(tmp, dataset, *extra):
@@ -62,8 +62,9 @@ def test_sweep_resumes_without_searching_again(swept, caplog):
 
 
 def test_kq_auto_is_its_own_system_in_the_pipeline(swept):
-    from diffret_pyserini import pipeline
     from numeric_collection import args_for
+
+    from diffret_pyserini import pipeline
 
     tmp, dataset, _ = swept
     args = replace(args_for(tmp, dataset, kp=2, kq="auto", kq_candidates=[1, 2], kq_method=["nqc", "fuse"],

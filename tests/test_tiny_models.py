@@ -12,9 +12,8 @@ Facts pinned here for the Dream / LLaDA checkpoint code (../shared/fixtures; opt
 from __future__ import annotations
 
 import pytest
-import torch
-
 import tiny_models as tm
+import torch
 
 ATOL = 1e-5
 

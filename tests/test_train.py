@@ -19,7 +19,6 @@ from diffret_pyserini.train.arguments import DataArguments, ModelArguments, Trai
 from diffret_pyserini.train.data import Example, GroupBatches, Passage, read_examples, write_examples
 from diffret_pyserini.train.trainer import read_history, train
 
-
 # Content words the tiny BERT vocabulary spells as single tokens (stopwords left out).
 WORDS = """computer system program algorithm data information search index document text method time paper
 problem result model design analysis processing memory network file structure function number set code storage

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_train import SETTINGS, run_train, synthetic, write_train
+
 from diffret_pyserini.train.trainer import read_history
 
 # Every loss term, sparse included: the sparse column space is the one thing processes must agree on.

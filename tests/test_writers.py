@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from diffret_pyserini.atomic import atomic_write, atomic_write_json
-from diffret_pyserini.index.multivector import MultiVectorStore
-from diffret_pyserini.index.faiss_dirs import write_query_embeddings_pkl
 from diffret_pyserini.encode.writers import (
-    RepresentationShardWriter, ResumeError, merge_shards, write_query_multi,
+    RepresentationShardWriter,
+    ResumeError,
+    merge_shards,
+    write_query_multi,
     write_query_sparse_jsonl,
 )
+from diffret_pyserini.index.faiss_dirs import write_query_embeddings_pkl
+from diffret_pyserini.index.multivector import MultiVectorStore
 
 H, K = 8, 3
 

@@ -15,10 +15,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Sequence
 
-from diffret_pyserini.model.device import parse_device
-from diffret_pyserini.bench.common import (SECTIONS, BenchOptions, device_info, log,
-                                           set_threads)
+from diffret_pyserini.bench.common import SECTIONS, BenchOptions, device_info, log, set_threads
 from diffret_pyserini.cli import InputError, OneLineArgumentParser
+from diffret_pyserini.model.device import parse_device
 
 DEFAULTS = BenchOptions()
 

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffret_pyserini.bench.common import (
+    BenchOptions,
+    Cell,
+    SystemSpec,
+    log,
+    one_pass_systems,
+    paired_ratio,
+    passages_of_tokens,
+    run_interleaved,
+)
 from diffret_pyserini.model.device import parse_device
-from diffret_pyserini.bench.common import (BenchOptions, Cell, SystemSpec, log, one_pass_systems, paired_ratio,
-                                           passages_of_tokens, run_interleaved)
 
 TARGET_RATIO = 0.55  # one pass (dense + sparse) <= 0.55 x two pyserini.encode passes
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from diffret_pyserini.model.device import parse_device
 from diffret_pyserini.bench.common import BenchOptions, log, percentile, sync
 from diffret_pyserini.cli import InputError
+from diffret_pyserini.model.device import parse_device
 
 TARGET_SPEEDUP = 1.6    # after >= 1.6 x before, docs/s
 TARGET_PADDING = 0.05   # after: padding <= 5% of the positions computed

@@ -11,7 +11,6 @@ import json
 import shutil
 import sys
 import tempfile
-
 from pathlib import Path
 
 from diffret_pyserini.bench.common import BenchOptions

@@ -24,8 +24,16 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from diffret_pyserini.cli import (ArgumentError, OneLineArgumentParser, check_at_least, check_writable,
-                                  configure_logging, dataclass_parser, guarded, pop_debug)
+from diffret_pyserini.cli import (
+    ArgumentError,
+    OneLineArgumentParser,
+    check_at_least,
+    check_writable,
+    configure_logging,
+    dataclass_parser,
+    guarded,
+    pop_debug,
+)
 from diffret_pyserini.model.arguments import EncoderOverrides, EncodingArguments, ModelLoadArguments
 from diffret_pyserini.model.encoder import REPRESENTATIONS
 

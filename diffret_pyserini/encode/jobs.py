@@ -16,10 +16,10 @@ from typing import Iterator, Sequence
 
 from tqdm import tqdm
 
-from diffret_pyserini.encode.batching import BatchPlan, padding_fraction, plan_batches
 from diffret_pyserini.datasets import Document, count_corpus, iter_corpus, normalize_text
-from diffret_pyserini.model.encoder import DiffRetEncoder
+from diffret_pyserini.encode.batching import BatchPlan, padding_fraction, plan_batches
 from diffret_pyserini.fingerprint import fingerprint, path_digest
+from diffret_pyserini.model.encoder import DiffRetEncoder
 
 __all__ = ["EncodeOptions", "encode_corpus", "encode_queries", "encoder_fingerprint", "shard_range", "batched",
            "EncodeStats",

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from pyserini.encode import DocumentEncoder, QueryEncoder
 
-from diffret_pyserini.model.encoder import DiffRetEncoder, REPRESENTATIONS, SettingError
+from diffret_pyserini.model.encoder import REPRESENTATIONS, DiffRetEncoder, SettingError
 from diffret_pyserini.model.spec import get_encoder, parse_spec
 
 # Keyword arguments pyserini.encode's init_encoder adds when the model name merely CONTAINS words such as

@@ -22,8 +22,8 @@ import json
 import os
 import re
 import shutil
-from itertools import chain
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable
 

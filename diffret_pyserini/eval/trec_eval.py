@@ -19,10 +19,16 @@ from typing import Mapping, Sequence
 from diffret_pyserini.atomic import atomic_write_bytes, atomic_write_text
 from diffret_pyserini.cli import InputError, ToolError
 from diffret_pyserini.datasets import load_qrels
-from diffret_pyserini.pyserini_java import trec_eval_command
 from diffret_pyserini.eval.significance import (
-    Comparison, column_headers, compare_to_baseline, is_peer, legend, row_cells, row_kind,
+    Comparison,
+    column_headers,
+    compare_to_baseline,
+    is_peer,
+    legend,
+    row_cells,
+    row_kind,
 )
+from diffret_pyserini.pyserini_java import trec_eval_command
 
 __all__ = [
     "DEFAULT_METRICS", "evaluate_run", "display_name", "convert_qrels", "write_metrics", "read_metrics",

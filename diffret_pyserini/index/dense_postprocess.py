@@ -157,8 +157,7 @@ def apply_to_encoded_queries(src: str | os.PathLike, dst: str | os.PathLike, tra
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Fit a transform on a FAISS dir's vectors and write the transformed FAISS dir and queries."""
-    from diffret_pyserini.cli import check_at_least
-    from diffret_pyserini.cli import OneLineArgumentParser, configure_logging, guarded, pop_debug
+    from diffret_pyserini.cli import OneLineArgumentParser, check_at_least, configure_logging, guarded, pop_debug
 
     args, debug = pop_debug(sys.argv[1:] if argv is None else argv)
     parser = OneLineArgumentParser(prog="python -m diffret_pyserini.index.dense_postprocess",

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from diffret_pyserini.cli import InputError
+from diffret_pyserini.model import recipes
 from diffret_pyserini.model import representations as R
 from diffret_pyserini.model.backbones.base import Backbone
-from diffret_pyserini.model import recipes
 from diffret_pyserini.model.prompts import PromptBuilder, PromptLayout, load_templates
 from diffret_pyserini.model.representations import REPRESENTATIONS
 

@@ -69,8 +69,8 @@ def gather(dataset, args, topics: dict[str, str], model: str, ks: list[int], kp:
            bm25: Path, bm25_fp: str, runs_root: Path, queries_name: str = "queries") -> Gathered:
     """Encode (cached) and search each (k, kp) cell; `queries_name` other than 'queries' encodes `topics` as an
     extra query set (pseudo-queries) beside the cell's own and searches those instead."""
-    from diffret_pyserini.pipeline.cells import encode_query_set, encode_stages, role_encoders, search_cell
     from diffret_pyserini.eval.runs import read_trec_run
+    from diffret_pyserini.pipeline.cells import encode_query_set, encode_stages, role_encoders, search_cell
 
     out = Gathered(kp)
     for k in ks:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from diffret_pyserini.budget import METHODS as BUDGET_METHODS
 from diffret_pyserini.cli import ArgumentError, check_at_least, check_choice, check_writable
 from diffret_pyserini.model.arguments import EncoderOverrides, EncodingArguments, ModelLoadArguments
-from diffret_pyserini.budget import METHODS as BUDGET_METHODS
 from diffret_pyserini.pipeline.peers import DEFAULT_PEER_SYSTEMS, PEER_SYSTEMS
 from diffret_pyserini.search.systems import SYSTEMS
 

@@ -17,11 +17,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diffret_pyserini.datasets import Dataset
-from diffret_pyserini.fingerprint import fingerprint, path_digest
+from diffret_pyserini.fingerprint import StageLog, fingerprint, folder_lock, path_digest
 from diffret_pyserini.index.lucene import build_lucene_index, dataset_key
 from diffret_pyserini.model.recipes import DEFAULT_RECIPE
 from diffret_pyserini.pipeline.arguments import PipelineArguments
-from diffret_pyserini.fingerprint import StageLog, folder_lock
 from diffret_pyserini.search.systems import SearchInputs, run_system, uses_bm25, uses_model
 
 log = logging.getLogger("diffret_pyserini.pipeline")

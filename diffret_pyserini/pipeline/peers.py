@@ -35,11 +35,10 @@ from tqdm import tqdm
 from diffret_pyserini.atomic import atomic_write
 from diffret_pyserini.cli import InputError
 from diffret_pyserini.datasets import Dataset, iter_corpus, normalize_text
-from diffret_pyserini.fingerprint import fingerprint, path_digest
+from diffret_pyserini.eval.runs import read_trec_run, write_trec_run
+from diffret_pyserini.fingerprint import StageLog, fingerprint, folder_lock, path_digest
 from diffret_pyserini.index.faiss_dirs import write_faiss_dir
 from diffret_pyserini.index.lucene import build_lucene_index
-from diffret_pyserini.eval.runs import read_trec_run, write_trec_run
-from diffret_pyserini.fingerprint import StageLog, folder_lock
 
 __all__ = ["PeerContext", "PEERS", "PEER_SYSTEMS", "DEFAULT_PEER_SYSTEMS", "MINILM_PACKAGE", "minilm_folder",
            "splade_pooling", "minilm", "promptreps_single", "promptreps_multi", "search_peers", "run_peers",
@@ -296,8 +295,14 @@ def run_peers(dataset_dir: str, indexes: str, runs: str, peers: Sequence[str] = 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m diffret_pyserini.pipeline.peers --dataset cacm --indexes DIR --runs DIR [--peers ...]`."""
-    from diffret_pyserini.cli import (OneLineArgumentParser, check_at_least, check_writable, configure_logging,
-                                      guarded, pop_debug)
+    from diffret_pyserini.cli import (
+        OneLineArgumentParser,
+        check_at_least,
+        check_writable,
+        configure_logging,
+        guarded,
+        pop_debug,
+    )
     from diffret_pyserini.model.arguments import DEVICE_HELP
     from diffret_pyserini.model.packaged import set_offline_env
 

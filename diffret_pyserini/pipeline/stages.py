@@ -8,13 +8,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from diffret_pyserini.atomic import atomic_write_json, atomic_write_text
 from diffret_pyserini.datasets import Dataset, check_dataset, load_queries, normalize_text, resolve_dataset
-from diffret_pyserini.fingerprint import fingerprint
+from diffret_pyserini.fingerprint import fingerprint, folder_lock
 from diffret_pyserini.index.lucene import bm25_fingerprint, bm25_index, dataset_key
 from diffret_pyserini.pipeline.arguments import BASELINE_SYSTEMS, PipelineArguments
 from diffret_pyserini.pipeline.cells import EncodedCell, encode_stages, model_tag, search_cell, slug  # noqa: F401
-from diffret_pyserini.atomic import atomic_write_json, atomic_write_text
-from diffret_pyserini.fingerprint import folder_lock
 from diffret_pyserini.search.systems import HYBRID_SYSTEMS, SYSTEMS, SearchInputs, uses_model
 
 log = logging.getLogger("diffret_pyserini.pipeline")  # shown as [pipeline]
@@ -44,10 +43,10 @@ def auto_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str]
                bm25_fp: str, runs_root: Path, run_dir: Path) -> dict[str, dict[str, float]]:
     """--kq auto: every candidate Kq searched at the model's Kp, then one run per (system, method), written as
     run_dir/<system>-kq-<method>.trec and evaluated like the fixed systems."""
-    from diffret_pyserini.pipeline.adaptive_k import AUTO_SYSTEMS, auto_system_name, gather, select, train_learned
-    from diffret_pyserini.eval.trec_eval import evaluate_run, write_report
-    from diffret_pyserini.pipeline.cells import role_encoders
     from diffret_pyserini.eval.runs import write_trec_run
+    from diffret_pyserini.eval.trec_eval import evaluate_run, write_report
+    from diffret_pyserini.pipeline.adaptive_k import AUTO_SYSTEMS, auto_system_name, gather, select, train_learned
+    from diffret_pyserini.pipeline.cells import role_encoders
 
     systems = [s for s in args.systems if s in AUTO_SYSTEMS]
     if not systems:
@@ -83,8 +82,8 @@ def peers_stage(dataset: Dataset, args: PipelineArguments, topics: dict[str, str
     """The peers (peers.py, through Pyserini's own encoders) on the same collection and topics: runs under
     runs/<dataset>/peers/, rows named peer-*, reported in the main table (a table of the peers alone, beside
     BM25, is `python -m diffret_pyserini.pipeline.peers`'s); returns ({row: metrics}, {row: run path})."""
-    from diffret_pyserini.model.device import parse_device
     from diffret_pyserini.eval.trec_eval import evaluate_run
+    from diffret_pyserini.model.device import parse_device
     from diffret_pyserini.pipeline.peers import search_peers
 
     out = Path(args.runs) / key / "peers"
@@ -126,8 +125,8 @@ def wants_finetune(args: PipelineArguments, dataset, source: str | None = None) 
 
 def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     """Run every stage; returns {system: {metric: value}} (fine-tuned systems prefixed 'ft-')."""
-    from diffret_pyserini.model.spec import get_encoder
     from diffret_pyserini.eval.trec_eval import write_report
+    from diffret_pyserini.model.spec import get_encoder
     from diffret_pyserini.train.sources import dev_split, source_candidates
 
     args.validate()  # every flag, then every input file, then the model: all before any index or encoding

@@ -19,9 +19,21 @@ from pathlib import Path
 from typing import Sequence
 
 from diffret_pyserini.cli import ArgumentError, OneLineArgumentParser, configure_logging, guarded, pop_debug
-from diffret_pyserini.repro.matrix import (BEIR7, LOCAL_DATASETS, Condition, Roots, commands, conditions,
-                                           datasets_of, find, missing_inputs, model_arg, pipeline_argv, row_of,
-                                           shell)
+from diffret_pyserini.repro.matrix import (
+    BEIR7,
+    LOCAL_DATASETS,
+    Condition,
+    Roots,
+    commands,
+    conditions,
+    datasets_of,
+    find,
+    missing_inputs,
+    model_arg,
+    pipeline_argv,
+    row_of,
+    shell,
+)
 
 log = logging.getLogger("diffret_pyserini.repro")
 DATASETS = (*LOCAL_DATASETS, *BEIR7)

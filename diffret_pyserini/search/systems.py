@@ -19,6 +19,7 @@ import numpy as np
 
 from diffret_pyserini.datasets import normalize_text
 
+
 class EncodedMultiQueries:
     """Query encoder for MultiVectorSearcher that looks pre-encoded [Kq,H] vectors up by query text."""
 
@@ -81,8 +82,8 @@ CANDIDATES_FILE = "candidates.faiss"
 
 
 def multi_searcher(inputs: SearchInputs):
-    from diffret_pyserini.search.maxsim import MultiVectorSearcher
     from diffret_pyserini.index.multivector import MultiVectorStore
+    from diffret_pyserini.search.maxsim import MultiVectorSearcher
 
     queries = EncodedMultiQueries(inputs.queries_dir / "multi", inputs.topics)
     cache = inputs.multi_dir / CANDIDATES_FILE

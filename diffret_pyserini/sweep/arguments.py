@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from diffret_pyserini.budget import METHODS
 from diffret_pyserini.cli import ArgumentError, check_at_least, check_choice
 from diffret_pyserini.model.arguments import EncoderOverrides
-from diffret_pyserini.budget import METHODS
 from diffret_pyserini.pipeline.arguments import PipelineArguments
 
 SWEEP_SYSTEMS = ("sparse", "dense", "multi")

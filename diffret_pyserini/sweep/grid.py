@@ -42,13 +42,13 @@ def encode_latency(model: str, args: SweepArguments, topics: dict[str, str], doc
 def run(args: SweepArguments) -> dict:
     """Every cell of the grid, the per-query analysis and the adaptive methods; returns the sweep summary."""
     from diffret_pyserini.bench.common import contention_probe
-    from diffret_pyserini.pipeline.adaptive_k import auto_system_name, gather, select, train_learned
     from diffret_pyserini.datasets import check_dataset, iter_corpus, load_queries, normalize_text, resolve_dataset
+    from diffret_pyserini.eval.runs import write_trec_run
     from diffret_pyserini.eval.trec_eval import evaluate_per_query
     from diffret_pyserini.fingerprint import fingerprint
     from diffret_pyserini.index.lucene import bm25_fingerprint, bm25_index, dataset_key
+    from diffret_pyserini.pipeline.adaptive_k import auto_system_name, gather, select, train_learned
     from diffret_pyserini.pipeline.cells import slug
-    from diffret_pyserini.eval.runs import write_trec_run
     from diffret_pyserini.sweep.report import write_report
 
     args.validate()

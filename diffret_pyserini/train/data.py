@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from diffret_pyserini.cli import InputError
-from diffret_pyserini.datasets import (DatasetError, Document, corpus_files, json_lines, json_object,
-                                       normalize_text)
+from diffret_pyserini.datasets import DatasetError, Document, corpus_files, json_lines, json_object, normalize_text
 
 
 @dataclass(frozen=True)

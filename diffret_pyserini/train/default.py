@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.cli import InputError, ToolError
 from diffret_pyserini.datasets import resolve_dataset
 from diffret_pyserini.fingerprint import fingerprint, path_digest
 from diffret_pyserini.index.lucene import dataset_key
-from diffret_pyserini.atomic import atomic_write_json
 
 BASE_MODEL = "splade-tiny"
 FOLDER = "splade-tiny-ft"

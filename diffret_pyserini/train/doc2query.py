@@ -26,8 +26,7 @@ from typing import Iterable, Iterator, Sequence
 from diffret_pyserini.atomic import atomic_write, atomic_write_json
 from diffret_pyserini.cli import InputError
 from diffret_pyserini.datasets import iter_corpus, normalize_text
-from diffret_pyserini.fingerprint import fingerprint, path_digest
-from diffret_pyserini.fingerprint import folder_lock
+from diffret_pyserini.fingerprint import fingerprint, folder_lock, path_digest
 
 log = logging.getLogger(__name__)
 

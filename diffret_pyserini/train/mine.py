@@ -27,8 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffret_pyserini.cli import InputError
-from diffret_pyserini.datasets import (DatasetError, iter_corpus, load_qrels, load_queries, normalize_text,
-                                       resolve_dataset)
+from diffret_pyserini.datasets import (
+    DatasetError,
+    iter_corpus,
+    load_qrels,
+    load_queries,
+    normalize_text,
+    resolve_dataset,
+)
 from diffret_pyserini.train.data import Example, Passage, write_examples
 
 SOURCES = ("qrels", "titles", "sentences", "lm")

@@ -18,11 +18,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.cli import InputError
 from diffret_pyserini.model.backbones import Backbone, load_backbone
 from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG
 from diffret_pyserini.model.encoder import DiffRetEncoder, EncoderSettings
-from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.train.arguments import ModelArguments
 
 

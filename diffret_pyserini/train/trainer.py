@@ -31,8 +31,7 @@ from tqdm import tqdm
 from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.cli import InputError
 from diffret_pyserini.model.backbones.load import DIFFRET_CONFIG
-from diffret_pyserini.train.arguments import (RESUME_FREE, DataArguments, ModelArguments, TrainingArguments,
-                                              to_json)
+from diffret_pyserini.train.arguments import RESUME_FREE, DataArguments, ModelArguments, TrainingArguments, to_json
 from diffret_pyserini.train.data import GroupBatches, GroupDataset, RankBatchSampler, collate_groups, read_examples
 from diffret_pyserini.train.distributed import gather, gather_texts, world
 from diffret_pyserini.train.loss import LossWeights, combined_loss

@@ -18,13 +18,16 @@ from pathlib import Path
 
 import torch
 
-from diffret_pyserini.model.backbones.base import Backbone
-from diffret_pyserini.model.backbones.bidirectional import (BidirectionalDecoderBackbone, DreamBackbone, LLaDABackbone,
-                                                      MaskedLMBackbone)
-from diffret_pyserini.model.backbones.causal import CausalBackbone
 from diffret_pyserini.cli import one_line
-from diffret_pyserini.model.backbones.checks import (MAX_MESSAGE, ModelLoadError, read_json, require_files,
-                                                     require_trust)
+from diffret_pyserini.model.backbones.base import Backbone
+from diffret_pyserini.model.backbones.bidirectional import (
+    BidirectionalDecoderBackbone,
+    DreamBackbone,
+    LLaDABackbone,
+    MaskedLMBackbone,
+)
+from diffret_pyserini.model.backbones.causal import CausalBackbone
+from diffret_pyserini.model.backbones.checks import MAX_MESSAGE, ModelLoadError, read_json, require_files, require_trust
 from diffret_pyserini.model.backbones.native import NATIVE_KINDS, adapter_problem, has_native_class, load_native
 from diffret_pyserini.model.device import default_dtype, parse_device
 from diffret_pyserini.model.recipes import DEFAULT_RECIPE, ONE_PASS_KINDS, RECIPE_KINDS, split_kind

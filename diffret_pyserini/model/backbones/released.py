@@ -23,12 +23,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffret_pyserini.model.backbones.base import Backbone
 from diffret_pyserini.cli import one_line
+from diffret_pyserini.model.backbones.base import Backbone
 from diffret_pyserini.model.backbones.checks import ModelLoadError, adapter_problems, read_json, require_trust
-from diffret_pyserini.model.backbones.load import (BACKBONE_CLASSES, ModelSpec, load_backbone, load_model,
-                                                   load_tokenizer, loads_natively, read_hf_config,
-                                                   resolve_path)
+from diffret_pyserini.model.backbones.load import (
+    BACKBONE_CLASSES,
+    ModelSpec,
+    load_backbone,
+    load_model,
+    load_tokenizer,
+    loads_natively,
+    read_hf_config,
+    resolve_path,
+)
 from diffret_pyserini.model.device import default_dtype, parse_device
 
 __all__ = ["RETRIEVER_CONFIG", "MODEL_TYPES", "ReleasedConfig", "is_released", "read_released", "tail_ids",
