@@ -259,3 +259,21 @@ def test_no_page_names_a_build_machine_path_or_narrates_sessions():
             if ABSOLUTE_BUILD_PATH.search(line) or NARRATION.search(line):
                 found.append(f"{page.relative_to(REPO)}:{number}: {line.strip()[:120]}")
     assert found == []
+
+
+def test_no_published_record_names_a_build_machine_path():
+    """The JSON records beside the docs (bench and results) hold paths relative to where they were made."""
+    found = [f"{path.relative_to(REPO)}:{number}"
+             for path in sorted((REPO / "docs").rglob("*.json"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if ABSOLUTE_BUILD_PATH.search(line)]
+    assert found == []
+
+
+def test_bench_records_are_written_with_portable_paths(tmp_path):
+    from diffret_pyserini.bench.report import portable_paths
+
+    record = {"out": str(tmp_path / "bench"), "rows": [{"corpus": "/elsewhere/data/c.jsonl", "k": 4}],
+              "note": "a /plain string", "relative": "docs/x.json"}
+    assert portable_paths(record, tmp_path) == {"out": "bench", "rows": [{"corpus": "c.jsonl", "k": 4}],
+                                                "note": "a /plain string", "relative": "docs/x.json"}
