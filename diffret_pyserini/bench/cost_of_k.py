@@ -13,19 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diffret_pyserini.bench.common import (
-    BenchOptions,
-    Cell,
-    SystemSpec,
-    cacm_queries,
-    encoder_for,
-    log,
-    one_pass_systems,
-    paired_ratio,
-    passages_of_tokens,
-    run_interleaved,
-)
 from diffret_pyserini.model.device import parse_device
+from diffret_pyserini.bench.common import (BenchOptions, Cell, SystemSpec, encoder_for, log, one_pass_systems,
+                                           paired_ratio, passages_of_tokens, cacm_queries,
+                                           run_interleaved)
 from diffret_pyserini.model.encoder import REPRESENTATIONS
 
 TARGET_PASSAGE_RATIO = 1.10     # one-pass latency(K=16)/latency(K=1), 256-token passages, batch 1 and B

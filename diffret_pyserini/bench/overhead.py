@@ -24,20 +24,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from diffret_pyserini.bench.common import (
-    BenchOptions,
-    Cell,
-    SystemSpec,
-    encoder_for,
-    log,
-    one_pass_systems,
-    paired_ratio,
-    passages_of_tokens,
-    run_interleaved,
-    sync,
-)
 from diffret_pyserini.model import representations as R
 from diffret_pyserini.model.device import parse_device
+from diffret_pyserini.bench.common import (BenchOptions, Cell, SystemSpec, encoder_for, log, one_pass_systems,
+                                           paired_ratio, passages_of_tokens, run_interleaved, sync)
 from diffret_pyserini.model.encoder import REPRESENTATIONS
 from diffret_pyserini.model.prompts import PromptBuilder
 
