@@ -59,16 +59,14 @@ def shaped_config(code_config: dict, like_config: dict, mask_id: int, pad_id: in
 
 def build(code: Path, like: str, out: Path, seed: int = 0) -> Path:
     """Write the random-weight folder OUT (see the module docstring); returns OUT."""
-    from transformers import AutoTokenizer
-
-    from diffret_pyserini.model.backbones.load import slot_token_id
+    from diffret_pyserini.model.backbones.load import load_tokenizer, slot_token_id
     from diffret_pyserini.model.backbones.native import random_checkpoint
     from diffret_pyserini.model.packaged import resolve_model_path
 
     like_dir = Path(resolve_model_path(like))
     code_config = json.loads((code / "config.json").read_text())
     like_config = json.loads((like_dir / "config.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(like_dir, local_files_only=True)
+    tokenizer = load_tokenizer(like_dir)
     mask_id = slot_token_id("bidirectional", {}, tokenizer, None, like_dir)
     eos_id = int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else mask_id)
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id)
@@ -88,8 +86,9 @@ def random_decoder(like: str, out: Path, seed: int = 0) -> Path:
     PromptReps side of a cost comparison where the real weights are out of reach (with `stop_early=False` the
     baseline makes its K steps whatever the weights say)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
+    from diffret_pyserini.model.backbones.load import load_tokenizer
     from diffret_pyserini.model.packaged import resolve_model_path
 
     like_dir = Path(resolve_model_path(like))
@@ -97,7 +96,7 @@ def random_decoder(like: str, out: Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(like_dir, local_files_only=True))
         model.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(like_dir, local_files_only=True).save_pretrained(tmp)
+        load_tokenizer(like_dir).save_pretrained(tmp)
     return out
 
 

@@ -154,13 +154,14 @@ class QueryGenerator:
 
     def __init__(self, args: Doc2QueryArguments):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
+        from diffret_pyserini.model.backbones.load import load_tokenizer
         from diffret_pyserini.model.packaged import resolve_model_path
 
         folder = resolve_model_path(args.model)
         self.torch, self.args = torch, args
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.tokenizer = load_tokenizer(Path(folder))
         self.tokenizer.padding_side = "left"  # generation continues every row from its last real token
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

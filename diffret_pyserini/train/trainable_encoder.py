@@ -158,9 +158,7 @@ def build_encoder(args: ModelArguments, settings: dict | None = None, device: st
                          f"({json.loads((spec.path / DIFFRET_CONFIG).read_text()).get('base_model')})")
     dev = parse_device(args.device if device is None else device)
     bf16 = dev.type == "cuda" if bf16 is None else bf16
-    dtype = None if args.dtype == "auto" else args.dtype
-    if dtype is None:
-        dtype = torch.bfloat16 if (bf16 and not full_finetune) else torch.float32
+    dtype = args.dtype if args.dtype != "auto" else (torch.bfloat16 if bf16 and not full_finetune else torch.float32)
     remote = {"trust_remote_code": True} if args.trust_remote_code else {}
     backbone = load_backbone(model, kind=args.kind, device=str(dev), dtype=dtype, slot_token=args.slot_token,
                              **remote)
