@@ -166,11 +166,17 @@ def train_recipe(model: Path, kind: str, out: Path, **overrides) -> Path:
     return train(ModelArguments(**m), DataArguments(**d), TrainingArguments(**t))
 
 
-@pytest.mark.parametrize("name,kind", [("bert", "diffembed"), ("qwen2", "repllama")])
-def test_recipe_fine_tunes_and_its_held_out_score_rises(tiny_model_dirs, tmp_path, name, kind):
-    out = train_recipe(tiny_model_dirs[name], kind, tmp_path / "out")
+# the CPU LoRA recipe of train/default.py (frozen bf16 weights, CPU autocast, gradient checkpointing)
+LORA_BF16 = dict(full_finetune=False, bf16=True, gradient_checkpointing=True, lora_dropout=0.0)
+
+
+@pytest.mark.parametrize("name,kind,how", [("bert", "diffembed", {}), ("qwen2", "repllama", {}),
+                                           ("qwen2", "repllama", LORA_BF16)], ids=["bert", "qwen2", "qwen2-lora-bf16"])
+def test_recipe_fine_tunes_and_its_held_out_score_rises(tiny_model_dirs, tmp_path, name, kind, how):
+    out = train_recipe(tiny_model_dirs[name], kind, tmp_path / "out", **how)
     config = json.loads((out / "diffret_config.json").read_text())
     assert config["kind"] == kind  # the folder loads as the same recipe again
+    assert (config["adapter"] == "adapter") == bool(how)  # LoRA saves the adapter alone
     tuned = DiffRetEncoder(load_backbone(out, device="cpu"))
     assert tuned.recipe == kind and tuned.representations == ("dense",)
     base = DiffRetEncoder(load_backbone(tiny_model_dirs[name], kind=kind, device="cpu"))

@@ -374,3 +374,35 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_model_dirs, tmp_path)
     history = read_history(out)
     assert [h["step"] for h in history] == [1, 2, 3]  # optimiser steps, each the mean of 2 micro-batches
     assert json.loads((out / "diffret_train.json").read_text())["steps"] == 3
+
+
+def test_the_cpu_recipe_trains_splade_tiny_fully_and_any_other_model_with_bf16_lora():
+    from diffret_pyserini.train import default
+
+    assert default.recipe("splade-tiny") == default.TRAIN  # unchanged: its cached folders stay valid
+    lora = default.recipe("smollm2")
+    assert (lora["full_finetune"], lora["bf16"], lora["gradient_checkpointing"], lora["lora_dropout"]) == \
+        (False, True, True, 0.0)
+    assert (lora["learning_rate"], lora["kq"], lora["kp"]) == (1e-4, default.TRAIN["kq"], default.TRAIN["kp"])
+    baseline = default.recipe("smollm2", kind="repllama", k={"kq": 1, "kp": 1})
+    assert "kq" not in baseline and baseline["kind"] == "repllama" and baseline["loss_sparse"] == 0.0
+
+
+def test_a_model_read_at_another_k_trains_at_that_k_into_its_own_folder(tmp_path):
+    from diffret_pyserini.train import default
+
+    args = default.recipe("smollm2", k={"kq": 1, "kp": 1})
+    assert (args["kq"], args["kp"]) == (1, 1)
+    assert default.k_suffix({"kq": 1, "kp": 1}) == "-k1-1" and default.k_suffix({"kq": 2}) == "-k2-8"
+    assert default.k_suffix({"kq": 4, "kp": 8}) == "" and default.k_suffix(None) == ""
+    assert default.k_suffix({"kq": 1}, kind="repllama") == ""  # a baseline reads one vector whatever K says
+    cmd = default.train_command("smollm2", tmp_path / "train", tmp_path / "out", False, 2, k={"kq": 1, "kp": 1})
+    assert cmd[cmd.index("--kq") + 1] == "1" and cmd[cmd.index("--kp") + 1] == "1"
+
+
+def test_the_pipeline_fine_tunes_at_the_k_it_reads_the_model_at():
+    from diffret_pyserini.pipeline.arguments import PipelineArguments
+    from diffret_pyserini.pipeline.source_choice import trained_k
+
+    assert trained_k(PipelineArguments(kq="1", kp=1)) == {"kq": 1, "kp": 1}
+    assert trained_k(PipelineArguments(kq="auto")) is None and trained_k(PipelineArguments()) is None

@@ -80,3 +80,12 @@ def test_deepspeed_zero2_config_is_the_one_the_documented_command_uses():
     text = (ROOT / "docs" / "training.md").read_text()
     command = re.search(r"torchrun[^`]*--deepspeed configs/deepspeed_zero2\.json[^`]*", text)
     assert command and "--lora_r" in command.group(0)  # Dream trains natively: no --trust_remote_code needed
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="with a GPU, --bf16 trains there")
+def test_bf16_without_a_gpu_means_cpu_autocast_not_an_error(tmp_path):
+    """transformers refuses --bf16 on a machine without a GPU unless --use_cpu is given; ours implies it."""
+    _, _, t = parse(["--output_dir", str(tmp_path), "--bf16", "True"])
+    assert t.bf16 and t.use_cpu
+    _, _, t = parse(["--output_dir", str(tmp_path)])
+    assert not t.bf16 and not t.use_cpu

@@ -91,6 +91,12 @@ def keep_finetuned(zero_shot: dict | None, finetuned: dict | None):
     return False, choice, f"left out: {choice.why}"
 
 
+def trained_k(args: PipelineArguments) -> dict[str, int] | None:
+    """The K the job reads its model at, when given (--kq N / --kp N): the fine-tuned model trains at it."""
+    k = {key: value for key, value in args.settings().items() if key in ("kq", "kp")}
+    return k or None
+
+
 def finetune_on_best_source(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], key: str,
                             bm25: Path, sources: list[str], dev: DevSet | None) -> tuple[str, Path, dict]:
     """Fine-tune on every candidate source and keep the safe choice on `dev` (see the module docstring); returns
@@ -106,7 +112,7 @@ def finetune_on_best_source(dataset: Dataset, args: PipelineArguments, topics: d
     for source in sources if compare else sources[:1]:
         log.info(f"fine-tuning the model on {source} pseudo-queries from the corpus (cached once trained) ...")
         folders[source] = finetuned_default(args.dataset, Path(args.indexes) / key / "finetuned", force=args.force,
-                                            base_model=args.model, source=source)
+                                            base_model=args.model, source=source, k=trained_k(args))
     if not compare:
         return sources[0], folders[sources[0]], {}
     records: dict[str, dict | None] = {}

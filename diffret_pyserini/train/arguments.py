@@ -87,10 +87,21 @@ class TrainingArguments(transformers.TrainingArguments):
             # Without use_cpu, accelerate gives CPU processes under torchrun DistributedType.NO: no DDP, every
             # process would update its own copy from its own half of the gradient.
             self.use_cpu = True
+        if self.bf16 and not self.use_cpu and not _accelerator():
+            # transformers refuses --bf16 without a GPU unless told to run on the CPU, where it means CPU autocast
+            self.use_cpu = True
         if "warmup_ratio" not in transformers.TrainingArguments.__dataclass_fields__ and not self.warmup_steps:
             # transformers 5 dropped warmup_ratio: there a warmup_steps below 1 is the share of all steps
             self.warmup_steps = self.warmup_ratio if self.warmup_ratio < 1 else 0
         super().__post_init__()
+
+
+def _accelerator() -> bool:
+    """Whether torch sees a GPU (CUDA/ROCm, XPU or Apple's MPS) that transformers would train on."""
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return (torch.cuda.is_available() or bool(xpu and xpu.is_available())
+            or bool(mps and mps.is_available()))
 
 
 # Arguments that may change between a run and its resume without changing what is learned; every other field

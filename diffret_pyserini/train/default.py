@@ -64,27 +64,45 @@ def source_parts(source: str) -> list[str]:
     return parts
 
 
-def recipe(base_model: str, kind: str | None = None) -> dict:
-    """Training arguments for a base model: the tuned recipe for SPLADE-tiny; LoRA (r=16, alpha=64) for
-    anything else, which is too big to fine-tune fully on a CPU. `kind` diffembed / repllama: the same, with
-    the baseline's dense-only loss (BASELINE_TRAIN); K does not apply to them."""
+# Anything but SPLADE-tiny trains LoRA adapters (r=16, alpha=64) on frozen bf16 weights, with gradient
+# checkpointing: SmolLM2-135M's 120 steps of 32 x 3 texts then take ~30 s a step and 8 GB on 2 AMX cores, where
+# fp32 took 92 s and 15 GB. The adapters' own dropout is off like the model's (`dropout=False`): on a CPU its
+# masks cost more than the matrix products.
+LORA = dict(full_finetune=False, learning_rate=1e-4, lora_dropout=0.0, bf16=True, gradient_checkpointing=True)
+
+
+def recipe(base_model: str, kind: str | None = None, k: dict[str, int] | None = None) -> dict:
+    """Training arguments for a base model: the tuned recipe for SPLADE-tiny; LORA for anything else, which is
+    too big to fine-tune fully on a CPU. `kind` diffembed / repllama: the same, with the baseline's dense-only
+    loss (BASELINE_TRAIN); K does not apply to them. `k` ({'kq': .., 'kp': ..}, either or both) trains at
+    another K than TRAIN's, the one the model will be read at."""
     from diffret_pyserini.model.packaged import resolve_model_path
 
     args = dict(TRAIN)
     if resolve_model_path(base_model) != resolve_model_path(BASE_MODEL):
-        args.update(full_finetune=False, learning_rate=1e-4)
+        args.update(LORA)
     if kind is not None:
         args = {key: value for key, value in args.items() if key not in ("kq", "kp")}
         args.update(kind=kind, **BASELINE_TRAIN)
+    elif k:
+        args.update({key: int(value) for key, value in k.items() if key in ("kq", "kp")})
     return args
 
 
+def k_suffix(k: dict[str, int] | None, kind: str | None = None) -> str:
+    """'-k1-1' for a K other than TRAIN's (its folder must not be the default K's); '' otherwise."""
+    if kind is not None or not k:
+        return ""
+    kq, kp = int(k.get("kq", TRAIN["kq"])), int(k.get("kp", TRAIN["kp"]))
+    return "" if (kq, kp) == (TRAIN["kq"], TRAIN["kp"]) else f"-k{kq}-{kp}"
+
+
 def train_command(base_model: str, train_dir: Path, out: Path, resume: bool, threads: int,
-                  kind: str | None = None) -> list[str]:
+                  kind: str | None = None, k: dict[str, int] | None = None) -> list[str]:
     model = base_model if not Path(base_model).is_dir() else str(Path(base_model).resolve())
     cmd = [sys.executable, "-m", "diffret_pyserini.train", "--model", model, "--train_data", str(train_dir),
            "--output_dir", str(out), "--threads", str(threads)]
-    for key, value in recipe(base_model, kind).items():
+    for key, value in recipe(base_model, kind, k).items():
         cmd += [f"--{key}", str(value)]
     return cmd + (["--resume", "True"] if resume else ["--overwrite_output_dir", "True"])
 
@@ -92,12 +110,13 @@ def train_command(base_model: str, train_dir: Path, out: Path, resume: bool, thr
 def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root: str | os.PathLike | None = None,
                       force: bool = False, base_model: str = BASE_MODEL, indexes: str | os.PathLike | None = None,
                       threads: int = 2, source: str = "titles", exclude: Iterable[str] | None = None,
-                      kind: str | None = None) -> Path:
+                      kind: str | None = None, k: dict[str, int] | None = None) -> Path:
     """Fine-tune `base_model` (default SPLADE-tiny) on the collection's pseudo-queries once; return the folder
     `<out_root>/<model>-ft`.
 
     `kind` (diffembed, repllama) trains that baseline recipe instead, on the same data, into
-    `<model>-<kind>-ft`. `out_root` defaults to `<indexes>/<dataset>/finetuned`; mining uses the pipeline's
+    `<model>-<kind>-ft`. `k` trains DiffRetriever (or PromptReps) at the K it will be read at, into
+    `<model>-ft-k<Kq>-<Kp>` when that is not TRAIN's K. `out_root` defaults to `<indexes>/<dataset>/finetuned`; mining uses the pipeline's
     own BM25 index `<indexes>/<dataset>/bm25` (built if missing), where `indexes` defaults to the folder two
     levels above `out_root`, else `indexes`. A second call with the same inputs returns at once; `force` trains again.
     """
@@ -112,7 +131,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     name = Path(base_model).name if Path(base_model).is_dir() else str(base_model)
     # one folder per source, so runs of models trained on different pseudo-queries never share a tag
     stem = (FOLDER if name == BASE_MODEL else f"{name}-ft") if kind is None else f"{name}-{kind}-ft"
-    out = root / (stem + ("" if source == "titles" else "-" + source.replace("+", "-")))
+    out = root / (stem + k_suffix(k, kind) + ("" if source == "titles" else "-" + source.replace("+", "-")))
     corpus = path_digest(dataset.corpus_path)
     parts = source_parts(source)
     if exclude is None:
@@ -122,7 +141,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
     exclude = sorted(set(exclude))
     mined_with = MINE[source] if len(parts) == 1 else [MINE[p] for p in parts]
     data_fp = fingerprint(corpus=corpus, source=source, mine=mined_with, exclude=exclude, version=VERSION)
-    fp = fingerprint(data=data_fp, base=path_digest(resolve_model_path(base_model)), train=recipe(base_model, kind))
+    fp = fingerprint(data=data_fp, base=path_digest(resolve_model_path(base_model)), train=recipe(base_model, kind, k))
     stamp_path = root / f"{out.name}.{STAMP}"  # beside the folder: the trainer owns the folder itself
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
     same = stamp.get("fingerprint") == fp and not force
@@ -150,7 +169,7 @@ def finetuned_default(dataset_dir_or_name: str | os.PathLike = "cacm", out_root:
         mined.unlink()
         log.info(f"{len(examples)} {part} pseudo-queries to train on ({len(held_out)} documents held out)")
     resume = same and any(out.glob("checkpoint-*"))
-    cmd = train_command(base_model, train_dir, out, resume, threads, kind)
+    cmd = train_command(base_model, train_dir, out, resume, threads, kind, k)
     atomic_write_json(stamp_path, {"fingerprint": fp, "done": False, "command": cmd})
     log.info(("resuming" if resume else "training") + f" {out} ...")
     # PASSIVE: idle OpenMP threads sleep instead of spinning; on a busy 2-core machine spinning threads made
@@ -180,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                              "several joined by '+' (lm+sentences: both, in one training set)")
     parser.add_argument("--kind", default=None, choices=["diffembed", "repllama"],
                         help="train a baseline recipe instead of DiffRetriever (dense InfoNCE, temperature 0.02)")
+    parser.add_argument("--kq", type=int, default=None, help=f"query K to train at (default {TRAIN['kq']})")
+    parser.add_argument("--kp", type=int, default=None, help=f"passage K to train at (default {TRAIN['kp']})")
     args = parser.parse_args(argv)
+    k = {key: value for key, value in (("kq", args.kq), ("kp", args.kp)) if value is not None}
     source = args.source
     if source == "auto":
         from diffret_pyserini.train.sources import choose_source
@@ -188,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         source, why = choose_source(resolve_dataset(args.dataset).corpus_path)
         log.info(f"pseudo-queries: {source} ({why})")
     print(finetuned_default(args.dataset, args.out_root, args.force, args.model, args.indexes, args.threads,
-                            source=source, kind=args.kind))
+                            source=source, kind=args.kind, k=k or None))
     return 0
 
 
