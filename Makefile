@@ -113,7 +113,7 @@ demo-notitle: $(VENV_STAMP) $(SMOLLM2_STAMP)
 	$(PY) -m diffret_pyserini.pipeline --dataset cacm-notitle
 
 # SmolLM2 read bidirectionally (one pass, K slots) against PromptReps on the same weights (causal, K greedy
-# steps); zero-shot: LoRA fine-tuning a 135M decoder does not fit a CPU budget (see README).
+# steps); zero-shot (LoRA fine-tuning SmolLM2 takes about an hour a model: docs/training.md).
 DECODER_SYSTEMS := bm25 sparse dense hybrid-dense hybrid-bm25-sparse hybrid-bm25-dense \
 	peer-promptreps-single peer-promptreps-multi
 demo-decoder: $(VENV_STAMP) $(SMOLLM2_STAMP)
