@@ -138,3 +138,32 @@ def test_fuse_pyserini_by_hand():
 
 def test_sort_scores_tie_break():
     assert sort_scores({"b": 1.0, "a": 1.0, "c": 2.0}) == [("c", 2.0), ("a", 1.0), ("b", 1.0)]
+
+
+def test_fuse_sides_sums_min_max_normalised_sides_by_weight():
+    from diffret_pyserini.search.fusion import fuse_sides
+
+    a = {"d1": 10.0, "d2": 6.0, "d3": 2.0}          # -> 1, 0.5, 0
+    b = [("d2", 0.9), ("d4", 0.3)]                  # -> d2 1, d4 0
+    c = {"d3": 5.0}                                 # one hit -> 1
+    # equal weights: d1 1/3, d2 (0.5 + 1) / 3 = 0.5, d3 (0 + 1) / 3, d4 0
+    fused = fuse_sides([a, b, c])
+    assert [d for d, _ in fused] == ["d2", "d1", "d3", "d4"]
+    assert [round(s, 6) for _, s in fused] == [0.5, 0.333333, 0.333333, 0.0]
+    # two sides at (alpha, 1 - alpha) are fuse(dense=second, sparse=first, alpha)
+    assert [(d, round(v, 9)) for d, v in fuse_sides([a, b], [0.7, 0.3])] == \
+        [(d, round(v, 9)) for d, v in fuse(b, a, alpha=0.7)] == [("d1", 0.7), ("d2", 0.65), ("d3", 0.0), ("d4", 0.0)]
+    assert fuse_sides([a, b], [0.7, 0.3], k=1) == [("d1", 0.7)]
+    with pytest.raises(ValueError, match="2 weights for 3 sides"):
+        fuse_sides([a, b, c], [0.5, 0.5])
+
+
+def test_ensemble_run_fuses_each_query_of_several_runs_at_equal_weights():
+    from diffret_pyserini.search.fusion import ensemble_run
+
+    lm = {"q1": [("d1", 3.0), ("d2", 1.0)], "q2": [("d5", 2.0), ("d6", 1.0)]}
+    sentences = {"q1": [("d2", 8.0), ("d3", 4.0)]}  # q2 missing: its side is empty
+    out = ensemble_run([lm, sentences], ["q1", "q2", "q3"], depth=2)
+    assert out["q1"] == [("d1", 0.5), ("d2", 0.5)]  # d1 (1 + 0) / 2, d2 (0 + 1) / 2 (tie: by docid), d3 0 cut
+    assert out["q2"] == [("d5", 0.5), ("d6", 0.0)]
+    assert out["q3"] == []

@@ -1,4 +1,5 @@
-"""--finetune auto without titles: the pseudo-query source is chosen on the dev queries, never the topics."""
+"""--finetune auto without titles: the fine-tuned side (the sources' ensemble or one source) is chosen on the dev
+queries, never the topics."""
 import json
 
 import pytest
@@ -52,12 +53,15 @@ def test_source_candidates(monkeypatch, tmp_path):
     assert found == ["sentences"] and "SmolLM2 is not built" in why
 
 
-def test_the_pipeline_fine_tunes_on_each_source_and_keeps_the_best_on_dev(tmp_path, monkeypatch, tiny_model_dirs):
-    """Two candidates whose "fine-tuned" models are SPLADE-tiny (first) and a random tiny BERT (second): on these
-    sentence dev queries the BERT scores higher (dev nDCG@10 0.73 vs 0.24, measured), so its source, the second,
-    must be chosen and the ft- rows must be its model's. (The names only label the candidates: the first one's
-    held-out sentences are the dev queries, as SmolLM2 is switched off for speed.)"""
+def test_the_pipeline_fine_tunes_on_each_source_and_reads_their_ensemble(tmp_path, monkeypatch, tiny_model_dirs):
+    """Two candidates whose "fine-tuned" models are SPLADE-tiny (first) and a random tiny BERT (second). On these
+    sentence dev queries the BERT's best hybrid scores 0.71, SPLADE-tiny's 0.24 and their ensemble's 0.84
+    (measured): the ensemble, the anchor, is kept, and every ft- row is read from its runs, each seat the
+    equal-weight fusion of the two models' runs. (The names only label the candidates: the first one's held-out
+    sentences are the dev queries, as SmolLM2 is switched off for speed.)"""
+    from diffret_pyserini.eval.runs import read_trec_run
     from diffret_pyserini.model.packaged import resolve_model_path
+    from diffret_pyserini.search.fusion import ensemble_run
     from diffret_pyserini.train import default
 
     collection = make_numeric_collection(tmp_path / "numeric", n_docs=240)
@@ -71,25 +75,36 @@ def test_the_pipeline_fine_tunes_on_each_source_and_keeps_the_best_on_dev(tmp_pa
     monkeypatch.setattr(sources, "lm_available", lambda: False)  # the held-out sentences as dev queries: fast
     monkeypatch.setattr(sources, "source_candidates", lambda corpus: (["sentences", "titles"], "two candidates"))
     monkeypatch.setattr(default, "finetuned_default", finetuned)
-    metrics = pipeline.run(args_for(tmp_path, collection, systems=["bm25", "hybrid-dense"], finetune="yes"))
+    metrics = pipeline.run(args_for(tmp_path, collection, systems=["bm25", "dense", "hybrid-dense"],
+                                    finetune="yes"))
     assert trained == ["sentences", "titles"]
     runs = tmp_path / "runs" / key(collection)
     chosen = json.loads((runs / "choices.json").read_text())["pseudo_queries"]
-    dev = {source: row["dev_ndcg@10"] for source, row in chosen["dev"].items()}
-    assert dev["titles"] > dev["sentences"] + 0.1  # a clear gap: the choice is not a tie kept by order
-    assert chosen["source"] == "titles" and chosen["candidates"] == ["sentences", "titles"]
-    assert "titles has the best dev hybrid" in chosen["why"]
-    # each candidate's dev figure is the one its own alpha.json holds, at the alpha the safe rule took
-    for source, tag in (("sentences", "model-kq4-kp16"), ("titles", "bert-kq4-kp16")):
-        row = json.loads((runs / tag / "alpha.json").read_text())["systems"]["hybrid-dense"]
-        assert dev[source] == row["dev_ndcg@10"][str(row["alpha"])] >= row["dev_ndcg@10"]["0.5"]
-    # the gap is sure: its interval is above zero, and the table says so
+    dev = {option: row["dev_ndcg@10"] for option, row in chosen["dev"].items()}
+    assert list(dev) == ["sentences & titles", "sentences", "titles"]
+    assert dev["sentences & titles"] > dev["titles"] > dev["sentences"] + 0.1
+    assert chosen["source"] == "sentences & titles" and chosen["candidates"] == ["sentences", "titles"]
+    assert "kept sentences & titles" in chosen["why"]
+    # each option's dev figure is the one its own alpha.json holds, at the alpha the safe rule took
+    ensemble = runs / "ensemble-sentences-titles-model-kq4-kp16"
+    for option, folder in (("sentences", runs / "model-kq4-kp16"), ("titles", runs / "bert-kq4-kp16"),
+                           ("sentences & titles", ensemble)):
+        row = json.loads((folder / "alpha.json").read_text())["systems"]["hybrid-dense"]
+        assert dev[option] == row["dev_ndcg@10"][str(row["alpha"])] >= row["dev_ndcg@10"]["0.5"]
     evidence = json.loads((runs / "choices-evidence.json").read_text())["pseudo-query source"]
-    assert evidence["chosen"] == "titles" and evidence["gain"]["titles"][1] > 0
-    assert "| pseudo-query source | titles | sentences |" in (runs / "metrics.md").read_text()
-    assert set(metrics) == {"bm25", "hybrid-dense", "ft-hybrid-dense"}
-    # the ft- row is the chosen (BERT) model's run, not SPLADE-tiny's
-    assert (runs / "bert-kq4-kp16" / "hybrid-dense.trec").is_file()
+    assert evidence["chosen"] == evidence["anchor"] == "sentences & titles"
+    assert "| pseudo-query source | sentences & titles | sentences & titles |" in (runs / "metrics.md").read_text()
+    assert set(metrics) == {"bm25", "dense", "hybrid-dense", "ft-dense", "ft-hybrid-dense"}
+    # the ft- dense row is the ensemble of the two models' dense runs, and differs from either model's
+    members = [read_trec_run(runs / tag / "dense.trec") for tag in ("model-kq4-kp16", "bert-kq4-kp16")]
+    fused = read_trec_run(ensemble / "dense.trec")
+    expected = ensemble_run(members, list(fused), depth=1000)
+    for qid, hits in fused.items():  # the run keeps the first --hits of the fusion
+        assert [d for d, _ in hits] == [d for d, _ in expected[qid][:len(hits)]]
+        assert all(abs(a - b) < 1e-6 for (_, a), (_, b) in zip(hits, expected[qid]))
+        assert [d for d, _ in hits][:10] != [d for d, _ in members[1][qid]][:10] or \
+            [d for d, _ in hits][:10] != [d for d, _ in members[0][qid]][:10]
+    assert (ensemble / "hybrid-dense.trec").resolve().name.startswith("hybrid-dense.alpha-")
     assert metrics["ft-hybrid-dense"] != metrics["hybrid-dense"]
 
 
@@ -107,10 +122,10 @@ def test_a_source_is_taken_over_the_first_only_on_a_sure_dev_gain():
     noisy = {q: v + (0.106 if i % 10 == 0 else -0.005) for i, (q, v) in enumerate(first.items())}
     source, choice, why = choose_source_safely({"lm": per_query_record(first), "sentences": per_query_record(noisy)})
     assert choice.means["sentences"] > choice.means["lm"] and choice.gains["sentences"][1] < 0
-    assert source == "lm" and why.startswith("lm, the first candidate of lm, sentences: kept lm")
+    assert source == "lm" and why.startswith("lm, the first candidate of lm / sentences: kept lm")
     steady = {q: v + 0.05 for q, v in first.items()}
     source, choice, why = choose_source_safely({"lm": per_query_record(first), "sentences": per_query_record(steady)})
-    assert source == "sentences" and "sentences has the best dev hybrid of lm, sentences, a sure gain" in why
+    assert source == "sentences" and "sentences has the best dev hybrid of lm / sentences, a sure gain" in why
     # a candidate without dev figures cannot be compared: the one that has them
     source, choice, _ = choose_source_safely({"lm": None, "sentences": per_query_record(first)})
     assert source == "sentences" and choice is None

@@ -57,7 +57,7 @@ class EncodedCell:
                             multi_dir=self.passages / "multi", queries_dir=queries or self.queries, topics=topics)
 
 
-def _link(link: Path, target: Path, replace_file: bool = False) -> None:
+def link_path(link: Path, target: Path, replace_file: bool = False) -> None:
     """`link` -> `target` (relative), unless something is already there (a folder from before the split; a
     file too unless `replace_file`)."""
     if link.is_symlink() and os.readlink(link) == os.path.relpath(target, link.parent):
@@ -152,8 +152,8 @@ def encode_stages(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
     root.mkdir(parents=True, exist_ok=True)
     for part in ("dense", "multi", "sparse", "impact"):
         if (p_root / part).exists():
-            _link(root / part, p_root / part)
-    _link(root / "queries", q_root / "queries")
+            link_path(root / part, p_root / part)
+    link_path(root / "queries", q_root / "queries")
     return EncodedCell(tag, root, p_root, q_root / "queries", fingerprint(q=q_fp, passages=p_fp))
 
 
@@ -190,6 +190,6 @@ def search_cell(inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str], a
                 stages.mark(run_path.name, fp)
                 log.info(f"{system}: {len(results)} queries searched in {time.time() - start:.1f}s -> {run_path}")
             if alpha is not None:
-                _link(run_dir / f"{system}.trec", run_path, replace_file=True)
+                link_path(run_dir / f"{system}.trec", run_path, replace_file=True)
             paths[system] = run_path
     return paths

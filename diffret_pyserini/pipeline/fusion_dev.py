@@ -23,7 +23,7 @@ from diffret_pyserini.search.systems import HYBRID_SYSTEMS, run_system, uses_bm2
 from diffret_pyserini.train.sources import DevSet
 
 __all__ = ["ALPHA_FILE", "DEV_DIR", "MIN_DEV_QUERIES", "BM25_ANCHOR", "EQUAL_ANCHOR", "RULE", "anchor_of",
-           "grid_of", "choose_alphas", "read_alphas", "read_alpha_record", "alpha_record"]
+           "grid_of", "choose_alphas", "read_alphas", "read_alpha_record", "alpha_record", "record_from_runs"]
 
 log = logging.getLogger("diffret_pyserini.pipeline")
 ALPHA_FILE = "alpha.json"
@@ -80,6 +80,16 @@ def alpha_record(curves: dict[str, dict[float, dict[str, float]]], dev: dict) ->
     return record
 
 
+def record_from_runs(runs: dict[str, dict], dev: DevSet, hybrids: list[str], depth: int) -> dict:
+    """alpha.json's content for `hybrids` from the dev runs of their seats ({seat: run}): every alpha of each
+    hybrid's grid scored per dev query, then chosen safely (alpha_record)."""
+    from diffret_pyserini.search.fusion import alpha_curves
+
+    curves = {s: alpha_curves(runs[HYBRID_SYSTEMS[s][0]], runs[HYBRID_SYSTEMS[s][1]], dev.qrels, grid_of(s),
+                              depth=depth) for s in hybrids}
+    return alpha_record(curves, dev.describe())
+
+
 def _dev_runs(cell: EncodedCell, dev: DevSet, bm25: Path, model: str, args: PipelineArguments, seats: list[str],
               fp: str, run_dir: Path, stages: StageLog) -> dict[str, dict]:
     """Every seat's run for the dev queries: searched once, then read back from run_dir/dev/."""
@@ -102,7 +112,7 @@ def _dev_runs(cell: EncodedCell, dev: DevSet, bm25: Path, model: str, args: Pipe
 def choose_alphas(cell: EncodedCell, dev: DevSet, bm25: Path, model: str, args: PipelineArguments,
                   systems: list[str], index_fp: dict[str, str], run_dir: Path) -> dict[str, float]:
     """{hybrid system: alpha} for the hybrids among `systems`, chosen on `dev` (see the module docstring)."""
-    from diffret_pyserini.search.fusion import ALPHA_GRID, alpha_curves
+    from diffret_pyserini.search.fusion import ALPHA_GRID
 
     hybrids = [s for s in systems if s in HYBRID_SYSTEMS]
     if not hybrids:
@@ -121,9 +131,7 @@ def choose_alphas(cell: EncodedCell, dev: DevSet, bm25: Path, model: str, args: 
         if stages.is_done("alpha", fp) and (run_dir / ALPHA_FILE).is_file():
             return read_alphas(run_dir)
         runs = _dev_runs(cell, dev, bm25, model, args, seats, runs_fp, run_dir, stages)
-        curves = {s: alpha_curves(runs[HYBRID_SYSTEMS[s][0]], runs[HYBRID_SYSTEMS[s][1]], dev.qrels, grid_of(s),
-                                  depth=args.hits) for s in hybrids}
-        record = alpha_record(curves, dev.describe())
+        record = record_from_runs(runs, dev, hybrids, args.hits)
         for system, row in record["systems"].items():
             log.info(f"--alpha auto: {system} alpha {row['alpha']} ({row['why']}; {len(dev.topics)} "
                      f"{dev.source} dev queries)")

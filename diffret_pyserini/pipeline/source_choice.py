@@ -1,18 +1,20 @@
-"""`--finetune auto` on a collection without enough titles: which pseudo-queries to fine-tune on, chosen on the
-dev queries, never the topics; and whether the fine-tuned model is kept at all.
+"""`--finetune auto` on a collection without enough titles: which fine-tuned side to read, chosen on the dev
+queries, never the topics; and whether the fine-tuned side is kept at all.
 
 Each candidate source (train/sources.source_candidates: 'lm', then 'sentences') gets its own fine-tuned model
 (cached per source). Each model encodes the corpus and its hybrids are searched for the dev queries, the
 held-out documents that no candidate trained on, with their SmolLM2-written queries; `fusion_dev.choose_alphas`
-records every hybrid's dev nDCG@10 per query at its chosen alpha. A source's dev figure is its best hybrid (with
-BM25 in it when the systems have one) at that alpha. The first candidate is kept unless another one's per-query
-gain over it is sure (search.fusion.choose_safely: the lower end of its bootstrap interval above zero): a dev
-difference within its noise says nothing about the topics. `keep_finetuned` asks the same of the chosen model
-against the zero-shot one.
+records every hybrid's dev nDCG@10 per query at its chosen alpha. The options are the ensemble of all the models
+(pipeline/ensemble.py), first, then each model alone. An option's dev figure is its best hybrid (with BM25 in it
+when the systems have one) at its alpha. The ensemble is kept unless one model's per-query gain over it is sure
+(search.fusion.choose_safely: the lower end of its bootstrap interval above zero): the dev queries are written
+like the 'lm' training queries, so a small lead of that model says little about real topics. `keep_finetuned`
+asks the same of the chosen side against the zero-shot model.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffret_pyserini.datasets import Dataset
@@ -23,7 +25,7 @@ from diffret_pyserini.search.systems import HYBRID_SYSTEMS, uses_bm25
 from diffret_pyserini.train.sources import DevSet
 
 __all__ = ["dev_score", "dev_values", "pick_source", "choose_source_safely", "keep_finetuned",
-           "finetune_on_best_source"]
+           "FineTuned", "finetune_on_best_source"]
 
 log = logging.getLogger("diffret_pyserini.pipeline")
 
@@ -70,9 +72,9 @@ def choose_source_safely(records: dict[str, dict | None]):
         return source, None, f"{source}: the only candidate with dev figures"
     choice = choose_safely(values, anchor=next(iter(values)))
     if choice.chosen != choice.anchor:
-        why = f"{choice.chosen} has the best dev hybrid of {', '.join(values)}, a sure gain ({choice.why})"
+        why = f"{choice.chosen} has the best dev hybrid of {' / '.join(values)}, a sure gain ({choice.why})"
     else:
-        why = f"{choice.anchor}, the first candidate of {', '.join(values)}: {choice.why}"
+        why = f"{choice.anchor}, the first candidate of {' / '.join(values)}: {choice.why}"
     return choice.chosen, choice, why
 
 
@@ -97,12 +99,25 @@ def trained_k(args: PipelineArguments) -> dict[str, int] | None:
     return k or None
 
 
+@dataclass
+class FineTuned:
+    """The fine-tuned side the job reads: one model (`folder`), or the ensemble of `members` (pipeline.ensemble);
+    `record` is its alpha.json record on dev (None without one), `info` what the choice saw ({} without one)."""
+
+    source: str
+    folder: Path | None = None
+    members: list | None = None
+    record: dict | None = None
+    info: dict = field(default_factory=dict)
+
+
 def finetune_on_best_source(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], key: str,
-                            bm25: Path, sources: list[str], dev: DevSet | None) -> tuple[str, Path, dict]:
-    """Fine-tune on every candidate source and keep the safe choice on `dev` (see the module docstring); returns
-    (source, model folder, {scores: {source: dev_score}, why, best_on_dev, choice}). One candidate, or no dev
-    set or hybrid to compare on: the first, with {}."""
+                            bm25: Path, sources: list[str], dev: DevSet | None) -> FineTuned:
+    """Fine-tune on every candidate source; with several, the ensemble of their models unless one of them
+    alone beats it surely on `dev` (see the module docstring). One candidate, or no dev set or hybrid to compare
+    on: the first source's model, with info {}."""
     from diffret_pyserini.pipeline.cells import encode_stages
+    from diffret_pyserini.pipeline.ensemble import Member, ensemble_dev_record, ensemble_dir, ensemble_label
     from diffret_pyserini.pipeline.fusion_dev import choose_alphas, read_alpha_record
     from diffret_pyserini.train.default import finetuned_default
 
@@ -114,20 +129,29 @@ def finetune_on_best_source(dataset: Dataset, args: PipelineArguments, topics: d
         folders[source] = finetuned_default(args.dataset, Path(args.indexes) / key / "finetuned", force=args.force,
                                             base_model=args.model, source=source, k=trained_k(args))
     if not compare:
-        return sources[0], folders[sources[0]], {}
+        return FineTuned(sources[0], folders[sources[0]])
     records: dict[str, dict | None] = {}
+    members = []
     for source, folder in folders.items():
         cell = encode_stages(dataset, args, topics, str(folder))
         run_dir = Path(args.runs) / key / cell.tag
         dev_fp = {"bm25": fingerprint(bm25=bm25_fingerprint(bm25)), "model": cell.fingerprint}
         choose_alphas(cell, dev, bm25, str(folder), args, hybrids, dev_fp, run_dir)
         records[source] = read_alpha_record(run_dir)  # None when the dev set is too small to choose on
-        s = dev_score(records[source]) if records[source] else None
+        members.append(Member(source, cell, run_dir))
+    label = ensemble_label(members)
+    out = ensemble_dir(Path(args.runs) / key, members)
+    records = {label: ensemble_dev_record(members, dev, hybrids, args.hits, out), **records}
+    for option, record in records.items():
+        s = dev_score(record) if record else None
         if s is not None:
-            log.info(f"pseudo-queries {source}: best dev hybrid {s['system']} nDCG@10 {s['dev_ndcg@10']:.4f} "
+            log.info(f"pseudo-queries {option}: best dev hybrid {s['system']} nDCG@10 {s['dev_ndcg@10']:.4f} "
                      f"(alpha {s['alpha']}, {len(dev.topics)} dev queries)")
-    source, choice, why = choose_source_safely(records)
+    chosen, choice, why = choose_source_safely(records)
     scores = {s: dev_score(r) if r else None for s, r in records.items()}
     log.info(f"pseudo-queries: {why}")
-    return source, folders[source], {"scores": scores, "why": why, "best_on_dev": pick_source(scores),
-                                     "choice": choice.to_json() if choice else None}
+    info = {"scores": scores, "why": why, "best_on_dev": pick_source(scores),
+            "choice": choice.to_json() if choice else None}
+    if chosen == label:
+        return FineTuned(label, None, members, records[label], info)
+    return FineTuned(chosen, folders[chosen], None, records[chosen], info)

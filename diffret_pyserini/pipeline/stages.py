@@ -23,9 +23,14 @@ EVIDENCE_FILE = "choices-evidence.json"  # beside choices.json: each automatic c
 def search_and_evaluate(dataset: Dataset, inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str],
                         args: PipelineArguments, systems: list[str], alphas: dict[str, float] | None = None,
                         ) -> dict[str, dict[str, float]]:
+    """Search `systems` over one cell into run_dir (cells.search_cell), then evaluate them (evaluate_runs)."""
+    return evaluate_runs(dataset, search_cell(inputs, run_dir, index_fp, args, systems, alphas), run_dir)
+
+
+def evaluate_runs(dataset: Dataset, paths: dict[str, Path], run_dir: Path) -> dict[str, dict[str, float]]:
+    """trec_eval on each run of {system: path} with the dataset's qrels, and run_dir's report; {} without qrels."""
     from diffret_pyserini.eval.trec_eval import convert_qrels, evaluate_run, write_report
 
-    paths = search_cell(inputs, run_dir, index_fp, args, systems, alphas)
     if dataset.qrels_path is not None:  # TREC qrels beside the runs, for `python -m pyserini.eval.trec_eval`
         convert_qrels(dataset.qrels_path, run_dir.parent / "qrels.txt")
     with folder_lock(run_dir):
@@ -155,22 +160,30 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     evidence: dict = {}  # every automatic choice made on dev figures -> its figures and interval (choices.py)
     if dev is not None:
         choices["dev"] = {**dev.describe(), "held_out_documents": len(dev.docids)}
-    models = [("", args.model)] if reads_model else []
+    models: list = [("", args.model)] if reads_model else []
+    finetuned = None  # source_choice.FineTuned once fine-tuned
     if sources and reads_model:  # BM25 alone needs no fine-tuned model of ours
         from diffret_pyserini.pipeline.source_choice import finetune_on_best_source
 
-        source, folder, picked = finetune_on_best_source(dataset, args, topics, key, bm25, sources, dev)
-        if picked:
-            why += f"; {picked['why']}"
-            choices["pseudo_queries"].update(source=source, dev=picked["scores"], why=why,
-                                             best_on_dev=picked["best_on_dev"])
-            evidence["pseudo-query source"] = picked["choice"]
-        models.append(("ft-", str(folder)))
+        finetuned = finetune_on_best_source(dataset, args, topics, key, bm25, sources, dev)
+        source = finetuned.source
+        if finetuned.info:
+            why += f"; {finetuned.info['why']}"
+            choices["pseudo_queries"].update(source=source, dev=finetuned.info["scores"], why=why,
+                                             best_on_dev=finetuned.info["best_on_dev"])
+            evidence["pseudo-query source"] = finetuned.info["choice"]
+        models.append(("ft-", finetuned.members or str(finetuned.folder)))
     log.info(f"pseudo-queries: {source} ({why})")
     combined: dict[str, dict[str, float]] = {}
     run_paths: dict[str, Path] = {}  # combined row -> its run (run_dir/<system>.trec), for the significance
     records: dict[str, dict | None] = {}  # prefix -> its alpha.json record
     for prefix, model in models:
+        if isinstance(model, list):  # the ensemble of the sources' models (ensemble.py)
+            row, paths = ensemble_rows(dataset, args, topics, key, bm25, model, finetuned.record, records, choices,
+                                       evidence)
+            combined.update({prefix + system: r for system, r in row.items()})
+            run_paths.update({prefix + system: path for system, path in paths.items() if system in row})
+            continue
         cell = encode_stages(dataset, args, topics, model)
         tag, inputs = cell.tag, cell.search_inputs(bm25, topics)
         index_fp = {"bm25": fingerprint(bm25=bm25_fingerprint(bm25), topics=topics), "model": cell.fingerprint}
@@ -210,7 +223,9 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     if baselines:  # DiffEmbed and RepLLaMA, fine-tuned on the same pseudo-queries as the ft- model
         from diffret_pyserini.pipeline.baselines import baselines_stage
 
-        rows, paths = baselines_stage(dataset, args, topics, key, bm25, baselines, source if sources else None)
+        ensemble = finetuned is not None and finetuned.members
+        trained_on = (finetuned.members[0].source if ensemble else source) if sources else None
+        rows, paths = baselines_stage(dataset, args, topics, key, bm25, baselines, trained_on)
         combined.update(rows)
         run_paths.update(paths)
     peers = [s[len("peer-"):] for s in args.systems if s.startswith("peer-")]
@@ -230,6 +245,38 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
             atomic_write_text(report / "metrics.md", table + "\n")
         print(table)
     return combined
+
+
+def ensemble_rows(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], key: str, bm25: Path,
+                  members: list, record: dict | None, records: dict, choices: dict, evidence: dict,
+                  ) -> tuple[dict[str, dict[str, float]], dict[str, Path]]:
+    """The fine-tuned side read as the ensemble of `members` (its dev `record` chose the alphas): kept or left
+    out like a single fine-tuned model (records[''] is the zero-shot model's), then searched and evaluated."""
+    from diffret_pyserini.pipeline.choices import alpha_evidence
+    from diffret_pyserini.pipeline.ensemble import ensemble_dir, ensemble_stage
+    from diffret_pyserini.pipeline.fusion_dev import anchor_of
+
+    systems = [s for s in args.systems if s in SYSTEMS and s != "bm25"]
+    alphas = None
+    if args.alpha_auto:
+        hybrids = [s for s in systems if s in HYBRID_SYSTEMS]
+        alphas = ({s: row["alpha"] for s, row in record["systems"].items()} if record
+                  else {s: anchor_of(s) for s in hybrids})
+        records["ft-"] = record
+        if args.finetune == "auto" and "" in records:
+            from diffret_pyserini.pipeline.source_choice import keep_finetuned
+
+            keep, choice, said = keep_finetuned(records[""], record)
+            choices["finetune"] = {"kept": keep, "why": said}
+            evidence["fine-tuned model"] = choice.to_json() if choice else None
+            log.info(f"--finetune auto: the fine-tuned ensemble is {said}")
+            if not keep:
+                return {}, {}
+        choices["alpha"].update({"ft-" + system: alpha for system, alpha in alphas.items()})
+        evidence.update(alpha_evidence(record or {}, "ft-"))
+    out = ensemble_dir(Path(args.runs) / key, members)
+    paths = ensemble_stage(members, bm25, topics, args, systems, alphas, out)
+    return evaluate_runs(dataset, paths, out), paths
 
 
 def choices_section(evidence: dict) -> str:

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
-__all__ = ["min_max_normalize", "center_normalize", "fuse", "fuse_pyserini", "sort_scores", "as_score_dict",
+__all__ = ["min_max_normalize", "center_normalize", "fuse", "fuse_sides", "ensemble_run", "fuse_pyserini", "sort_scores", "as_score_dict",
            "ALPHA_GRID", "ndcg_at_k", "mean_ndcg", "choose_alpha", "per_query_ndcg", "fuse_run", "alpha_curves",
            "bootstrap_interval", "Choice", "choose_safely", "BOOTSTRAP_TRIALS", "CONFIDENCE"]
 
@@ -106,11 +106,33 @@ def fuse(
         d, s = min_max_normalize(d), min_max_normalize(s)
     d_missing = min(d.values()) if (missing == "min" and d) else 0.0
     s_missing = min(s.values()) if (missing == "min" and s) else 0.0
-    fused = {
-        doc: alpha * s.get(doc, s_missing) + (1.0 - alpha) * d.get(doc, d_missing)
-        for doc in d.keys() | s.keys()
-    }
-    return sort_scores(fused, k)
+    return sort_scores(_weighted_sum((s, d), (alpha, 1.0 - alpha), (s_missing, d_missing)), k)
+
+
+def _weighted_sum(sides: Sequence[Mapping[str, float]], weights: Sequence[float],
+                  missing: Sequence[float]) -> dict[str, float]:
+    """{doc: sum of weight * side score} over the union of the sides' documents, `missing` where a side lacks it."""
+    docs = set().union(*sides)
+    return {doc: sum(w * side.get(doc, fill) for side, w, fill in zip(sides, weights, missing)) for doc in docs}
+
+
+def fuse_sides(sides: Sequence[Mapping[str, float] | Iterable[Any]], weights: Sequence[float] | None = None,
+               k: int | None = None) -> list[tuple[str, float]]:
+    """``fuse`` over any number of sides: each min-max normalised per query, a document missing on a side 0
+    there, ``sum(weight * side)``; equal weights (1 / number of sides) unless given. With two sides and weights
+    (alpha, 1 - alpha) it is ``fuse(sides[1], sides[0], alpha)``."""
+    if not sides:
+        raise ValueError("fuse_sides: no side to fuse")
+    weights = [1.0 / len(sides)] * len(sides) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(sides):
+        raise ValueError(f"fuse_sides: {len(weights)} weights for {len(sides)} sides")
+    normalised = [min_max_normalize(as_score_dict(side)) for side in sides]
+    return sort_scores(_weighted_sum(normalised, weights, [0.0] * len(sides)), k)
+
+
+def ensemble_run(runs: Sequence["Run"], qids: Iterable[str], depth: int = 1000) -> dict:
+    """Several models' runs of one seat as one run: ``fuse_sides`` at equal weights for every qid in `qids`."""
+    return {q: fuse_sides([run.get(q, ()) for run in runs], k=depth) for q in qids}
 
 
 def fuse_pyserini(
