@@ -274,6 +274,9 @@ def ensemble_rows(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
                 return {}, {}
         choices["alpha"].update({"ft-" + system: alpha for system, alpha in alphas.items()})
         evidence.update(alpha_evidence(record or {}, "ft-"))
+    if args.kq_auto:
+        log.info("--kq auto: chosen per model, so not for the fine-tuned ensemble (--finetune_source S reads one "
+                 "model)")
     out = ensemble_dir(Path(args.runs) / key, members)
     paths = ensemble_stage(members, bm25, topics, args, systems, alphas, out)
     return evaluate_runs(dataset, paths, out), paths
