@@ -151,8 +151,10 @@ def test_the_choices_table_says_what_was_taken_and_how_sure():
     moved = choose_safely({1.0: anchor, 0.7: {q: 0.6 for q in anchor}}, anchor=1.0).to_json()
     kept = choose_safely({1.0: anchor, 0.7: {q: 0.5 + (0.3 if i % 2 else -0.28) for i, q in enumerate(anchor)}},
                          anchor=1.0).to_json()
+    worse = choose_safely({"lm & sentences": anchor, "lm": {q: 0.45 for q in anchor},
+                           "sentences": {q: 0.4 for q in anchor}}, anchor="lm & sentences").to_json()
     table = evidence_table({"hybrid-bm25-dense alpha": moved, "hybrid-bm25-sparse alpha": kept,
-                            "fine-tuned model": None}, 0.9)
+                            "fine-tuned model": None, "pseudo-query source": worse}, 0.9)
     rows = table.splitlines()
     assert "Gain over anchor [90% interval]" in rows[0]
     assert rows[2] == ("| hybrid-bm25-dense alpha | 0.7 | 1.0 | 0.6000 / 0.5000 | +0.1000 [+0.1000, +0.1000] | "
@@ -160,3 +162,6 @@ def test_the_choices_table_says_what_was_taken_and_how_sure():
     assert rows[3].startswith("| hybrid-bm25-sparse alpha | 1.0 | 1.0 | 0.5000 / 0.5000 | +0.0100 [")
     assert rows[3].endswith("(0.7, not taken) | 30 | no: anchor kept |")
     assert rows[4] == "| fine-tuned model | - | - | - | - | - | no dev figures |"
+    # every other option worse: the best of them is shown with its (negative) gain, and nothing was better
+    assert rows[5] == ("| pseudo-query source | lm & sentences | lm & sentences | 0.5000 / 0.5000 | "
+                       "-0.0500 [-0.0500, -0.0500] (lm, not taken) | 30 | nothing better |")

@@ -38,12 +38,14 @@ def evidence_table(evidence: Mapping[str, Mapping | None], confidence: float) ->
             lines.append(f"| {name} | - | - | - | - | - | no dev figures |")
             continue
         chosen, anchor = ev["chosen"], ev["anchor"]
-        best = max(ev["gain"], key=lambda o: ev["gain"][o][0])  # the best option on dev, taken or not
+        # the best option on dev other than the anchor, taken or not
+        others = [o for o in ev["gain"] if o != str(anchor)] or [str(anchor)]
+        best = max(others, key=lambda o: ev["gain"][o][0])
         shown = chosen if chosen != anchor else best
         mean, lo, hi = ev["gain"][str(shown)]
         moved = chosen != anchor
         gain = f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]" + ("" if moved else f" ({shown}, not taken)")
-        sure = "yes: moved" if moved else ("no: anchor kept" if str(shown) != str(anchor) else "nothing better")
+        sure = "yes: moved" if moved else ("no: anchor kept" if mean > 0 else "nothing better")
         lines.append(f"| {name} | {chosen} | {anchor} | {_figure(ev, chosen)} / {_figure(ev, anchor)} | {gain} | "
                      f"{ev['queries']} | {sure} |")
     return "\n".join(lines)
