@@ -48,7 +48,8 @@ class PipelineArguments(EncodingArguments, EncoderOverrides, ModelLoadArguments)
     finetune_source: str = field(default="auto", metadata={
         "help": "pseudo-queries to fine-tune on: 'auto' (titles when the corpus has enough, else a model on "
                 "each of lm and sentences, read as their ensemble unless one alone is surely better on dev "
-                "queries), or one of titles, sentences, lm (one model, no comparison)", "choices": ["auto", "titles", "sentences", "lm"]})
+                "queries), or one of titles, sentences, lm (one model, no comparison)",
+        "choices": ["auto", "titles", "sentences", "lm"]})
     force: bool = field(default=False, metadata={"help": "redo every stage"})
     # Declared again to take 'auto' as well as an integer (EncoderOverrides' own kq is an int).
     kq: Optional[str] = field(default=None, metadata={

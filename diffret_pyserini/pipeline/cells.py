@@ -163,6 +163,11 @@ def run_file_name(system: str, alpha: float | None) -> str:
     return f"{system}.trec" if alpha is None else f"{system}.alpha-{alpha:g}.trec"
 
 
+def hybrid_alpha(system: str, alphas: dict[str, float] | None, args: PipelineArguments) -> float:
+    """A hybrid's weight: from `alphas` (chosen on dev pseudo-queries), else --alpha, else 0.5."""
+    return (alphas or {}).get(system, args.alpha if isinstance(args.alpha, (int, float)) else 0.5)
+
+
 def search_cell(inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str], args: PipelineArguments,
                 systems: list[str], alphas: dict[str, float] | None = None) -> dict[str, Path]:
     """Search every system over one cell into run_dir/<system>.trec (skipped while its fingerprint matches).
@@ -176,7 +181,7 @@ def search_cell(inputs: SearchInputs, run_dir: Path, index_fp: dict[str, str], a
         for system in systems:
             alpha = None
             if system.startswith("hybrid"):
-                alpha = (alphas or {}).get(system, args.alpha if isinstance(args.alpha, (int, float)) else 0.5)
+                alpha = hybrid_alpha(system, alphas, args)
             run_path = run_dir / run_file_name(system, alpha)
             fp = fingerprint(bm25=index_fp["bm25"] if uses_bm25(system) else None,
                              model=index_fp["model"] if uses_model(system) else None, hits=args.hits,

@@ -22,7 +22,7 @@ from diffret_pyserini.atomic import atomic_write_json
 from diffret_pyserini.fingerprint import fingerprint
 from diffret_pyserini.index.lucene import bm25_fingerprint
 from diffret_pyserini.pipeline.arguments import PipelineArguments
-from diffret_pyserini.pipeline.cells import EncodedCell, run_file_name, search_cell, link_path
+from diffret_pyserini.pipeline.cells import EncodedCell, hybrid_alpha, link_path, run_file_name, search_cell
 from diffret_pyserini.search.systems import HYBRID_SYSTEMS, SINGLE_SYSTEMS
 from diffret_pyserini.train.sources import DevSet
 
@@ -112,7 +112,7 @@ def ensemble_stage(members: list[Member], bm25: Path, topics: dict[str, str], ar
     paths: dict[str, Path] = {}
     for system in systems:
         if system in HYBRID_SYSTEMS:
-            alpha = (alphas or {}).get(system, args.alpha if isinstance(args.alpha, (int, float)) else 0.5)
+            alpha = hybrid_alpha(system, alphas, args)
             dense_seat, sparse_seat = HYBRID_SYSTEMS[system]
             run = fuse_run(runs[dense_seat], runs[sparse_seat], alpha, qids, args.hits)
             path = write_trec_run(run, out / run_file_name(system, alpha), tag=f"{system}-alpha{alpha:g}",

@@ -197,15 +197,8 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
             dev_fp = {**index_fp, "bm25": fingerprint(bm25=bm25_fingerprint(bm25))}
             alphas = choose_alphas(cell, dev, bm25, model, args, systems, dev_fp, run_dir)
             records[prefix] = read_alpha_record(run_dir) if alphas else None
-            if prefix == "ft-" and args.finetune == "auto" and "" in records:
-                from diffret_pyserini.pipeline.source_choice import keep_finetuned
-
-                keep, choice, said = keep_finetuned(records[""], records[prefix])
-                choices["finetune"] = {"kept": keep, "why": said}
-                evidence["fine-tuned model"] = choice.to_json() if choice else None
-                log.info(f"--finetune auto: the fine-tuned model is {said}")
-                if not keep:
-                    continue
+            if prefix == "ft-" and not keeps_finetuned(args, records, choices, evidence, "model"):
+                continue
             choices["alpha"].update({prefix + system: alpha for system, alpha in alphas.items()})
             evidence.update(alpha_evidence(records[prefix] or {}, prefix))
         metrics = search_and_evaluate(dataset, inputs, run_dir, index_fp, args, systems, alphas)
@@ -247,6 +240,20 @@ def run(args: PipelineArguments) -> dict[str, dict[str, float]]:
     return combined
 
 
+def keeps_finetuned(args: PipelineArguments, records: dict, choices: dict, evidence: dict, what: str) -> bool:
+    """--finetune auto: whether the fine-tuned side (records['ft-']) is kept against the zero-shot model
+    (records['']) on dev (source_choice.keep_finetuned), recorded in `choices` and `evidence`; True otherwise."""
+    if args.finetune != "auto" or "" not in records:
+        return True
+    from diffret_pyserini.pipeline.source_choice import keep_finetuned
+
+    keep, choice, said = keep_finetuned(records[""], records["ft-"])
+    choices["finetune"] = {"kept": keep, "why": said}
+    evidence["fine-tuned model"] = choice.to_json() if choice else None
+    log.info(f"--finetune auto: the fine-tuned {what} is {said}")
+    return keep
+
+
 def ensemble_rows(dataset: Dataset, args: PipelineArguments, topics: dict[str, str], key: str, bm25: Path,
                   members: list, record: dict | None, records: dict, choices: dict, evidence: dict,
                   ) -> tuple[dict[str, dict[str, float]], dict[str, Path]]:
@@ -263,15 +270,8 @@ def ensemble_rows(dataset: Dataset, args: PipelineArguments, topics: dict[str, s
         alphas = ({s: row["alpha"] for s, row in record["systems"].items()} if record
                   else {s: anchor_of(s) for s in hybrids})
         records["ft-"] = record
-        if args.finetune == "auto" and "" in records:
-            from diffret_pyserini.pipeline.source_choice import keep_finetuned
-
-            keep, choice, said = keep_finetuned(records[""], record)
-            choices["finetune"] = {"kept": keep, "why": said}
-            evidence["fine-tuned model"] = choice.to_json() if choice else None
-            log.info(f"--finetune auto: the fine-tuned ensemble is {said}")
-            if not keep:
-                return {}, {}
+        if not keeps_finetuned(args, records, choices, evidence, "ensemble"):
+            return {}, {}
         choices["alpha"].update({"ft-" + system: alpha for system, alpha in alphas.items()})
         evidence.update(alpha_evidence(record or {}, "ft-"))
     if args.kq_auto:
