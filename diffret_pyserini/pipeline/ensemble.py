@@ -73,7 +73,7 @@ def ensemble_dev_record(members: list[Member], dev: DevSet, hybrids: list[str], 
     in <member run_dir>/dev/ (written to out/dev/ and out/alpha.json); None when a member has none (too few dev
     queries to choose on)."""
     from diffret_pyserini.eval.runs import read_trec_run, write_trec_run
-    from diffret_pyserini.pipeline.fusion_dev import ALPHA_FILE, DEV_DIR, record_from_runs
+    from diffret_pyserini.pipeline.fusion_dev import ALPHA_FILE, DEV_DIR, record_from_runs, write_dev_set
 
     seats = sorted({seat for s in hybrids for seat in HYBRID_SYSTEMS[s]})
     files = {m.source: {seat: m.run_dir / DEV_DIR / f"{seat}.trec" for seat in seats} for m in members}
@@ -84,7 +84,7 @@ def ensemble_dev_record(members: list[Member], dev: DevSet, hybrids: list[str], 
             for seat in seats}
     for seat, run in runs.items():
         write_trec_run(run, out / DEV_DIR / f"{seat}.trec", tag=f"ensemble-{seat}", k=depth)
-    atomic_write_json(out / DEV_DIR / "dev.json", {**dev.describe(), "topics": dev.topics, "qrels": dev.qrels})
+    write_dev_set(out / DEV_DIR, dev)
     record = record_from_runs(runs, dev, hybrids, depth)
     record["members"] = [m.source for m in members]
     atomic_write_json(out / ALPHA_FILE, record)

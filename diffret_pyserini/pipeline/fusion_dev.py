@@ -23,7 +23,7 @@ from diffret_pyserini.search.systems import HYBRID_SYSTEMS, run_system, uses_bm2
 from diffret_pyserini.train.sources import DevSet
 
 __all__ = ["ALPHA_FILE", "DEV_DIR", "MIN_DEV_QUERIES", "BM25_ANCHOR", "EQUAL_ANCHOR", "RULE", "anchor_of",
-           "grid_of", "choose_alphas", "read_alphas", "read_alpha_record", "alpha_record", "record_from_runs"]
+           "grid_of", "choose_alphas", "read_alphas", "read_alpha_record", "alpha_record", "record_from_runs", "write_dev_set"]
 
 log = logging.getLogger("diffret_pyserini.pipeline")
 ALPHA_FILE = "alpha.json"
@@ -90,6 +90,11 @@ def record_from_runs(runs: dict[str, dict], dev: DevSet, hybrids: list[str], dep
     return alpha_record(curves, dev.describe())
 
 
+def write_dev_set(folder: Path, dev: DevSet) -> None:
+    """folder/dev.json: the dev queries and their judgements beside the dev runs, for reading them back."""
+    atomic_write_json(folder / "dev.json", {**dev.describe(), "topics": dev.topics, "qrels": dev.qrels})
+
+
 def _dev_runs(cell: EncodedCell, dev: DevSet, bm25: Path, model: str, args: PipelineArguments, seats: list[str],
               fp: str, run_dir: Path, stages: StageLog) -> dict[str, dict]:
     """Every seat's run for the dev queries: searched once, then read back from run_dir/dev/."""
@@ -104,7 +109,7 @@ def _dev_runs(cell: EncodedCell, dev: DevSet, bm25: Path, model: str, args: Pipe
     runs = {seat: run_system(seat, inputs, hits=args.hits, threads=args.threads) for seat in seats}
     for seat, run in runs.items():
         write_trec_run(run, folder / f"{seat}.trec", tag=seat, k=args.hits)
-    atomic_write_json(folder / "dev.json", {**dev.describe(), "topics": dev.topics, "qrels": dev.qrels})
+    write_dev_set(folder, dev)
     stages.mark("dev-runs", fp)
     return {seat: read_trec_run(folder / f"{seat}.trec") for seat in seats}  # as a later run will read them
 
